@@ -1,0 +1,163 @@
+//! BPF map names, keys and values.
+//!
+//! IPv4 addresses in keys and values are stored exactly as they sit in the packet header
+//! (network byte order). On the user side `u32::from_ne_bytes(addr.octets())` produces that
+//! value; see [`ipv4_key`].
+
+/// Pin directory name under the bpffs mount (`<bpffs>/eipgw/`).
+pub const PIN_DIR_NAME: &str = "eipgw";
+
+/// EIP address → [`EipEntry`]. Every allocated EIP has an entry, associated or not, so that
+/// traffic to an allocated but unassociated EIP is recognised and dropped.
+pub const MAP_EIPS: &str = "EIPS";
+/// Private IPv4 → [`PrivateEntry`], for the outbound direction.
+pub const MAP_PRIVATE_IPS: &str = "PRIVATE_IPS";
+/// Per-CPU array of [`EipCounters`], indexed by [`EipEntry::stats_slot`].
+pub const MAP_EIP_COUNTERS: &str = "EIP_COUNTERS";
+/// Per-CPU array of `u64`, indexed by [`Verdict`] counter index.
+pub const MAP_VERDICT_COUNTERS: &str = "VERDICT_COUNTERS";
+/// Array with one [`GatewayConfig`] at index 0.
+pub const MAP_CONFIG: &str = "CONFIG";
+/// Device map (hash, keyed by ifindex) used for XDP_REDIRECT to the egress interface.
+pub const MAP_EGRESS_DEVICES: &str = "EGRESS_DEVICES";
+
+/// The name of the XDP program in the object file.
+pub const PROGRAM_GATEWAY: &str = "eipgw";
+/// A program that passes every frame; attached to veth peers so that XDP_REDIRECT into a
+/// veth works (the kernel delivers redirected frames to a veth only when its peer runs XDP).
+pub const PROGRAM_PASS: &str = "eipgw_pass";
+
+/// Default capacity of the EIP and private-IP maps and the counter array.
+pub const DEFAULT_MAX_MAPPINGS: u32 = 65_536;
+
+/// [`EipEntry::mode`]: the EIP is allocated but not associated; its traffic is dropped.
+pub const MODE_UNASSOCIATED: u32 = 0;
+/// [`EipEntry::mode`]: NAT mode, addresses are rewritten (R09).
+pub const MODE_NAT: u32 = 1;
+
+/// Value of [`MAP_EIPS`].
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct EipEntry {
+    /// The private IPv4 address (network byte order), or 0 when unassociated.
+    pub private_addr: u32,
+    /// Index into [`MAP_EIP_COUNTERS`].
+    pub stats_slot: u32,
+    /// One of the `MODE_*` constants.
+    pub mode: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<EipEntry>() == 16);
+
+/// Value of [`MAP_PRIVATE_IPS`].
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrivateEntry {
+    /// The EIP (network byte order) that this private address leaves through.
+    pub eip_addr: u32,
+    /// Index into [`MAP_EIP_COUNTERS`] (the EIP's slot).
+    pub stats_slot: u32,
+}
+const _: () = assert!(core::mem::size_of::<PrivateEntry>() == 8);
+
+/// Per-EIP traffic counters (one copy per CPU; the agent sums them). Bytes are IPv4 total
+/// lengths, so they do not depend on the link layer.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct EipCounters {
+    pub inbound_packets: u64,
+    pub inbound_bytes: u64,
+    pub outbound_packets: u64,
+    pub outbound_bytes: u64,
+}
+const _: () = assert!(core::mem::size_of::<EipCounters>() == 32);
+
+/// Value of [`MAP_CONFIG`] at index 0: which interface is which.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// Interface facing the Internet.
+    pub wan_ifindex: u32,
+    /// Interface facing the VPC.
+    pub lan_ifindex: u32,
+}
+const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 8);
+
+/// Why a frame was dropped, or passed to the kernel without translation. The discriminant is
+/// the index into [`MAP_VERDICT_COUNTERS`].
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Drop: an IPv4 header or L4 header that is truncated or inconsistent.
+    DropMalformed = 0,
+    /// Drop: the destination is an allocated EIP that is not associated.
+    DropEipNotAssociated = 1,
+    /// Drop: from the VPC, a source with no Internet egress (no EIP).
+    DropNoEgress = 2,
+    /// Drop: the route lookup said blackhole, unreachable or prohibited.
+    DropUnroutable = 3,
+    /// Drop: DF set and the packet is larger than the egress MTU.
+    DropFragmentationNeeded = 4,
+    /// Drop: the egress interface is not one the gateway can redirect to.
+    DropNoEgressDevice = 5,
+    /// Pass: TTL would expire here; the kernel answers as a router.
+    PassTtlExpired = 6,
+    /// Pass: the next hop's MAC address is unknown; the kernel resolves it and forwards.
+    PassNeighbourUnknown = 7,
+    /// Pass: addressed to the gateway itself, or not IPv4, or not for an EIP.
+    PassNotTranslated = 8,
+    /// Forwarded after translation, by XDP_REDIRECT or XDP_TX.
+    Translated = 9,
+}
+
+impl Verdict {
+    pub const COUNT: u32 = 10;
+    pub const ALL: [Verdict; Self::COUNT as usize] = [
+        Verdict::DropMalformed,
+        Verdict::DropEipNotAssociated,
+        Verdict::DropNoEgress,
+        Verdict::DropUnroutable,
+        Verdict::DropFragmentationNeeded,
+        Verdict::DropNoEgressDevice,
+        Verdict::PassTtlExpired,
+        Verdict::PassNeighbourUnknown,
+        Verdict::PassNotTranslated,
+        Verdict::Translated,
+    ];
+
+    /// Stable name used by the API and the CLI.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verdict::DropMalformed => "drop_malformed",
+            Verdict::DropEipNotAssociated => "drop_eip_not_associated",
+            Verdict::DropNoEgress => "drop_no_egress",
+            Verdict::DropUnroutable => "drop_unroutable",
+            Verdict::DropFragmentationNeeded => "drop_fragmentation_needed",
+            Verdict::DropNoEgressDevice => "drop_no_egress_device",
+            Verdict::PassTtlExpired => "pass_ttl_expired",
+            Verdict::PassNeighbourUnknown => "pass_neighbour_unknown",
+            Verdict::PassNotTranslated => "pass_not_translated",
+            Verdict::Translated => "translated",
+        }
+    }
+}
+
+/// The map key for an IPv4 address: its four octets as they sit in the header.
+pub const fn ipv4_key(octets: [u8; 4]) -> u32 {
+    u32::from_ne_bytes(octets)
+}
+
+/// The octets of a map key made by [`ipv4_key`].
+pub const fn ipv4_octets(key: u32) -> [u8; 4] {
+    key.to_ne_bytes()
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all four are #[repr(C)], made only of integers, with no implicit padding (the
+    // size asserts above prove it).
+    unsafe impl aya::Pod for super::EipEntry {}
+    unsafe impl aya::Pod for super::PrivateEntry {}
+    unsafe impl aya::Pod for super::EipCounters {}
+    unsafe impl aya::Pod for super::GatewayConfig {}
+}

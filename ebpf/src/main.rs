@@ -1,0 +1,62 @@
+//! The eipgw XDP program: 1:1 NAT between Elastic IPs and VPC private addresses.
+//!
+//! Attached to the gateway's WAN and LAN interfaces. Per frame: parse → classify by ingress
+//! interface → look up the mapping → route (`bpf_fib_lookup`) → rewrite → redirect. Every
+//! return is a deliberate action with a counted [`Verdict`].
+#![no_std]
+#![no_main]
+
+mod counters;
+mod gateway;
+mod packet;
+mod route;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{Array, DevMapHash, HashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use eipgw_common::{
+    DEFAULT_MAX_MAPPINGS, EipCounters, EipEntry, GatewayConfig, PrivateEntry, Verdict,
+};
+
+// Every map is pinned by name so that a restarted agent finds the same maps (and the same
+// counters) and traffic never stops while it is down.
+#[map]
+static EIPS: HashMap<u32, EipEntry> = HashMap::pinned(DEFAULT_MAX_MAPPINGS, 0);
+#[map]
+static PRIVATE_IPS: HashMap<u32, PrivateEntry> = HashMap::pinned(DEFAULT_MAX_MAPPINGS, 0);
+#[map]
+static EIP_COUNTERS: PerCpuArray<EipCounters> = PerCpuArray::pinned(DEFAULT_MAX_MAPPINGS, 0);
+#[map]
+static VERDICT_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Verdict::COUNT, 0);
+#[map]
+static CONFIG: Array<GatewayConfig> = Array::pinned(1, 0);
+#[map]
+static EGRESS_DEVICES: DevMapHash = DevMapHash::pinned(64, 0);
+
+#[xdp]
+pub fn eipgw(ctx: XdpContext) -> u32 {
+    let outcome = gateway::process(&ctx).unwrap_or(gateway::Outcome::drop(Verdict::DropMalformed));
+    counters::count_verdict(outcome.verdict);
+    outcome.action
+}
+
+/// Passes every frame. Attached to the far end of a veth so that frames redirected into the
+/// veth are accepted (the kernel delivers XDP_REDIRECT into a veth only when its peer runs
+/// an XDP program).
+#[xdp]
+pub fn eipgw_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

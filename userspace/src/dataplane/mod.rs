@@ -1,0 +1,371 @@
+//! The XDP data plane: loads the program, attaches it to the WAN and LAN interfaces, pins
+//! maps and links under `<bpffs>/eipgw/`, and keeps the maps equal to what the state implies.
+//!
+//! A restarted agent finds the pinned maps and links: it swaps the new program into the
+//! existing links atomically (`bpf_link_update`) and reconciles the maps by diff, so frames
+//! keep being translated while the agent is down and while it starts.
+
+mod bpffs;
+mod slots;
+
+use std::{
+    collections::BTreeMap,
+    ffi::CString,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues, xdp::DevMapHash},
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+    },
+};
+use eipgw_common::{
+    EipCounters, EipEntry, GatewayConfig, MAP_CONFIG, MAP_EGRESS_DEVICES, MAP_EIP_COUNTERS,
+    MAP_EIPS, MAP_PRIVATE_IPS, MAP_VERDICT_COUNTERS, MODE_NAT, MODE_UNASSOCIATED, PIN_DIR_NAME,
+    PROGRAM_GATEWAY, PrivateEntry, Verdict, ipv4_key, ipv4_octets,
+};
+
+use crate::model::{AssociationMode, Change, Eip, State};
+pub use bpffs::ensure_bpffs;
+use slots::Slots;
+
+/// The compiled XDP program (ebpf/), embedded at build time by build.rs.
+pub static PROGRAM_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/eipgw"));
+
+#[derive(Clone, Debug)]
+pub struct DataplaneOptions {
+    pub wan: String,
+    pub lan: String,
+    /// A bpffs mount; pins go under `<bpffs>/eipgw/`.
+    pub bpffs: PathBuf,
+    pub xdp_mode: XdpMode,
+    /// Capacity of the EIP and private-IP maps. Only used when the maps are created; pinned
+    /// maps keep the size they were made with.
+    pub max_mappings: u32,
+}
+
+pub struct Dataplane {
+    /// Keeps the program loaded (the pinned links hold their own references).
+    ebpf: Ebpf,
+    eips: HashMap<MapData, u32, EipEntry>,
+    private_ips: HashMap<MapData, u32, PrivateEntry>,
+    eip_counters: PerCpuArray<MapData, EipCounters>,
+    verdict_counters: PerCpuArray<MapData, u64>,
+    slots: Slots,
+    nr_cpus: usize,
+    pin_dir: PathBuf,
+}
+
+impl Dataplane {
+    /// Loads (or reuses) the program and maps and attaches to both interfaces.
+    pub fn open(options: &DataplaneOptions) -> anyhow::Result<Self> {
+        ensure_bpffs(&options.bpffs)?;
+        let pin_dir = options.bpffs.join(PIN_DIR_NAME);
+        std::fs::create_dir_all(&pin_dir)
+            .with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
+
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&pin_dir)
+            .map_max_entries(MAP_EIPS, options.max_mappings)
+            .map_max_entries(MAP_PRIVATE_IPS, options.max_mappings)
+            .map_max_entries(MAP_EIP_COUNTERS, options.max_mappings)
+            .load(PROGRAM_OBJECT)
+            .context("loading the XDP program")?;
+
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_GATEWAY)
+            .ok_or_else(|| anyhow!("program {PROGRAM_GATEWAY} missing from the object"))?
+            .try_into()?;
+        program.load().context("the kernel verifier rejected the XDP program")?;
+
+        let mut ifindexes = Vec::new();
+        for ifname in [&options.wan, &options.lan] {
+            ifindexes.push(interface_index(ifname)?);
+            attach_or_replace(program, ifname, &pin_dir, options.xdp_mode)?;
+        }
+        let (wan_ifindex, lan_ifindex) = (ifindexes[0], ifindexes[1]);
+
+        let mut config: Array<MapData, GatewayConfig> = take_map(&mut ebpf, MAP_CONFIG)?;
+        config.set(0, &GatewayConfig { wan_ifindex, lan_ifindex }, 0)?;
+        let mut devices: DevMapHash<MapData> = take_map(&mut ebpf, MAP_EGRESS_DEVICES)?;
+        for ifindex in [wan_ifindex, lan_ifindex] {
+            devices
+                .insert(ifindex, ifindex, None, 0)
+                .with_context(|| format!("adding ifindex {ifindex} to the device map"))?;
+        }
+
+        let eips: HashMap<MapData, u32, EipEntry> = take_map(&mut ebpf, MAP_EIPS)?;
+        let mut slots = Slots::new(options.max_mappings);
+        for row in eips.iter() {
+            let (key, entry) = row?;
+            slots.adopt(key, entry.stats_slot);
+        }
+        let nr_cpus = aya::util::nr_cpus()
+            .map_err(|(path, e)| anyhow!("reading {path}: {e}"))?
+            .get() as usize;
+        Ok(Self {
+            private_ips: take_map(&mut ebpf, MAP_PRIVATE_IPS)?,
+            eip_counters: take_map(&mut ebpf, MAP_EIP_COUNTERS)?,
+            verdict_counters: take_map(&mut ebpf, MAP_VERDICT_COUNTERS)?,
+            eips,
+            slots,
+            nr_cpus,
+            pin_dir,
+            ebpf,
+        })
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// The loaded gateway program, for BPF_PROG_TEST_RUN.
+    pub fn program(&self) -> anyhow::Result<&Xdp> {
+        Ok(self
+            .ebpf
+            .program(PROGRAM_GATEWAY)
+            .ok_or_else(|| anyhow!("program {PROGRAM_GATEWAY} missing"))?
+            .try_into()?)
+    }
+
+    /// Makes the maps hold exactly what `state` implies: entries that should not be there
+    /// are removed, missing or different ones written. Used at start-up; idempotent.
+    pub fn reconcile(&mut self, state: &State) -> anyhow::Result<()> {
+        let stale: Vec<u32> = self
+            .eips
+            .keys()
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|key| !state.eips.contains_key(&Ipv4Addr::from(ipv4_octets(*key))))
+            .collect();
+        for key in stale {
+            self.remove_eip(key)?;
+        }
+        let wanted_private: BTreeMap<u32, PrivateEntry> = BTreeMap::new();
+        let mut wanted_private = wanted_private;
+        for eip in state.eips.values() {
+            let key = ipv4_key(eip.address.octets());
+            let entry = self.write_eip(eip)?;
+            if entry.mode != MODE_UNASSOCIATED {
+                wanted_private.insert(
+                    entry.private_addr,
+                    PrivateEntry { eip_addr: key, stats_slot: entry.stats_slot },
+                );
+            }
+        }
+        let present: Vec<u32> = self.private_ips.keys().collect::<Result<_, _>>()?;
+        for key in present {
+            if !wanted_private.contains_key(&key) {
+                remove_if_present(&mut self.private_ips, &key)?;
+            }
+        }
+        for (key, entry) in wanted_private {
+            if self.private_ips.get(&key, 0).ok() != Some(entry) {
+                self.private_ips.insert(&key, &entry, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a change that took the state from `before`: only the EIPs it touches, so the
+    /// cost does not grow with the number of mappings.
+    pub fn apply(&mut self, before: &State, change: &Change) -> anyhow::Result<()> {
+        for address in &change.delete_eips {
+            if let Some(old) = before.eips.get(address) {
+                self.clear_private(old)?;
+            }
+            self.remove_eip(ipv4_key(address.octets()))?;
+        }
+        for eip in &change.put_eips {
+            if let Some(old) = before.eips.get(&eip.address)
+                && old.association.as_ref().map(|a| a.private_ip)
+                    != eip.association.as_ref().map(|a| a.private_ip)
+            {
+                self.clear_private(old)?;
+            }
+            let entry = self.write_eip(eip)?;
+            if entry.mode != MODE_UNASSOCIATED {
+                let value = PrivateEntry {
+                    eip_addr: ipv4_key(eip.address.octets()),
+                    stats_slot: entry.stats_slot,
+                };
+                self.private_ips.insert(&entry.private_addr, &value, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Packet and byte counters of one EIP, summed over the CPUs.
+    pub fn eip_counters(&self, address: Ipv4Addr) -> anyhow::Result<Option<EipCounters>> {
+        let Some(slot) = self.slots.get(ipv4_key(address.octets())) else {
+            return Ok(None);
+        };
+        let per_cpu = self.eip_counters.get(&slot, 0)?;
+        Ok(Some(per_cpu.iter().fold(EipCounters::default(), |sum, c| EipCounters {
+            inbound_packets: sum.inbound_packets + c.inbound_packets,
+            inbound_bytes: sum.inbound_bytes + c.inbound_bytes,
+            outbound_packets: sum.outbound_packets + c.outbound_packets,
+            outbound_bytes: sum.outbound_bytes + c.outbound_bytes,
+        })))
+    }
+
+    /// How many frames got each verdict, summed over the CPUs.
+    pub fn verdict_counters(&self) -> anyhow::Result<Vec<(Verdict, u64)>> {
+        Verdict::ALL
+            .iter()
+            .map(|&verdict| {
+                let per_cpu = self.verdict_counters.get(&(verdict as u32), 0)?;
+                Ok((verdict, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// Writes the EIP's map entry (allocating its counter slot on first sight).
+    fn write_eip(&mut self, eip: &Eip) -> anyhow::Result<EipEntry> {
+        let key = ipv4_key(eip.address.octets());
+        let slot = match self.slots.get(key) {
+            Some(slot) => slot,
+            None => {
+                let slot = self.slots.allocate(key).ok_or_else(|| {
+                    anyhow!("the EIP map is full: restart eipgwd with a larger --max-mappings")
+                })?;
+                self.zero_counters(slot)?;
+                slot
+            }
+        };
+        let entry = match &eip.association {
+            Some(association) => EipEntry {
+                private_addr: ipv4_key(association.private_ip.octets()),
+                stats_slot: slot,
+                mode: match association.mode {
+                    AssociationMode::Nat => MODE_NAT,
+                },
+                _pad: 0,
+            },
+            None => EipEntry { stats_slot: slot, mode: MODE_UNASSOCIATED, ..EipEntry::default() },
+        };
+        if self.eips.get(&key, 0).ok() != Some(entry) {
+            self.eips.insert(&key, &entry, 0)?;
+        }
+        Ok(entry)
+    }
+
+    fn clear_private(&mut self, old: &Eip) -> anyhow::Result<()> {
+        if let Some(association) = &old.association {
+            remove_if_present(&mut self.private_ips, &ipv4_key(association.private_ip.octets()))?;
+        }
+        Ok(())
+    }
+
+    fn remove_eip(&mut self, key: u32) -> anyhow::Result<()> {
+        if let Ok(entry) = self.eips.get(&key, 0)
+            && entry.mode != MODE_UNASSOCIATED
+        {
+            // Only if it still points at this EIP: another EIP may own it by now.
+            if self.private_ips.get(&entry.private_addr, 0).ok().map(|p| p.eip_addr) == Some(key) {
+                remove_if_present(&mut self.private_ips, &entry.private_addr)?;
+            }
+        }
+        remove_if_present(&mut self.eips, &key)?;
+        if let Some(slot) = self.slots.release(key) {
+            self.zero_counters(slot)?;
+        }
+        Ok(())
+    }
+
+    fn zero_counters(&mut self, slot: u32) -> anyhow::Result<()> {
+        let zeros = PerCpuValues::try_from(vec![EipCounters::default(); self.nr_cpus])?;
+        self.eip_counters.set(slot, zeros, 0)?;
+        Ok(())
+    }
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+fn remove_if_present<V: aya::Pod>(
+    map: &mut HashMap<MapData, u32, V>,
+    key: &u32,
+) -> anyhow::Result<()> {
+    match map.remove(key) {
+        Ok(()) | Err(MapError::KeyNotFound) | Err(MapError::ElementNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn interface_index(ifname: &str) -> anyhow::Result<u32> {
+    let name = CString::new(ifname).context("interface name contains a NUL byte")?;
+    // SAFETY: `name` is a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        bail!("no interface named {ifname} in this network namespace");
+    }
+    Ok(index)
+}
+
+/// Attaches `program` to `ifname` through a pinned bpf_link. If a link is pinned already
+/// (an earlier agent), the new program replaces the old one in it atomically, so the
+/// interface is never without a program.
+fn attach_or_replace(
+    program: &mut Xdp,
+    ifname: &str,
+    pin_dir: &Path,
+    mode: XdpMode,
+) -> anyhow::Result<()> {
+    let pin_path = pin_dir.join(format!("link_{ifname}"));
+    if pin_path.exists() {
+        match replace_in_pinned_link(program, &pin_path) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                // The interface went away and came back, or the pin is from something else:
+                // drop the stale pin and attach afresh.
+                log::warn!("pinned link {} unusable ({e:#}); attaching anew", pin_path.display());
+                std::fs::remove_file(&pin_path)
+                    .with_context(|| format!("removing stale pin {}", pin_path.display()))?;
+            }
+        }
+    }
+    let name = CString::new(ifname).context("interface name contains a NUL byte")?;
+    let link_id = program.attach(name.as_c_str(), mode).with_context(|| {
+        let hint = match mode {
+            XdpMode::Skb => "",
+            _ => ": try --xdp-mode skb",
+        };
+        format!("attaching XDP to {ifname}{hint}")
+    })?;
+    let link = program.take_link(link_id)?;
+    let fd_link: FdLink = link
+        .try_into()
+        .map_err(|e| anyhow!("{e}: the kernel attached XDP without a bpf_link (needs Linux 5.9+)"))?;
+    fd_link
+        .pin(&pin_path)
+        .with_context(|| format!("pinning the XDP link at {}", pin_path.display()))?;
+    Ok(())
+}
+
+fn replace_in_pinned_link(program: &mut Xdp, pin_path: &Path) -> anyhow::Result<()> {
+    let pinned = PinnedLink::from_pin(pin_path).map_err(|e: LinkError| anyhow!(e))?;
+    let fd_link: FdLink = pinned.into();
+    let xdp_link = fd_link.try_into().map_err(|e: LinkError| anyhow!(e))?;
+    let link_id = program
+        .attach_to_link(xdp_link)
+        .map_err(|e: ProgramError| anyhow!(e))
+        .context("replacing the program in the pinned link")?;
+    // The link stays pinned; keep our fd out of the program's link set so that dropping
+    // the program does not detach anything.
+    let link = program.take_link(link_id)?;
+    drop(FdLink::try_from(link).map_err(|e| anyhow!(e))?);
+    Ok(())
+}
