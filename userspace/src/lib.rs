@@ -1,3 +1,10 @@
+//! eipgw's user side: the agent `eipgwd` (rules, store, data plane, API) and the operator
+//! CLI `eipctl`.
+
+pub mod agent;
+pub mod api;
+pub mod cli;
+pub mod client;
 pub mod dataplane;
 pub mod model;
 pub mod store;
