@@ -1,1 +1,54 @@
+//! What the root integration tests and `cargo xtask demo` share: network namespaces and a
+//! gateway topology with RAII guards that remove everything they made, even on panic, and
+//! a handle on a running `eipgwd`.
+//!
+//! All traffic stays inside namespaces made here: documentation ranges on the Internet side
+//! (198.51.100.0/24 hosts, 203.0.113.0/24 EIPs) and 10.0.1.0/24 in the VPC. Nothing is ever
+//! routed to the host's own interfaces.
 
+pub mod agent;
+pub mod netns;
+pub mod servers;
+pub mod topology;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub use agent::AgentProcess;
+pub use netns::{BpffsMount, Netns};
+pub use topology::Topology;
+
+/// A short suffix unique to this process and call, for names that must not collide with a
+/// concurrent run (interface names are limited to 15 bytes).
+pub fn unique_suffix() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{}{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Fails with a clear message unless running as root: the tests need namespaces, XDP and
+/// BPF maps, and must not silently skip.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("these tests need root (namespaces, XDP, BPF maps): run `sudo cargo xtask test`");
+    }
+}
+
+/// Where the release binaries are: next to the test executable's `deps/` directory, or
+/// `EIPGW_BIN_DIR`.
+pub fn bin_path(name: &str) -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("EIPGW_BIN_DIR") {
+        return std::path::Path::new(&dir).join(name);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build it first (`cargo build --release -p eipgw`, which `cargo xtask test` does)",
+        path.display()
+    );
+    path
+}

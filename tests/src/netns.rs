@@ -1,0 +1,156 @@
+//! Network namespaces and bpffs mounts that clean up after themselves.
+
+use std::{
+    fs::File,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use anyhow::{Context as _, bail};
+
+/// Runs a command and fails with its output if it does not succeed.
+pub fn run(program: &str, args: &[&str]) -> anyhow::Result<Output> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program} (is it installed? `cargo xtask setup`)"))?;
+    if !output.status.success() {
+        bail!(
+            "`{program} {}` failed ({}): {}{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(output)
+}
+
+/// A named network namespace, deleted (with every interface in it) on drop.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    pub fn create(name: &str) -> anyhow::Result<Self> {
+        run("ip", &["netns", "add", name])?;
+        let ns = Self { name: name.to_owned() };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n NAME ARGS...`
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    /// Sets a sysctl inside the namespace.
+    pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        self.exec_ok(&["sysctl", "-q", "-w", &format!("{key}={value}")]).map(|_| ())
+    }
+
+    /// A command that runs inside the namespace (`ip netns exec NAME ...`).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).arg(program);
+        command
+    }
+
+    /// Runs a command inside the namespace and fails with its output unless it succeeds.
+    pub fn exec_ok(&self, argv: &[&str]) -> anyhow::Result<Output> {
+        let mut all = vec!["netns", "exec", &self.name];
+        all.extend_from_slice(argv);
+        run("ip", &all)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace, so its sockets and BPF
+    /// attachments live there. Other threads are not affected.
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+        let path = PathBuf::from("/run/netns").join(&self.name);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    enter(&path)?;
+                    Ok(f())
+                })
+                .join()
+                .map_err(|panic| {
+                    let message = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    anyhow::anyhow!("thread in netns {} panicked: {message}", self.name)
+                })?
+        })
+    }
+
+    /// Starts `f` on a thread inside this namespace and returns its handle (for servers
+    /// that run alongside the test).
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<anyhow::Result<T>> {
+        let path = PathBuf::from("/run/netns").join(&self.name);
+        std::thread::spawn(move || {
+            enter(&path)?;
+            Ok(f())
+        })
+    }
+}
+
+fn enter(path: &Path) -> anyhow::Result<()> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: setns on a valid namespace fd; it affects only the calling thread.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("setns");
+    }
+    Ok(())
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace removes its veths (and their XDP links with them).
+        if let Err(e) = run("ip", &["netns", "del", &self.name]) {
+            eprintln!("cleanup: {e:#}");
+        }
+    }
+}
+
+/// A private bpffs mounted on the host outside /sys: visible inside `ip netns exec` (which
+/// remounts /sys) and alive across agent restarts. Unmounted and removed on drop, which
+/// unpins everything under it.
+pub struct BpffsMount {
+    path: PathBuf,
+}
+
+impl BpffsMount {
+    pub fn create(path: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+        let text = path.to_str().context("non-UTF-8 path")?;
+        run("mount", &["-t", "bpf", "bpf", text])?;
+        Ok(Self { path: path.to_owned() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for BpffsMount {
+    fn drop(&mut self) {
+        if let Some(text) = self.path.to_str()
+            && let Err(e) = run("umount", &["-l", text])
+        {
+            eprintln!("cleanup: {e:#}");
+        }
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}

@@ -1,0 +1,138 @@
+//! The gateway topology: `inet` (an Internet host) ⇄ veth ⇄ `gw` (WAN and LAN, where
+//! eipgwd runs) ⇄ veth ⇄ `vm` (a VPC instance with private addresses).
+//!
+//! ```text
+//!  inet: eth0 198.51.100.1/24 ─── wan0 198.51.100.2/24 [gw] lan0 10.0.1.1/24 ─── vm: eth0 10.0.1.10/24
+//!        route 203.0.113.0/24 via gw                                                 10.0.1.11/24
+//!                                                                                    default via gw
+//! ```
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use aya::{EbpfLoader, programs::{Xdp, XdpMode}};
+use eipgw_common::PROGRAM_PASS;
+
+use crate::{AgentProcess, BpffsMount, Netns, unique_suffix};
+
+pub const INTERNET_HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+pub const GW_WAN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+pub const GW_LAN: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
+pub const VM_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
+pub const VM_IP2: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 11);
+pub const EIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+pub const EIP2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+pub const WAN_IF: &str = "wan0";
+pub const LAN_IF: &str = "lan0";
+
+/// Removes a directory tree on drop.
+struct DirGuard(PathBuf);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Fields drop in order: XDP on the hosts' ends first, then the namespaces, then the bpffs
+/// and the scratch directory.
+pub struct Topology {
+    /// Pass-through XDP on the far ends of the veths (see `eipgw_common::PROGRAM_PASS`).
+    _host_programs: Vec<aya::Ebpf>,
+    pub inet: Netns,
+    pub gw: Netns,
+    pub vm: Netns,
+    bpffs: BpffsMount,
+    dir: DirGuard,
+}
+
+impl Topology {
+    pub fn create() -> anyhow::Result<Self> {
+        let suffix = unique_suffix();
+        let dir = DirGuard(std::env::temp_dir().join(format!("eipgw-{suffix}")));
+        std::fs::create_dir_all(&dir.0)?;
+        let bpffs = BpffsMount::create(&dir.0.join("bpf"))?;
+        let inet = Netns::create(&format!("eipgw-inet-{suffix}"))?;
+        let gw = Netns::create(&format!("eipgw-gw-{suffix}"))?;
+        let vm = Netns::create(&format!("eipgw-vm-{suffix}"))?;
+
+        inet.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", WAN_IF, "netns", gw.name()])?;
+        vm.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", LAN_IF, "netns", gw.name()])?;
+
+        inet.ip(&["addr", "add", "198.51.100.1/24", "dev", "eth0"])?;
+        inet.ip(&["link", "set", "eth0", "up"])?;
+        inet.ip(&["route", "add", "203.0.113.0/24", "via", "198.51.100.2"])?;
+
+        gw.ip(&["addr", "add", "198.51.100.2/24", "dev", WAN_IF])?;
+        gw.ip(&["addr", "add", "10.0.1.1/24", "dev", LAN_IF])?;
+        gw.ip(&["link", "set", WAN_IF, "up"])?;
+        gw.ip(&["link", "set", LAN_IF, "up"])?;
+        gw.ip(&["route", "add", "default", "via", "198.51.100.1"])?;
+        gw.sysctl("net.ipv4.ip_forward", "1")?;
+        // A translated packet passed to the kernel (neighbour not yet resolved) carries the
+        // EIP as its source on the LAN side: reverse-path filtering would drop it.
+        for scope in ["all", "default", WAN_IF, LAN_IF] {
+            gw.sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0")?;
+        }
+
+        vm.ip(&["addr", "add", "10.0.1.10/24", "dev", "eth0"])?;
+        vm.ip(&["addr", "add", "10.0.1.11/24", "dev", "eth0"])?;
+        vm.ip(&["link", "set", "eth0", "up"])?;
+        vm.ip(&["route", "add", "default", "via", "10.0.1.1"])?;
+
+        // These veth ends stand for remote hosts, whose frames arrive on a real gateway with
+        // complete checksums. A local stack's veth would hand XDP checksums still to be
+        // completed by offload (CHECKSUM_PARTIAL), which XDP cannot see; turn that off.
+        for ns in [&inet, &vm] {
+            ns.exec_ok(&["ethtool", "-K", "eth0", "tx", "off"])?;
+        }
+
+        let mut host_programs = Vec::new();
+        for ns in [&inet, &vm] {
+            let pins = bpffs.path().join(format!("pass-{}", ns.name()));
+            std::fs::create_dir_all(&pins)?;
+            let ebpf = ns
+                .run_in(move || attach_pass(&pins, "eth0"))?
+                .with_context(|| format!("attaching the pass program in {}", ns.name()))?;
+            host_programs.push(ebpf);
+        }
+
+        Ok(Self { _host_programs: host_programs, inet, gw, vm, bpffs, dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir.0
+    }
+
+    pub fn bpffs(&self) -> &Path {
+        self.bpffs.path()
+    }
+
+    /// Starts eipgwd in `gw` on WAN and LAN, with its state, pins and socket in this
+    /// topology's scratch directory, and waits until its API answers.
+    pub fn start_agent(&self) -> anyhow::Result<AgentProcess> {
+        AgentProcess::start(self)
+    }
+
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir().join("eipgw.sock")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir().join("state")
+    }
+}
+
+fn attach_pass(pin_dir: &Path, ifname: &str) -> anyhow::Result<aya::Ebpf> {
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .load(eipgw::dataplane::PROGRAM_OBJECT)?;
+    let program: &mut Xdp = ebpf.program_mut(PROGRAM_PASS).context("pass program")?.try_into()?;
+    program.load()?;
+    let name = std::ffi::CString::new(ifname)?;
+    program.attach(name.as_c_str(), XdpMode::Driver)?;
+    Ok(ebpf)
+}

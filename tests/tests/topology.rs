@@ -1,0 +1,332 @@
+//! End to end through real namespaces: real clients (curl, ping, kernel sockets) reach a VPC
+//! instance through its EIP and the instance reaches the Internet as its EIP, with eipgwd
+//! and eipctl driving the mappings.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    process::Output,
+    sync::mpsc,
+    time::Duration,
+};
+
+use eipgw_tests::{
+    AgentProcess, Netns, Topology,
+    servers::Server,
+    topology::{EIP, EIP2, INTERNET_HOST, VM_IP, VM_IP2},
+};
+
+const HTTP_PORT: u16 = 8080;
+const UDP_PORT: u16 = 9000;
+const WHOAMI_PORT: u16 = 7000;
+const BODY: &str = "hello from the VPC instance\n";
+
+#[track_caller]
+fn must<T>(result: anyhow::Result<T>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => panic!("{e:#}"),
+    }
+}
+
+fn setup() -> (Topology, AgentProcess) {
+    eipgw_tests::require_root();
+    let topology = must(Topology::create());
+    let agent = must(topology.start_agent());
+    (topology, agent)
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `curl` from the Internet host to the EIP; `Ok(body)` or `Err(diagnostics)`.
+fn curl_eip(inet: &Netns, eip: Ipv4Addr) -> Result<String, String> {
+    let url = format!("http://{eip}:{HTTP_PORT}/");
+    let output = inet
+        .command("curl")
+        .args(["--silent", "--show-error", "--max-time", "3", &url])
+        .output()
+        .expect("running curl (installed by `cargo xtask setup`)");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(text(&output))
+    }
+}
+
+fn ping(ns: &Netns, target: Ipv4Addr, count: u32) -> Result<(), String> {
+    let output = ns
+        .command("ping")
+        .args(["-c", &count.to_string(), "-i", "0.2", "-W", "1", &target.to_string()])
+        .output()
+        .expect("running ping");
+    if output.status.success() { Ok(()) } else { Err(text(&output)) }
+}
+
+/// One UDP round trip from the Internet host to `eip`; the echo must come back intact.
+fn udp_round_trip(inet: &Netns, eip: Ipv4Addr, payload: &[u8]) -> Result<(), String> {
+    let payload = payload.to_vec();
+    must(inet.run_in(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+        socket.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+        socket.send_to(&payload, (eip, UDP_PORT)).map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; payload.len() + 16];
+        let (n, from) = socket.recv_from(&mut buf).map_err(|e| format!("no echo: {e}"))?;
+        if from != SocketAddr::from((eip, UDP_PORT)) {
+            return Err(format!("echo came from {from}, expected the EIP {eip}"));
+        }
+        if buf[..n] != payload[..] {
+            return Err("echo differs from what was sent".into());
+        }
+        Ok(())
+    }))
+}
+
+/// From the instance, connect to the Internet host; returns the source address it saw.
+fn whoami_from_vm(vm: &Netns) -> Result<String, String> {
+    must(vm.run_in(|| {
+        let target = SocketAddr::from((INTERNET_HOST, WHOAMI_PORT));
+        let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(3))
+            .map_err(|e| format!("connect: {e}"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(3))).map_err(|e| e.to_string())?;
+        let mut seen = String::new();
+        stream.read_to_string(&mut seen).map_err(|e| format!("read: {e}"))?;
+        Ok(seen)
+    }))
+}
+
+fn eip_json(agent: &AgentProcess, eip: Ipv4Addr) -> serde_json::Value {
+    let out = must(agent.eipctl_ok(&["--output", "json", "eip", "show", &eip.to_string()]));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("eipctl json: {e}: {out}"))
+}
+
+fn verdict(agent: &AgentProcess, name: &str) -> u64 {
+    let out = must(agent.eipctl_ok(&["--output", "json", "stats"]));
+    let stats: serde_json::Value = serde_json::from_str(&out).expect("stats json");
+    stats["verdicts"][name].as_u64().unwrap_or_else(|| panic!("no verdict {name} in {out}"))
+}
+
+#[test]
+fn eip_carries_tcp_udp_and_ping_both_ways_and_follows_association() {
+    let (topology, agent) = setup();
+    let (inet, vm) = (&topology.inet, &topology.vm);
+    let http = must(Server::http(vm, HTTP_PORT, BODY));
+    let echo = must(Server::udp_echo(vm, UDP_PORT));
+    let whoami = must(Server::tcp_whoami(inet, WHOAMI_PORT));
+
+    must(agent.eipctl_ok(&["eip", "allocate", &EIP.to_string()]));
+    // Allocated but not associated: its traffic is dropped and counted.
+    assert!(curl_eip(inet, EIP).is_err(), "an unassociated EIP must not carry traffic");
+    assert!(verdict(&agent, "drop_eip_not_associated") > 0);
+
+    must(agent.eipctl_ok(&["eip", "associate", &EIP.to_string(), "--private-ip", &VM_IP.to_string()]));
+
+    // Inbound: a real HTTP client and UDP client reach the instance through its EIP, and
+    // the instance sees the Internet host's real address.
+    assert_eq!(curl_eip(inet, EIP).unwrap_or_else(|e| panic!("curl via EIP: {e}")), BODY);
+    udp_round_trip(inet, EIP, b"datagram through the EIP").unwrap_or_else(|e| panic!("{e}"));
+    assert!(http.peers().iter().all(|p| p.ip() == INTERNET_HOST), "{:?}", http.peers());
+    assert!(echo.peers().iter().all(|p| p.ip() == INTERNET_HOST), "{:?}", echo.peers());
+
+    // Outbound: the Internet host sees the EIP as the source, never the private address.
+    assert_eq!(whoami_from_vm(vm).unwrap_or_else(|e| panic!("{e}")), EIP.to_string());
+    assert!(whoami.peers().iter().all(|p| p.ip() == EIP), "{:?}", whoami.peers());
+
+    ping(inet, EIP, 3).unwrap_or_else(|e| panic!("ping inet -> EIP: {e}"));
+    ping(vm, INTERNET_HOST, 3).unwrap_or_else(|e| panic!("ping vm -> inet: {e}"));
+
+    let shown = eip_json(&agent, EIP);
+    assert_eq!(shown["status"], "in_use");
+    assert_eq!(shown["private_ip"], VM_IP.to_string());
+    let counters = &shown["counters"];
+    for field in ["inbound_packets", "inbound_bytes", "outbound_packets", "outbound_bytes"] {
+        assert!(counters[field].as_u64().unwrap_or(0) > 0, "{field} did not move: {shown}");
+    }
+    assert!(verdict(&agent, "translated") > 0);
+
+    // Unassociate: traffic stops both ways; the EIP stays allocated.
+    must(agent.eipctl_ok(&["eip", "unassociate", &EIP.to_string()]));
+    assert!(curl_eip(inet, EIP).is_err(), "traffic still flows after unassociate");
+    assert!(ping(inet, EIP, 1).is_err(), "ping still answered after unassociate");
+    let no_egress_before = verdict(&agent, "drop_no_egress");
+    assert!(whoami_from_vm(vm).is_err(), "the instance still reaches the Internet");
+    assert!(verdict(&agent, "drop_no_egress") > no_egress_before);
+    assert_eq!(eip_json(&agent, EIP)["status"], "available");
+
+    // Re-associate: it flows again.
+    must(agent.eipctl_ok(&["eip", "associate", &EIP.to_string(), "--private-ip", &VM_IP.to_string()]));
+    assert_eq!(curl_eip(inet, EIP).unwrap_or_else(|e| panic!("after re-associate: {e}")), BODY);
+    assert_eq!(whoami_from_vm(vm).unwrap_or_else(|e| panic!("{e}")), EIP.to_string());
+}
+
+#[test]
+fn reassociation_moves_traffic_to_the_new_private_ip() {
+    let (topology, agent) = setup();
+    let inet = &topology.inet;
+    let (eip, eip2) = (EIP.to_string(), EIP2.to_string());
+    let _http = must(Server::http(&topology.vm, HTTP_PORT, BODY));
+    must(agent.eipctl_ok(&["eip", "allocate", &eip]));
+    must(agent.eipctl_ok(&["eip", "allocate", &eip2]));
+    must(agent.eipctl_ok(&["eip", "associate", &eip, "--private-ip", &VM_IP.to_string()]));
+
+    // R05 through the CLI: refused (exit 3), with the rule named, and nothing changes.
+    let refused = must(agent.eipctl(&["eip", "associate", &eip, "--private-ip", &VM_IP2.to_string()]));
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("R05"), "{}", text(&refused));
+    assert_eq!(eip_json(&agent, EIP)["private_ip"], VM_IP.to_string());
+
+    // R02: the private IP already has an EIP.
+    let refused = must(agent.eipctl(&["eip", "associate", &eip2, "--private-ip", &VM_IP.to_string()]));
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("PRIVATE_IP_HAS_EIP"));
+
+    must(agent.eipctl_ok(&[
+        "eip", "associate", &eip, "--private-ip", &VM_IP2.to_string(), "--allow-reassociation",
+    ]));
+    // The EIP now leads to the second address (the same instance holds both addresses, so
+    // the HTTP server answers either way); the server sees the request arrive for VM_IP2.
+    assert_eq!(curl_eip(inet, EIP).unwrap_or_else(|e| panic!("{e}")), BODY);
+    assert_eq!(eip_json(&agent, EIP)["private_ip"], VM_IP2.to_string());
+
+    // R04: an associated EIP cannot be released; after unassociating it can.
+    let refused = must(agent.eipctl(&["eip", "release", &eip]));
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+    must(agent.eipctl_ok(&["eip", "unassociate", &eip]));
+    must(agent.eipctl_ok(&["eip", "release", &eip]));
+    let listed = must(agent.eipctl_ok(&["--output", "json", "eip", "list"]));
+    let listed: serde_json::Value = serde_json::from_str(&listed).expect("list json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    // A released EIP drops nothing any more: it is simply not ours.
+    assert!(curl_eip(inet, EIP).is_err());
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_changes_nothing() {
+    let (_topology, mut agent) = setup();
+    let eip = EIP.to_string();
+    must(agent.eipctl_ok(&["eip", "allocate", &eip]));
+    let before = must(agent.eipctl_ok(&["--output", "json", "eip", "list"]));
+
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["eip", "allocate", "203.0.113.300"], 2, "invalid"),
+        (&["eip", "associate", &eip, "--private-ip", "not-an-ip"], 2, "invalid"),
+        (&["eip", "associate", "203.0.113.99", "--private-ip", "10.0.1.10"], 3, "EIP_NOT_FOUND"),
+        (&["eip", "allocate", &eip], 3, "EIP_ALREADY_ALLOCATED"),
+        (&["eip", "allocate", "224.0.0.1"], 3, "INVALID_ARGUMENT"),
+        (&["eip", "unassociate", &eip], 3, "EIP_NOT_ASSOCIATED"),
+        (&["eip", "show", "198.51.100.77"], 3, "EIP_NOT_FOUND"),
+    ];
+    for (args, code, needle) in cases {
+        let out = must(agent.eipctl(args));
+        assert_eq!(out.status.code(), Some(*code), "eipctl {args:?}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle),
+            "eipctl {args:?} should say {needle}: {}",
+            text(&out)
+        );
+    }
+    assert_eq!(must(agent.eipctl_ok(&["--output", "json", "eip", "list"])), before);
+
+    // With the agent down the CLI says so and exits 4.
+    must(agent.stop(libc::SIGTERM));
+    let out = must(agent.eipctl(&["eip", "list"]));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is eipgwd running"), "{}", text(&out));
+}
+
+/// Phases of the long transfer, reported by the receiving client.
+enum Progress {
+    Received(usize),
+}
+
+#[test]
+fn agent_restart_keeps_mappings_and_a_running_transfer() {
+    const TOTAL: usize = 32 << 20;
+    const PHASE: usize = 4 << 20;
+    let (topology, mut agent) = setup();
+    let (inet, vm) = (&topology.inet, &topology.vm);
+    must(agent.eipctl_ok(&["eip", "allocate", &EIP.to_string()]));
+    must(agent.eipctl_ok(&["eip", "associate", &EIP.to_string(), "--private-ip", &VM_IP.to_string()]));
+
+    // The instance streams a deterministic pattern to whoever connects.
+    let sender = vm.spawn(|| -> Result<(), String> {
+        let listener = std::net::TcpListener::bind(("0.0.0.0", 9100)).map_err(|e| e.to_string())?;
+        let (mut stream, _) = listener.accept().map_err(|e| e.to_string())?;
+        let block: Vec<u8> = (0..65_536u32).map(|i| (i % 251) as u8).collect();
+        for _ in 0..TOTAL / block.len() {
+            stream.write_all(&block).map_err(|e| format!("send: {e}"))?;
+        }
+        Ok(())
+    });
+
+    // The Internet client reads it through the EIP, stopping at each phase boundary until
+    // the test says go on, so the agent restarts while the connection is mid-transfer.
+    let (progress_tx, progress_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let receiver = inet.spawn(move || -> Result<usize, String> {
+        let target = SocketAddr::from((EIP, 9100));
+        let mut stream = (0..50)
+            .find_map(|_| {
+                TcpStream::connect_timeout(&target, Duration::from_secs(1)).ok().or_else(|| {
+                    // The sender may not be listening yet; connect refused comes back at once.
+                    std::thread::sleep(Duration::from_millis(50));
+                    None
+                })
+            })
+            .ok_or("could not connect to the EIP")?;
+        stream.set_read_timeout(Some(Duration::from_secs(15))).map_err(|e| e.to_string())?;
+        let mut received = 0usize;
+        let mut next_phase = PHASE;
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let n = stream.read(&mut buf).map_err(|e| format!("read after {received}: {e}"))?;
+            if n == 0 {
+                return Ok(received);
+            }
+            for (i, byte) in buf[..n].iter().enumerate() {
+                if *byte != ((received + i) % 65_536 % 251) as u8 {
+                    return Err(format!("corrupt byte at {}", received + i));
+                }
+            }
+            received += n;
+            if received >= next_phase && next_phase <= 2 * PHASE {
+                let _ = progress_tx.send(Progress::Received(received));
+                go_rx.recv_timeout(Duration::from_secs(30)).map_err(|_| "no go")?;
+                next_phase += PHASE;
+            }
+        }
+    });
+
+    let wait_phase = |what: &str| match progress_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Progress::Received(n)) => n,
+        Err(_) => panic!("transfer stalled before {what}"),
+    };
+    wait_phase("the agent went down");
+    // Crash the agent: no clean shutdown at all.
+    must(agent.stop(libc::SIGKILL));
+    // With no agent running, the pinned program and maps keep translating.
+    ping(inet, EIP, 2).unwrap_or_else(|e| panic!("ping while the agent is down: {e}"));
+    go_tx.send(()).expect("receiver alive");
+    wait_phase("the agent came back");
+    must(agent.restart(libc::SIGKILL));
+    go_tx.send(()).expect("receiver alive");
+
+    let received = receiver.join().expect("receiver thread").expect("netns").unwrap_or_else(|e| {
+        panic!("transfer failed: {e}\nagent log:\n{}", agent.log_text())
+    });
+    sender.join().expect("sender thread").expect("netns").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(received, TOTAL);
+
+    // The restarted agent still has the mapping and the counters carried on.
+    let shown = eip_json(&agent, EIP);
+    assert_eq!(shown["private_ip"], VM_IP.to_string());
+    assert!(shown["counters"]["inbound_bytes"].as_u64().unwrap_or(0) > 0, "{shown}");
+    assert!(shown["counters"]["outbound_bytes"].as_u64().unwrap_or(0) as usize > TOTAL, "{shown}");
+    assert!(agent.log_text().contains("holds 1 EIPs"), "{}", agent.log_text());
+}
