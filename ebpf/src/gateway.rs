@@ -18,11 +18,17 @@ pub struct Outcome {
 
 impl Outcome {
     pub const fn drop(verdict: Verdict) -> Self {
-        Self { action: xdp_action::XDP_DROP, verdict }
+        Self {
+            action: xdp_action::XDP_DROP,
+            verdict,
+        }
     }
 
     pub const fn pass(verdict: Verdict) -> Self {
-        Self { action: xdp_action::XDP_PASS, verdict }
+        Self {
+            action: xdp_action::XDP_PASS,
+            verdict,
+        }
     }
 }
 
@@ -67,7 +73,11 @@ fn inbound(ctx: &XdpContext, frame: &Ipv4Frame) -> Result<Outcome, Malformed> {
         frame.total_len,
     );
     match route {
-        Route::Forward { ifindex, smac, dmac } => {
+        Route::Forward {
+            ifindex,
+            smac,
+            dmac,
+        } => {
             frame.set_dst(entry.private_addr);
             frame.decrement_ttl();
             set_macs(ctx, smac, dmac)?;
@@ -112,16 +122,28 @@ fn outbound(ctx: &XdpContext, frame: &Ipv4Frame, wan_ifindex: u32) -> Result<Out
         return Ok(Outcome::pass(Verdict::PassTtlExpired));
     }
     match route {
-        Route::Forward { ifindex, smac, dmac } => {
+        Route::Forward {
+            ifindex,
+            smac,
+            dmac,
+        } => {
             frame.set_src(entry.eip_addr);
             frame.decrement_ttl();
             set_macs(ctx, smac, dmac)?;
-            count_eip(entry.stats_slot, Direction::Outbound, frame.total_len as u64);
+            count_eip(
+                entry.stats_slot,
+                Direction::Outbound,
+                frame.total_len as u64,
+            );
             Ok(forward(ctx, ifindex))
         }
         Route::NeighbourUnknown { .. } => {
             frame.set_src(entry.eip_addr);
-            count_eip(entry.stats_slot, Direction::Outbound, frame.total_len as u64);
+            count_eip(
+                entry.stats_slot,
+                Direction::Outbound,
+                frame.total_len as u64,
+            );
             Ok(Outcome::pass(Verdict::PassNeighbourUnknown))
         }
         Route::TooBig => Ok(Outcome::drop(Verdict::DropFragmentationNeeded)),
@@ -132,9 +154,10 @@ fn outbound(ctx: &XdpContext, frame: &Ipv4Frame, wan_ifindex: u32) -> Result<Out
 #[inline(always)]
 fn forward(ctx: &XdpContext, ifindex: u32) -> Outcome {
     match route::transmit(ctx, ifindex) {
-        Some(action) if action != xdp_action::XDP_DROP => {
-            Outcome { action, verdict: Verdict::Translated }
-        }
+        Some(action) if action != xdp_action::XDP_DROP => Outcome {
+            action,
+            verdict: Verdict::Translated,
+        },
         _ => Outcome::drop(Verdict::DropNoEgressDevice),
     }
 }

@@ -156,7 +156,12 @@ pub fn parse_ipv4(ctx: &XdpContext) -> Result<Option<Ipv4Frame>, Malformed> {
     let ip: *mut Ipv4Hdr = ptr_at(ctx, EthHdr::LEN)?;
     // SAFETY: bounds-checked just above.
     let (vihl, total_len, frags, proto) = unsafe {
-        ((*ip).vihl, u16::from_be_bytes((*ip).tot_len), u16::from_be_bytes((*ip).frags), (*ip).proto)
+        (
+            (*ip).vihl,
+            u16::from_be_bytes((*ip).tot_len),
+            u16::from_be_bytes((*ip).frags),
+            (*ip).proto,
+        )
     };
     if vihl >> 4 != 4 {
         return Err(Malformed);
@@ -176,7 +181,11 @@ pub fn parse_ipv4(ctx: &XdpContext) -> Result<Option<Ipv4Frame>, Malformed> {
     // Only the first fragment carries the L4 header; later ones need only the IP rewrite,
     // which is why 1:1 NAT can translate every fragment without state, in any order.
     if frags & FRAGMENT_OFFSET_MASK != 0 {
-        return Ok(Some(Ipv4Frame { ip, total_len, l4: L4Checksum::None }));
+        return Ok(Some(Ipv4Frame {
+            ip,
+            total_len,
+            l4: L4Checksum::None,
+        }));
     }
     let l4 = match proto {
         PROTO_TCP => {

@@ -33,70 +33,86 @@ impl Server {
 
     /// An HTTP/1.0-style server answering every request with `body`.
     pub fn http(ns: &Netns, port: u16, body: &'static str) -> anyhow::Result<Self> {
-        Self::spawn(ns, move || TcpListener::bind(("0.0.0.0", port)), move |listener, stop, peers| {
-            listener.set_nonblocking(true)?;
-            while !stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut stream, peer)) => {
-                        peers.lock().expect("peers lock").push(peer);
-                        stream.set_nonblocking(false)?;
-                        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-                        let mut request = [0u8; 1024];
-                        let _ = stream.read(&mut request)?;
-                        write!(
-                            stream,
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        )?;
+        Self::spawn(
+            ns,
+            move || TcpListener::bind(("0.0.0.0", port)),
+            move |listener, stop, peers| {
+                listener.set_nonblocking(true)?;
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((mut stream, peer)) => {
+                            peers.lock().expect("peers lock").push(peer);
+                            stream.set_nonblocking(false)?;
+                            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                            let mut request = [0u8; 1024];
+                            let _ = stream.read(&mut request)?;
+                            write!(
+                                stream,
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            )?;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(POLL)
+                        }
+                        Err(e) => return Err(e.into()),
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
-                    Err(e) => return Err(e.into()),
                 }
-            }
-            Ok(())
-        })
+                Ok(())
+            },
+        )
     }
 
     /// A UDP server that echoes every datagram back to its sender.
     pub fn udp_echo(ns: &Netns, port: u16) -> anyhow::Result<Self> {
-        Self::spawn(ns, move || UdpSocket::bind(("0.0.0.0", port)), move |socket, stop, peers| {
-            socket.set_read_timeout(Some(POLL))?;
-            let mut buf = vec![0u8; 65_536];
-            while !stop.load(Ordering::Relaxed) {
-                match socket.recv_from(&mut buf) {
-                    Ok((n, peer)) => {
-                        peers.lock().expect("peers lock").push(peer);
-                        socket.send_to(&buf[..n], peer)?;
+        Self::spawn(
+            ns,
+            move || UdpSocket::bind(("0.0.0.0", port)),
+            move |socket, stop, peers| {
+                socket.set_read_timeout(Some(POLL))?;
+                let mut buf = vec![0u8; 65_536];
+                while !stop.load(Ordering::Relaxed) {
+                    match socket.recv_from(&mut buf) {
+                        Ok((n, peer)) => {
+                            peers.lock().expect("peers lock").push(peer);
+                            socket.send_to(&buf[..n], peer)?;
+                        }
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
+                        Err(e) => return Err(e.into()),
                     }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
-                    Err(e) => return Err(e.into()),
                 }
-            }
-            Ok(())
-        })
+                Ok(())
+            },
+        )
     }
 
     /// A TCP server that records who connected and answers with the peer address it saw.
     pub fn tcp_whoami(ns: &Netns, port: u16) -> anyhow::Result<Self> {
-        Self::spawn(ns, move || TcpListener::bind(("0.0.0.0", port)), move |listener, stop, peers| {
-            listener.set_nonblocking(true)?;
-            while !stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut stream, peer)) => {
-                        peers.lock().expect("peers lock").push(peer);
-                        stream.set_nonblocking(false)?;
-                        stream.write_all(peer.ip().to_string().as_bytes())?;
+        Self::spawn(
+            ns,
+            move || TcpListener::bind(("0.0.0.0", port)),
+            move |listener, stop, peers| {
+                listener.set_nonblocking(true)?;
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((mut stream, peer)) => {
+                            peers.lock().expect("peers lock").push(peer);
+                            stream.set_nonblocking(false)?;
+                            stream.write_all(peer.ip().to_string().as_bytes())?;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(POLL)
+                        }
+                        Err(e) => return Err(e.into()),
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
-                    Err(e) => return Err(e.into()),
                 }
-            }
-            Ok(())
-        })
+                Ok(())
+            },
+        )
     }
 
     /// Binds on a thread inside `ns`, returns once the socket is bound (so a client can
@@ -126,8 +142,14 @@ impl Server {
             .recv_timeout(Duration::from_secs(5))
             .map_err(|_| anyhow::anyhow!("server thread did not start in {}", ns.name()))?
             .map_err(|e| anyhow::anyhow!("server in {} could not bind: {e}", ns.name()))?;
-        let thread = Some(std::thread::spawn(move || thread.join().expect("server thread")?));
-        Ok(Self { stop, peers, thread })
+        let thread = Some(std::thread::spawn(move || {
+            thread.join().expect("server thread")?
+        }));
+        Ok(Self {
+            stop,
+            peers,
+            thread,
+        })
     }
 }
 

@@ -13,7 +13,10 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::{EbpfLoader, programs::{Xdp, XdpMode}};
+use aya::{
+    EbpfLoader,
+    programs::{Xdp, XdpMode},
+};
 use eipgw_common::PROGRAM_PASS;
 
 use crate::{AgentProcess, BpffsMount, Netns, unique_suffix};
@@ -59,8 +62,30 @@ impl Topology {
         let gw = Netns::create(&format!("eipgw-gw-{suffix}"))?;
         let vm = Netns::create(&format!("eipgw-vm-{suffix}"))?;
 
-        inet.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", WAN_IF, "netns", gw.name()])?;
-        vm.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", LAN_IF, "netns", gw.name()])?;
+        inet.ip(&[
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            WAN_IF,
+            "netns",
+            gw.name(),
+        ])?;
+        vm.ip(&[
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            LAN_IF,
+            "netns",
+            gw.name(),
+        ])?;
 
         inet.ip(&["addr", "add", "198.51.100.1/24", "dev", "eth0"])?;
         inet.ip(&["link", "set", "eth0", "up"])?;
@@ -100,7 +125,14 @@ impl Topology {
             host_programs.push(ebpf);
         }
 
-        Ok(Self { _host_programs: host_programs, inet, gw, vm, bpffs, dir })
+        Ok(Self {
+            _host_programs: host_programs,
+            inet,
+            gw,
+            vm,
+            bpffs,
+            dir,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -130,7 +162,10 @@ fn attach_pass(pin_dir: &Path, ifname: &str) -> anyhow::Result<aya::Ebpf> {
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .load(eipgw::dataplane::PROGRAM_OBJECT)?;
-    let program: &mut Xdp = ebpf.program_mut(PROGRAM_PASS).context("pass program")?.try_into()?;
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM_PASS)
+        .context("pass program")?
+        .try_into()?;
     program.load()?;
     let name = std::ffi::CString::new(ifname)?;
     program.attach(name.as_c_str(), XdpMode::Driver)?;

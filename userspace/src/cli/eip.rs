@@ -45,8 +45,15 @@ pub fn run(client: &Client, output: Output, command: EipCommand) -> Result<(), C
             let view: EipView = client.post("/v1/eips", &AllocateBody { address, region })?;
             print_one(output, &view);
         }
-        EipCommand::Associate { eip, private_ip, allow_reassociation } => {
-            let body = AssociateBody { private_ip, allow_reassociation };
+        EipCommand::Associate {
+            eip,
+            private_ip,
+            allow_reassociation,
+        } => {
+            let body = AssociateBody {
+                private_ip,
+                allow_reassociation,
+            };
             let view: EipView = client.post(&format!("/v1/eips/{eip}/associate"), &body)?;
             print_one(output, &view);
         }
@@ -108,7 +115,17 @@ fn print_table(views: &[EipView]) {
         })
         .collect();
     output::table(
-        &["EIP", "REGION", "STATUS", "PRIVATE_IP", "MODE", "IN_PKTS", "IN_BYTES", "OUT_PKTS", "OUT_BYTES"],
+        &[
+            "EIP",
+            "REGION",
+            "STATUS",
+            "PRIVATE_IP",
+            "MODE",
+            "IN_PKTS",
+            "IN_BYTES",
+            "OUT_PKTS",
+            "OUT_BYTES",
+        ],
         &rows,
     );
 }
