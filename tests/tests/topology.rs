@@ -487,3 +487,65 @@ fn agent_restart_keeps_mappings_and_a_running_transfer() {
         agent.log_text()
     );
 }
+
+#[test]
+fn ttl_expiry_is_answered_by_the_kernel_and_oversized_df_packets_are_dropped() {
+    let (topology, agent) = setup();
+    let (inet, vm) = (&topology.inet, &topology.vm);
+    must(agent.eipctl_ok(&["eip", "allocate", &EIP.to_string()]));
+    must(agent.eipctl_ok(&[
+        "eip",
+        "associate",
+        &EIP.to_string(),
+        "--private-ip",
+        &VM_IP.to_string(),
+    ]));
+    ping(inet, EIP, 1).unwrap_or_else(|e| panic!("{e}"));
+
+    // TTL 1 arriving at the gateway: it is the router hop, so it answers time exceeded
+    // from its own address, in each direction.
+    let expired = |ns: &Netns, target: Ipv4Addr, router: &str| {
+        let out = ns
+            .command("ping")
+            .args(["-c", "1", "-t", "1", "-W", "2", &target.to_string()])
+            .output()
+            .expect("ping");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(&format!("From {router}")) && stdout.contains("Time to live exceeded"),
+            "expected time exceeded from {router}: {}",
+            text(&out)
+        );
+    };
+    let before = verdict(&agent, "pass_ttl_expired");
+    expired(inet, EIP, "198.51.100.2");
+    expired(vm, INTERNET_HOST, "10.0.1.1");
+    assert_eq!(verdict(&agent, "pass_ttl_expired"), before + 2);
+
+    // A smaller MTU towards the VPC: a DF packet that does not fit is not forwarded.
+    must(topology.gw.ip(&["link", "set", "lan0", "mtu", "1280"]));
+    let before = verdict(&agent, "drop_fragmentation_needed");
+    let out = inet
+        .command("ping")
+        .args([
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "-M",
+            "do",
+            "-s",
+            "1400",
+            &EIP.to_string(),
+        ])
+        .output()
+        .expect("ping");
+    assert!(
+        !out.status.success(),
+        "an oversized DF packet got through: {}",
+        text(&out)
+    );
+    assert_eq!(verdict(&agent, "drop_fragmentation_needed"), before + 1);
+    // What fits still flows.
+    ping(inet, EIP, 1).unwrap_or_else(|e| panic!("{e}"));
+}
