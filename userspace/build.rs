@@ -13,11 +13,8 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("userspace crate has no parent directory"))?
         .join("ebpf");
     let ebpf_dir = ebpf_dir.to_str().context("non-UTF-8 path to ebpf/")?;
-    let package = aya_build::Package {
-        name: "eipgw-ebpf",
-        root_dir: ebpf_dir,
-        ..Default::default()
-    };
+    let package =
+        aya_build::Package { name: "eipgw-ebpf", root_dir: ebpf_dir, ..Default::default() };
     aya_build::build_ebpf([package], aya_build::Toolchain::Custom(EBPF_TOOLCHAIN)).context(
         "building the XDP program: run `cargo xtask setup` to install the eBPF toolchain \
          (nightly-2026-07-01 with rust-src, bpf-linker 0.13 with LLVM 22)",

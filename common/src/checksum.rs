@@ -74,10 +74,7 @@ mod tests {
 
     #[test]
     fn udp_zero_checksum_stays_zero() {
-        assert_eq!(
-            udp_replace_u32(0, addr([10, 0, 1, 5]), addr([203, 0, 113, 7])),
-            0
-        );
+        assert_eq!(udp_replace_u32(0, addr([10, 0, 1, 5]), addr([203, 0, 113, 7])), 0);
     }
 
     #[test]
@@ -94,14 +91,8 @@ mod tests {
 
     #[test]
     fn ttl_decrement_matches_recomputation() {
-        let mut h = Ipv4Header::new(
-            40,
-            64,
-            etherparse::IpNumber::TCP,
-            [1, 2, 3, 4],
-            [5, 6, 7, 8],
-        )
-        .unwrap();
+        let mut h =
+            Ipv4Header::new(40, 64, etherparse::IpNumber::TCP, [1, 2, 3, 4], [5, 6, 7, 8]).unwrap();
         h.header_checksum = h.calc_header_checksum();
         let before = h.to_bytes();
         h.time_to_live -= 1;
@@ -136,10 +127,7 @@ mod tests {
         let l4_check_at = 20 + if udp { 6 } else { 16 };
 
         let ip_check = replace_u32(word(&before, 10), addr(dst), addr(new_dst));
-        assert!(
-            same_checksum(ip_check, word(&after, 10)),
-            "IPv4 header checksum"
-        );
+        assert!(same_checksum(ip_check, word(&after, 10)), "IPv4 header checksum");
 
         let l4_before = word(&before, l4_check_at);
         let l4_updated = if udp {
@@ -147,10 +135,7 @@ mod tests {
         } else {
             replace_u32(l4_before, addr(dst), addr(new_dst))
         };
-        assert!(
-            same_checksum(l4_updated, word(&after, l4_check_at)),
-            "L4 checksum"
-        );
+        assert!(same_checksum(l4_updated, word(&after, l4_check_at)), "L4 checksum");
 
         // And the rewritten packet verifies with an independent implementation.
         let mut rewritten = after.clone();
@@ -159,17 +144,13 @@ mod tests {
         let (src_ip, dst_ip) = (src, new_dst);
         match sliced.transport.unwrap() {
             TransportSlice::Udp(u) => {
-                let expected = u
-                    .to_header()
-                    .calc_checksum_ipv4_raw(src_ip, dst_ip, u.payload())
-                    .unwrap();
+                let expected =
+                    u.to_header().calc_checksum_ipv4_raw(src_ip, dst_ip, u.payload()).unwrap();
                 assert!(same_checksum(u.checksum(), expected));
             }
             TransportSlice::Tcp(t) => {
-                let expected = t
-                    .to_header()
-                    .calc_checksum_ipv4_raw(src_ip, dst_ip, t.payload())
-                    .unwrap();
+                let expected =
+                    t.to_header().calc_checksum_ipv4_raw(src_ip, dst_ip, t.payload()).unwrap();
                 assert!(same_checksum(t.checksum(), expected));
             }
             other => panic!("unexpected transport {other:?}"),

@@ -18,17 +18,11 @@ pub struct Outcome {
 
 impl Outcome {
     pub const fn drop(verdict: Verdict) -> Self {
-        Self {
-            action: xdp_action::XDP_DROP,
-            verdict,
-        }
+        Self { action: xdp_action::XDP_DROP, verdict }
     }
 
     pub const fn pass(verdict: Verdict) -> Self {
-        Self {
-            action: xdp_action::XDP_PASS,
-            verdict,
-        }
+        Self { action: xdp_action::XDP_PASS, verdict }
     }
 }
 
@@ -72,28 +66,14 @@ fn inbound(ctx: &XdpContext, frame: &Ipv4Frame) -> Result<Outcome, Malformed> {
         frame.tos(),
         frame.total_len,
     );
-    match route {
-        Route::Forward {
-            ifindex,
-            smac,
-            dmac,
-        } => {
-            frame.set_dst(entry.private_addr);
-            frame.decrement_ttl();
-            set_macs(ctx, smac, dmac)?;
-            count_eip(entry.stats_slot, Direction::Inbound, frame.total_len as u64);
-            Ok(forward(ctx, ifindex))
-        }
-        Route::NeighbourUnknown { .. } => {
-            // Translated, then the kernel resolves the neighbour and forwards it (and
-            // decrements the TTL itself).
-            frame.set_dst(entry.private_addr);
-            count_eip(entry.stats_slot, Direction::Inbound, frame.total_len as u64);
-            Ok(Outcome::pass(Verdict::PassNeighbourUnknown))
-        }
-        Route::TooBig => Ok(Outcome::drop(Verdict::DropFragmentationNeeded)),
-        Route::Local | Route::Unroutable => Ok(Outcome::drop(Verdict::DropUnroutable)),
-    }
+    translate(
+        ctx,
+        frame,
+        route,
+        |f| f.set_dst(entry.private_addr),
+        entry.stats_slot,
+        Direction::Inbound,
+    )
 }
 
 /// From the VPC: traffic routed to the Internet leaves with its EIP as the source; a source
@@ -121,29 +101,44 @@ fn outbound(ctx: &XdpContext, frame: &Ipv4Frame, wan_ifindex: u32) -> Result<Out
     if frame.ttl() <= 1 {
         return Ok(Outcome::pass(Verdict::PassTtlExpired));
     }
+    translate(
+        ctx,
+        frame,
+        route,
+        |f| f.set_src(entry.eip_addr),
+        entry.stats_slot,
+        Direction::Outbound,
+    )
+}
+
+/// Rewrites the address (`rewrite`) of a frame whose mapping is known, then acts on the
+/// route: forward it, or leave neighbour resolution to the kernel, or drop it.
+#[inline(always)]
+fn translate(
+    ctx: &XdpContext,
+    frame: &Ipv4Frame,
+    route: Route,
+    rewrite: impl Fn(&Ipv4Frame),
+    stats_slot: u32,
+    direction: Direction,
+) -> Result<Outcome, Malformed> {
+    let bytes = frame.total_len as u64;
     match route {
-        Route::Forward {
-            ifindex,
-            smac,
-            dmac,
-        } => {
-            frame.set_src(entry.eip_addr);
+        Route::Forward { ifindex, smac, dmac } => {
+            rewrite(frame);
             frame.decrement_ttl();
             set_macs(ctx, smac, dmac)?;
-            count_eip(
-                entry.stats_slot,
-                Direction::Outbound,
-                frame.total_len as u64,
-            );
-            Ok(forward(ctx, ifindex))
+            let outcome = forward(ctx, ifindex);
+            if outcome.verdict == Verdict::Translated {
+                count_eip(stats_slot, direction, bytes);
+            }
+            Ok(outcome)
         }
         Route::NeighbourUnknown { .. } => {
-            frame.set_src(entry.eip_addr);
-            count_eip(
-                entry.stats_slot,
-                Direction::Outbound,
-                frame.total_len as u64,
-            );
+            // Translated, then the kernel resolves the neighbour and forwards it (and
+            // decrements the TTL itself).
+            rewrite(frame);
+            count_eip(stats_slot, direction, bytes);
             Ok(Outcome::pass(Verdict::PassNeighbourUnknown))
         }
         Route::TooBig => Ok(Outcome::drop(Verdict::DropFragmentationNeeded)),
@@ -154,10 +149,9 @@ fn outbound(ctx: &XdpContext, frame: &Ipv4Frame, wan_ifindex: u32) -> Result<Out
 #[inline(always)]
 fn forward(ctx: &XdpContext, ifindex: u32) -> Outcome {
     match route::transmit(ctx, ifindex) {
-        Some(action) if action != xdp_action::XDP_DROP => Outcome {
-            action,
-            verdict: Verdict::Translated,
-        },
+        Some(action) if action != xdp_action::XDP_DROP => {
+            Outcome { action, verdict: Verdict::Translated }
+        }
         _ => Outcome::drop(Verdict::DropNoEgressDevice),
     }
 }

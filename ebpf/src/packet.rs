@@ -181,11 +181,7 @@ pub fn parse_ipv4(ctx: &XdpContext) -> Result<Option<Ipv4Frame>, Malformed> {
     // Only the first fragment carries the L4 header; later ones need only the IP rewrite,
     // which is why 1:1 NAT can translate every fragment without state, in any order.
     if frags & FRAGMENT_OFFSET_MASK != 0 {
-        return Ok(Some(Ipv4Frame {
-            ip,
-            total_len,
-            l4: L4Checksum::None,
-        }));
+        return Ok(Some(Ipv4Frame { ip, total_len, l4: L4Checksum::None }));
     }
     let l4 = match proto {
         PROTO_TCP => {

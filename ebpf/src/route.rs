@@ -19,11 +19,7 @@ const AF_INET: u8 = 2;
 /// What the kernel's routing table says about a destination.
 pub enum Route {
     /// Forward out of `ifindex` with these link-layer addresses.
-    Forward {
-        ifindex: u32,
-        smac: [u8; 6],
-        dmac: [u8; 6],
-    },
+    Forward { ifindex: u32, smac: [u8; 6], dmac: [u8; 6] },
     /// Forward out of `ifindex`, but the next hop's MAC is not resolved yet.
     NeighbourUnknown { ifindex: u32 },
     /// Larger than the egress MTU (only reported when DF matters to the caller).
@@ -47,27 +43,15 @@ pub fn lookup(ctx: &XdpContext, src: u32, dst: u32, proto: u8, tos: u8, total_le
     params.__bindgen_anon_3.ipv4_src = src;
     params.__bindgen_anon_4.ipv4_dst = dst;
     // SAFETY: `params` is a valid bpf_fib_lookup on the stack and its size is passed.
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.as_ptr(),
-            &mut params,
-            mem::size_of::<FibParams>() as i32,
-            0,
-        )
-    };
+    let rc =
+        unsafe { bpf_fib_lookup(ctx.as_ptr(), &mut params, mem::size_of::<FibParams>() as i32, 0) };
     match rc as u32 {
         BPF_FIB_LKUP_RET_SUCCESS => {
             // SAFETY: on success the kernel fills smac/dmac.
             let macs = unsafe { params.__bindgen_anon_6.__bindgen_anon_2 };
-            Route::Forward {
-                ifindex: params.ifindex,
-                smac: macs.smac,
-                dmac: macs.dmac,
-            }
+            Route::Forward { ifindex: params.ifindex, smac: macs.smac, dmac: macs.dmac }
         }
-        BPF_FIB_LKUP_RET_NO_NEIGH => Route::NeighbourUnknown {
-            ifindex: params.ifindex,
-        },
+        BPF_FIB_LKUP_RET_NO_NEIGH => Route::NeighbourUnknown { ifindex: params.ifindex },
         BPF_FIB_LKUP_RET_FRAG_NEEDED => Route::TooBig,
         BPF_FIB_LKUP_RET_NOT_FWDED => Route::Local,
         _ => Route::Unroutable,
@@ -93,7 +77,5 @@ pub fn transmit(ctx: &XdpContext, ifindex: u32) -> Option<u32> {
         return Some(xdp_action::XDP_TX);
     }
     // With XDP_DROP in the low bits, a missing device makes the helper return XDP_DROP.
-    EGRESS_DEVICES
-        .redirect(ifindex, xdp_action::XDP_DROP as u64)
-        .ok()
+    EGRESS_DEVICES.redirect(ifindex, xdp_action::XDP_DROP as u64).ok()
 }

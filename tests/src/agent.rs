@@ -41,21 +41,13 @@ impl AgentProcess {
             "--api-socket".into(),
             socket.to_string_lossy().into_owned(),
         ];
-        let mut agent = Self {
-            child: None,
-            socket,
-            log,
-            command,
-        };
+        let mut agent = Self { child: None, socket, log, command };
         agent.spawn()?;
         Ok(agent)
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let child = Command::new(&self.command[0])
             .args(&self.command[1..])
             .stdin(Stdio::null())
@@ -74,21 +66,11 @@ impl AgentProcess {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
                 return Ok(());
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                bail!(
-                    "eipgwd exited with {status} before serving; log:\n{}",
-                    self.log_text()
-                );
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("eipgwd exited with {status} before serving; log:\n{}", self.log_text());
             }
             if Instant::now() > deadline {
-                bail!(
-                    "eipgwd did not serve its API within 20 s; log:\n{}",
-                    self.log_text()
-                );
+                bail!("eipgwd did not serve its API within 20 s; log:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

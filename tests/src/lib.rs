@@ -21,11 +21,7 @@ pub use topology::Topology;
 /// concurrent run (interface names are limited to 15 bytes).
 pub fn unique_suffix() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{}{}",
-        std::process::id() % 100_000,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{}{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Fails with a clear message unless running as root: the tests need namespaces, XDP and

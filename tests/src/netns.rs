@@ -35,9 +35,7 @@ pub struct Netns {
 impl Netns {
     pub fn create(name: &str) -> anyhow::Result<Self> {
         run("ip", &["netns", "add", name])?;
-        let ns = Self {
-            name: name.to_owned(),
-        };
+        let ns = Self { name: name.to_owned() };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -55,8 +53,7 @@ impl Netns {
 
     /// Sets a sysctl inside the namespace.
     pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
-        self.exec_ok(&["sysctl", "-q", "-w", &format!("{key}={value}")])
-            .map(|_| ())
+        self.exec_ok(&["sysctl", "-q", "-w", &format!("{key}={value}")]).map(|_| ())
     }
 
     /// A command that runs inside the namespace (`ip netns exec NAME ...`).
@@ -139,9 +136,7 @@ impl BpffsMount {
         std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
         let text = path.to_str().context("non-UTF-8 path")?;
         run("mount", &["-t", "bpf", "bpf", text])?;
-        Ok(Self {
-            path: path.to_owned(),
-        })
+        Ok(Self { path: path.to_owned() })
     }
 
     pub fn path(&self) -> &Path {

@@ -4,7 +4,7 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, UdpSocket},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -31,36 +31,18 @@ impl Server {
         self.peers.lock().expect("peers lock").clone()
     }
 
-    /// An HTTP/1.0-style server answering every request with `body`.
+    /// An HTTP server answering every request with `body`.
     pub fn http(ns: &Netns, port: u16, body: &'static str) -> anyhow::Result<Self> {
-        Self::spawn(
-            ns,
-            move || TcpListener::bind(("0.0.0.0", port)),
-            move |listener, stop, peers| {
-                listener.set_nonblocking(true)?;
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((mut stream, peer)) => {
-                            peers.lock().expect("peers lock").push(peer);
-                            stream.set_nonblocking(false)?;
-                            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-                            let mut request = [0u8; 1024];
-                            let _ = stream.read(&mut request)?;
-                            write!(
-                                stream,
-                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                                body.len()
-                            )?;
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(POLL)
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                Ok(())
-            },
-        )
+        Self::tcp(ns, port, move |mut stream, _peer| {
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request)?;
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        })
     }
 
     /// A UDP server that echoes every datagram back to its sender.
@@ -90,8 +72,17 @@ impl Server {
         )
     }
 
-    /// A TCP server that records who connected and answers with the peer address it saw.
+    /// A TCP server that answers each connection with the source address it saw.
     pub fn tcp_whoami(ns: &Netns, port: u16) -> anyhow::Result<Self> {
+        Self::tcp(ns, port, |mut stream, peer| stream.write_all(peer.ip().to_string().as_bytes()))
+    }
+
+    /// Accepts TCP connections on `port` and hands each to `handle`, one at a time.
+    fn tcp(
+        ns: &Netns,
+        port: u16,
+        handle: impl Fn(TcpStream, SocketAddr) -> std::io::Result<()> + Send + 'static,
+    ) -> anyhow::Result<Self> {
         Self::spawn(
             ns,
             move || TcpListener::bind(("0.0.0.0", port)),
@@ -99,10 +90,10 @@ impl Server {
                 listener.set_nonblocking(true)?;
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
-                        Ok((mut stream, peer)) => {
+                        Ok((stream, peer)) => {
                             peers.lock().expect("peers lock").push(peer);
                             stream.set_nonblocking(false)?;
-                            stream.write_all(peer.ip().to_string().as_bytes())?;
+                            handle(stream, peer)?;
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             std::thread::sleep(POLL)
@@ -142,14 +133,8 @@ impl Server {
             .recv_timeout(Duration::from_secs(5))
             .map_err(|_| anyhow::anyhow!("server thread did not start in {}", ns.name()))?
             .map_err(|e| anyhow::anyhow!("server in {} could not bind: {e}", ns.name()))?;
-        let thread = Some(std::thread::spawn(move || {
-            thread.join().expect("server thread")?
-        }));
-        Ok(Self {
-            stop,
-            peers,
-            thread,
-        })
+        let thread = Some(std::thread::spawn(move || thread.join().expect("server thread")?));
+        Ok(Self { stop, peers, thread })
     }
 }
 

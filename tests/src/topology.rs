@@ -62,30 +62,20 @@ impl Topology {
         let gw = Netns::create(&format!("eipgw-gw-{suffix}"))?;
         let vm = Netns::create(&format!("eipgw-vm-{suffix}"))?;
 
-        inet.ip(&[
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            WAN_IF,
-            "netns",
-            gw.name(),
-        ])?;
-        vm.ip(&[
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            LAN_IF,
-            "netns",
-            gw.name(),
-        ])?;
+        for (host, gw_if) in [(&inet, WAN_IF), (&vm, LAN_IF)] {
+            host.ip(&[
+                "link",
+                "add",
+                "eth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                gw_if,
+                "netns",
+                gw.name(),
+            ])?;
+        }
 
         inet.ip(&["addr", "add", "198.51.100.1/24", "dev", "eth0"])?;
         inet.ip(&["link", "set", "eth0", "up"])?;
@@ -125,14 +115,7 @@ impl Topology {
             host_programs.push(ebpf);
         }
 
-        Ok(Self {
-            _host_programs: host_programs,
-            inet,
-            gw,
-            vm,
-            bpffs,
-            dir,
-        })
+        Ok(Self { _host_programs: host_programs, inet, gw, vm, bpffs, dir })
     }
 
     pub fn dir(&self) -> &Path {
@@ -162,10 +145,7 @@ fn attach_pass(pin_dir: &Path, ifname: &str) -> anyhow::Result<aya::Ebpf> {
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .load(eipgw::dataplane::PROGRAM_OBJECT)?;
-    let program: &mut Xdp = ebpf
-        .program_mut(PROGRAM_PASS)
-        .context("pass program")?
-        .try_into()?;
+    let program: &mut Xdp = ebpf.program_mut(PROGRAM_PASS).context("pass program")?.try_into()?;
     program.load()?;
     let name = std::ffi::CString::new(ifname)?;
     program.attach(name.as_c_str(), XdpMode::Driver)?;

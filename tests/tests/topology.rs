@@ -63,22 +63,10 @@ fn curl_eip(inet: &Netns, eip: Ipv4Addr) -> Result<String, String> {
 fn ping(ns: &Netns, target: Ipv4Addr, count: u32) -> Result<(), String> {
     let output = ns
         .command("ping")
-        .args([
-            "-c",
-            &count.to_string(),
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            &target.to_string(),
-        ])
+        .args(["-c", &count.to_string(), "-i", "0.2", "-W", "1", &target.to_string()])
         .output()
         .expect("running ping");
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(text(&output))
-    }
+    if output.status.success() { Ok(()) } else { Err(text(&output)) }
 }
 
 /// One UDP round trip from the Internet host to `eip`; the echo must come back intact.
@@ -86,16 +74,10 @@ fn udp_round_trip(inet: &Netns, eip: Ipv4Addr, payload: &[u8]) -> Result<(), Str
     let payload = payload.to_vec();
     must(inet.run_in(move || {
         let socket = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
-        socket
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .map_err(|e| e.to_string())?;
-        socket
-            .send_to(&payload, (eip, UDP_PORT))
-            .map_err(|e| e.to_string())?;
+        socket.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+        socket.send_to(&payload, (eip, UDP_PORT)).map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; payload.len() + 16];
-        let (n, from) = socket
-            .recv_from(&mut buf)
-            .map_err(|e| format!("no echo: {e}"))?;
+        let (n, from) = socket.recv_from(&mut buf).map_err(|e| format!("no echo: {e}"))?;
         if from != SocketAddr::from((eip, UDP_PORT)) {
             return Err(format!("echo came from {from}, expected the EIP {eip}"));
         }
@@ -112,15 +94,22 @@ fn whoami_from_vm(vm: &Netns) -> Result<String, String> {
         let target = SocketAddr::from((INTERNET_HOST, WHOAMI_PORT));
         let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(3))
             .map_err(|e| format!("connect: {e}"))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(3)))
-            .map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(Duration::from_secs(3))).map_err(|e| e.to_string())?;
         let mut seen = String::new();
-        stream
-            .read_to_string(&mut seen)
-            .map_err(|e| format!("read: {e}"))?;
+        stream.read_to_string(&mut seen).map_err(|e| format!("read: {e}"))?;
         Ok(seen)
     }))
+}
+
+/// Allocates `eip` and associates it with `private_ip`.
+fn allocate_and_associate(agent: &AgentProcess, eip: Ipv4Addr, private_ip: Ipv4Addr) {
+    must(agent.eipctl_ok(&["eip", "allocate", &eip.to_string()]));
+    associate(agent, eip, private_ip);
+}
+
+fn associate(agent: &AgentProcess, eip: Ipv4Addr, private_ip: Ipv4Addr) {
+    let (eip, private_ip) = (eip.to_string(), private_ip.to_string());
+    must(agent.eipctl_ok(&["eip", "associate", &eip, "--private-ip", &private_ip]));
 }
 
 fn eip_json(agent: &AgentProcess, eip: Ipv4Addr) -> serde_json::Value {
@@ -131,9 +120,7 @@ fn eip_json(agent: &AgentProcess, eip: Ipv4Addr) -> serde_json::Value {
 fn verdict(agent: &AgentProcess, name: &str) -> u64 {
     let out = must(agent.eipctl_ok(&["--output", "json", "stats"]));
     let stats: serde_json::Value = serde_json::from_str(&out).expect("stats json");
-    stats["verdicts"][name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no verdict {name} in {out}"))
+    stats["verdicts"][name].as_u64().unwrap_or_else(|| panic!("no verdict {name} in {out}"))
 }
 
 #[test]
@@ -146,48 +133,21 @@ fn eip_carries_tcp_udp_and_ping_both_ways_and_follows_association() {
 
     must(agent.eipctl_ok(&["eip", "allocate", &EIP.to_string()]));
     // Allocated but not associated: its traffic is dropped and counted.
-    assert!(
-        curl_eip(inet, EIP).is_err(),
-        "an unassociated EIP must not carry traffic"
-    );
+    assert!(curl_eip(inet, EIP).is_err(), "an unassociated EIP must not carry traffic");
     assert!(verdict(&agent, "drop_eip_not_associated") > 0);
 
-    must(agent.eipctl_ok(&[
-        "eip",
-        "associate",
-        &EIP.to_string(),
-        "--private-ip",
-        &VM_IP.to_string(),
-    ]));
+    associate(&agent, EIP, VM_IP);
 
     // Inbound: a real HTTP client and UDP client reach the instance through its EIP, and
     // the instance sees the Internet host's real address.
-    assert_eq!(
-        curl_eip(inet, EIP).unwrap_or_else(|e| panic!("curl via EIP: {e}")),
-        BODY
-    );
+    assert_eq!(curl_eip(inet, EIP).unwrap_or_else(|e| panic!("curl via EIP: {e}")), BODY);
     udp_round_trip(inet, EIP, b"datagram through the EIP").unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        http.peers().iter().all(|p| p.ip() == INTERNET_HOST),
-        "{:?}",
-        http.peers()
-    );
-    assert!(
-        echo.peers().iter().all(|p| p.ip() == INTERNET_HOST),
-        "{:?}",
-        echo.peers()
-    );
+    assert!(http.peers().iter().all(|p| p.ip() == INTERNET_HOST), "{:?}", http.peers());
+    assert!(echo.peers().iter().all(|p| p.ip() == INTERNET_HOST), "{:?}", echo.peers());
 
     // Outbound: the Internet host sees the EIP as the source, never the private address.
-    assert_eq!(
-        whoami_from_vm(vm).unwrap_or_else(|e| panic!("{e}")),
-        EIP.to_string()
-    );
-    assert!(
-        whoami.peers().iter().all(|p| p.ip() == EIP),
-        "{:?}",
-        whoami.peers()
-    );
+    assert_eq!(whoami_from_vm(vm).unwrap_or_else(|e| panic!("{e}")), EIP.to_string());
+    assert!(whoami.peers().iter().all(|p| p.ip() == EIP), "{:?}", whoami.peers());
 
     ping(inet, EIP, 3).unwrap_or_else(|e| panic!("ping inet -> EIP: {e}"));
     ping(vm, INTERNET_HOST, 3).unwrap_or_else(|e| panic!("ping vm -> inet: {e}"));
@@ -196,53 +156,24 @@ fn eip_carries_tcp_udp_and_ping_both_ways_and_follows_association() {
     assert_eq!(shown["status"], "in_use");
     assert_eq!(shown["private_ip"], VM_IP.to_string());
     let counters = &shown["counters"];
-    for field in [
-        "inbound_packets",
-        "inbound_bytes",
-        "outbound_packets",
-        "outbound_bytes",
-    ] {
-        assert!(
-            counters[field].as_u64().unwrap_or(0) > 0,
-            "{field} did not move: {shown}"
-        );
+    for field in ["inbound_packets", "inbound_bytes", "outbound_packets", "outbound_bytes"] {
+        assert!(counters[field].as_u64().unwrap_or(0) > 0, "{field} did not move: {shown}");
     }
     assert!(verdict(&agent, "translated") > 0);
 
     // Unassociate: traffic stops both ways; the EIP stays allocated.
     must(agent.eipctl_ok(&["eip", "unassociate", &EIP.to_string()]));
-    assert!(
-        curl_eip(inet, EIP).is_err(),
-        "traffic still flows after unassociate"
-    );
-    assert!(
-        ping(inet, EIP, 1).is_err(),
-        "ping still answered after unassociate"
-    );
+    assert!(curl_eip(inet, EIP).is_err(), "traffic still flows after unassociate");
+    assert!(ping(inet, EIP, 1).is_err(), "ping still answered after unassociate");
     let no_egress_before = verdict(&agent, "drop_no_egress");
-    assert!(
-        whoami_from_vm(vm).is_err(),
-        "the instance still reaches the Internet"
-    );
+    assert!(whoami_from_vm(vm).is_err(), "the instance still reaches the Internet");
     assert!(verdict(&agent, "drop_no_egress") > no_egress_before);
     assert_eq!(eip_json(&agent, EIP)["status"], "available");
 
     // Re-associate: it flows again.
-    must(agent.eipctl_ok(&[
-        "eip",
-        "associate",
-        &EIP.to_string(),
-        "--private-ip",
-        &VM_IP.to_string(),
-    ]));
-    assert_eq!(
-        curl_eip(inet, EIP).unwrap_or_else(|e| panic!("after re-associate: {e}")),
-        BODY
-    );
-    assert_eq!(
-        whoami_from_vm(vm).unwrap_or_else(|e| panic!("{e}")),
-        EIP.to_string()
-    );
+    associate(&agent, EIP, VM_IP);
+    assert_eq!(curl_eip(inet, EIP).unwrap_or_else(|e| panic!("after re-associate: {e}")), BODY);
+    assert_eq!(whoami_from_vm(vm).unwrap_or_else(|e| panic!("{e}")), EIP.to_string());
 }
 
 #[test]
@@ -251,34 +182,19 @@ fn reassociation_moves_traffic_to_the_new_private_ip() {
     let inet = &topology.inet;
     let (eip, eip2) = (EIP.to_string(), EIP2.to_string());
     let _http = must(Server::http(&topology.vm, HTTP_PORT, BODY));
-    must(agent.eipctl_ok(&["eip", "allocate", &eip]));
     must(agent.eipctl_ok(&["eip", "allocate", &eip2]));
-    must(agent.eipctl_ok(&["eip", "associate", &eip, "--private-ip", &VM_IP.to_string()]));
+    allocate_and_associate(&agent, EIP, VM_IP);
 
     // R05 through the CLI: refused (exit 3), with the rule named, and nothing changes.
-    let refused = must(agent.eipctl(&[
-        "eip",
-        "associate",
-        &eip,
-        "--private-ip",
-        &VM_IP2.to_string(),
-    ]));
+    let refused =
+        must(agent.eipctl(&["eip", "associate", &eip, "--private-ip", &VM_IP2.to_string()]));
     assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("R05"),
-        "{}",
-        text(&refused)
-    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("R05"), "{}", text(&refused));
     assert_eq!(eip_json(&agent, EIP)["private_ip"], VM_IP.to_string());
 
     // R02: the private IP already has an EIP.
-    let refused = must(agent.eipctl(&[
-        "eip",
-        "associate",
-        &eip2,
-        "--private-ip",
-        &VM_IP.to_string(),
-    ]));
+    let refused =
+        must(agent.eipctl(&["eip", "associate", &eip2, "--private-ip", &VM_IP.to_string()]));
     assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("PRIVATE_IP_HAS_EIP"));
 
@@ -316,22 +232,8 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
 
     let cases: &[(&[&str], i32, &str)] = &[
         (&["eip", "allocate", "203.0.113.300"], 2, "invalid"),
-        (
-            &["eip", "associate", &eip, "--private-ip", "not-an-ip"],
-            2,
-            "invalid",
-        ),
-        (
-            &[
-                "eip",
-                "associate",
-                "203.0.113.99",
-                "--private-ip",
-                "10.0.1.10",
-            ],
-            3,
-            "EIP_NOT_FOUND",
-        ),
+        (&["eip", "associate", &eip, "--private-ip", "not-an-ip"], 2, "invalid"),
+        (&["eip", "associate", "203.0.113.99", "--private-ip", "10.0.1.10"], 3, "EIP_NOT_FOUND"),
         (&["eip", "allocate", &eip], 3, "EIP_ALREADY_ALLOCATED"),
         (&["eip", "allocate", "224.0.0.1"], 3, "INVALID_ARGUMENT"),
         (&["eip", "unassociate", &eip], 3, "EIP_NOT_ASSOCIATED"),
@@ -339,32 +241,20 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
     ];
     for (args, code, needle) in cases {
         let out = must(agent.eipctl(args));
-        assert_eq!(
-            out.status.code(),
-            Some(*code),
-            "eipctl {args:?}: {}",
-            text(&out)
-        );
+        assert_eq!(out.status.code(), Some(*code), "eipctl {args:?}: {}", text(&out));
         assert!(
             String::from_utf8_lossy(&out.stderr).contains(needle),
             "eipctl {args:?} should say {needle}: {}",
             text(&out)
         );
     }
-    assert_eq!(
-        must(agent.eipctl_ok(&["--output", "json", "eip", "list"])),
-        before
-    );
+    assert_eq!(must(agent.eipctl_ok(&["--output", "json", "eip", "list"])), before);
 
     // With the agent down the CLI says so and exits 4.
     must(agent.stop(libc::SIGTERM));
     let out = must(agent.eipctl(&["eip", "list"]));
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("is eipgwd running"),
-        "{}",
-        text(&out)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is eipgwd running"), "{}", text(&out));
 }
 
 /// Phases of the long transfer, reported by the receiving client.
@@ -378,14 +268,7 @@ fn agent_restart_keeps_mappings_and_a_running_transfer() {
     const PHASE: usize = 4 << 20;
     let (topology, mut agent) = setup();
     let (inet, vm) = (&topology.inet, &topology.vm);
-    must(agent.eipctl_ok(&["eip", "allocate", &EIP.to_string()]));
-    must(agent.eipctl_ok(&[
-        "eip",
-        "associate",
-        &EIP.to_string(),
-        "--private-ip",
-        &VM_IP.to_string(),
-    ]));
+    allocate_and_associate(&agent, EIP, VM_IP);
 
     // The instance streams a deterministic pattern to whoever connects.
     let sender = vm.spawn(|| -> Result<(), String> {
@@ -406,25 +289,19 @@ fn agent_restart_keeps_mappings_and_a_running_transfer() {
         let target = SocketAddr::from((EIP, 9100));
         let mut stream = (0..50)
             .find_map(|_| {
-                TcpStream::connect_timeout(&target, Duration::from_secs(1))
-                    .ok()
-                    .or_else(|| {
-                        // The sender may not be listening yet; connect refused comes back at once.
-                        std::thread::sleep(Duration::from_millis(50));
-                        None
-                    })
+                TcpStream::connect_timeout(&target, Duration::from_secs(1)).ok().or_else(|| {
+                    // The sender may not be listening yet; connect refused comes back at once.
+                    std::thread::sleep(Duration::from_millis(50));
+                    None
+                })
             })
             .ok_or("could not connect to the EIP")?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(15)))
-            .map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(Duration::from_secs(15))).map_err(|e| e.to_string())?;
         let mut received = 0usize;
         let mut next_phase = PHASE;
         let mut buf = vec![0u8; 65_536];
         loop {
-            let n = stream
-                .read(&mut buf)
-                .map_err(|e| format!("read after {received}: {e}"))?;
+            let n = stream.read(&mut buf).map_err(|e| format!("read after {received}: {e}"))?;
             if n == 0 {
                 return Ok(received);
             }
@@ -436,9 +313,7 @@ fn agent_restart_keeps_mappings_and_a_running_transfer() {
             received += n;
             if received >= next_phase && next_phase <= 2 * PHASE {
                 let _ = progress_tx.send(Progress::Received(received));
-                go_rx
-                    .recv_timeout(Duration::from_secs(30))
-                    .map_err(|_| "no go")?;
+                go_rx.recv_timeout(Duration::from_secs(30)).map_err(|_| "no go")?;
                 next_phase += PHASE;
             }
         }
@@ -463,43 +338,22 @@ fn agent_restart_keeps_mappings_and_a_running_transfer() {
         .expect("receiver thread")
         .expect("netns")
         .unwrap_or_else(|e| panic!("transfer failed: {e}\nagent log:\n{}", agent.log_text()));
-    sender
-        .join()
-        .expect("sender thread")
-        .expect("netns")
-        .unwrap_or_else(|e| panic!("{e}"));
+    sender.join().expect("sender thread").expect("netns").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(received, TOTAL);
 
     // The restarted agent still has the mapping and the counters carried on.
     let shown = eip_json(&agent, EIP);
     assert_eq!(shown["private_ip"], VM_IP.to_string());
-    assert!(
-        shown["counters"]["inbound_bytes"].as_u64().unwrap_or(0) > 0,
-        "{shown}"
-    );
-    assert!(
-        shown["counters"]["outbound_bytes"].as_u64().unwrap_or(0) as usize > TOTAL,
-        "{shown}"
-    );
-    assert!(
-        agent.log_text().contains("holds 1 EIPs"),
-        "{}",
-        agent.log_text()
-    );
+    assert!(shown["counters"]["inbound_bytes"].as_u64().unwrap_or(0) > 0, "{shown}");
+    assert!(shown["counters"]["outbound_bytes"].as_u64().unwrap_or(0) as usize > TOTAL, "{shown}");
+    assert!(agent.log_text().contains("holds 1 EIPs"), "{}", agent.log_text());
 }
 
 #[test]
 fn ttl_expiry_is_answered_by_the_kernel_and_oversized_df_packets_are_dropped() {
     let (topology, agent) = setup();
     let (inet, vm) = (&topology.inet, &topology.vm);
-    must(agent.eipctl_ok(&["eip", "allocate", &EIP.to_string()]));
-    must(agent.eipctl_ok(&[
-        "eip",
-        "associate",
-        &EIP.to_string(),
-        "--private-ip",
-        &VM_IP.to_string(),
-    ]));
+    allocate_and_associate(&agent, EIP, VM_IP);
     ping(inet, EIP, 1).unwrap_or_else(|e| panic!("{e}"));
 
     // TTL 1 arriving at the gateway: it is the router hop, so it answers time exceeded
@@ -527,24 +381,10 @@ fn ttl_expiry_is_answered_by_the_kernel_and_oversized_df_packets_are_dropped() {
     let before = verdict(&agent, "drop_fragmentation_needed");
     let out = inet
         .command("ping")
-        .args([
-            "-c",
-            "1",
-            "-W",
-            "1",
-            "-M",
-            "do",
-            "-s",
-            "1400",
-            &EIP.to_string(),
-        ])
+        .args(["-c", "1", "-W", "1", "-M", "do", "-s", "1400", &EIP.to_string()])
         .output()
         .expect("ping");
-    assert!(
-        !out.status.success(),
-        "an oversized DF packet got through: {}",
-        text(&out)
-    );
+    assert!(!out.status.success(), "an oversized DF packet got through: {}", text(&out));
     assert_eq!(verdict(&agent, "drop_fragmentation_needed"), before + 1);
     // What fits still flows.
     ping(inet, EIP, 1).unwrap_or_else(|e| panic!("{e}"));

@@ -28,11 +28,7 @@ impl Agent {
             state.eips.len(),
             dataplane.pin_dir().display()
         );
-        Ok(Self {
-            state,
-            store,
-            dataplane,
-        })
+        Ok(Self { state, store, dataplane })
     }
 
     /// Validates, commits and applies one request, answering with the EIP `subject`.
@@ -76,22 +72,16 @@ impl Agent {
     pub fn stats(&self) -> anyhow::Result<StatsView> {
         let verdicts = self.dataplane.verdict_counters()?;
         Ok(StatsView {
-            verdicts: verdicts
-                .into_iter()
-                .map(|(v, n)| (v.name().to_owned(), n))
-                .collect(),
+            verdicts: verdicts.into_iter().map(|(v, n)| (v.name().to_owned(), n)).collect(),
         })
     }
 
     fn counters(&self, address: Ipv4Addr) -> anyhow::Result<Option<Counters>> {
-        Ok(self
-            .dataplane
-            .eip_counters(address)?
-            .map(|c: EipCounters| Counters {
-                inbound_packets: c.inbound_packets,
-                inbound_bytes: c.inbound_bytes,
-                outbound_packets: c.outbound_packets,
-                outbound_bytes: c.outbound_bytes,
-            }))
+        Ok(self.dataplane.eip_counters(address)?.map(|c: EipCounters| Counters {
+            inbound_packets: c.inbound_packets,
+            inbound_bytes: c.inbound_bytes,
+            outbound_packets: c.outbound_packets,
+            outbound_bytes: c.outbound_bytes,
+        }))
     }
 }

@@ -170,9 +170,7 @@ pub async fn serve(
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     log::info!("serving the API on {}", socket.display());
-    axum::serve(listener, router(agent))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(listener, router(agent)).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }
 
@@ -194,10 +192,7 @@ async fn allocate_eip(
     AxState(agent): AxState<Shared>,
     Json(body): Json<AllocateBody>,
 ) -> Result<(StatusCode, Json<EipView>), ApiError> {
-    let request = Request::AllocateEip {
-        address: body.address,
-        region: body.region,
-    };
+    let request = Request::AllocateEip { address: body.address, region: body.region };
     let view = agent.lock().await.execute(&request, body.address)?;
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -221,12 +216,7 @@ async fn unassociate_eip(
     UrlPath(address): UrlPath<String>,
 ) -> Result<Json<EipView>, ApiError> {
     let eip = parse_address(&address)?;
-    Ok(Json(
-        agent
-            .lock()
-            .await
-            .execute(&Request::UnassociateEip { eip }, eip)?,
-    ))
+    Ok(Json(agent.lock().await.execute(&Request::UnassociateEip { eip }, eip)?))
 }
 
 async fn release_eip(

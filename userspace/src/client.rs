@@ -34,9 +34,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(socket: impl AsRef<Path>) -> Self {
-        Self {
-            socket: socket.as_ref().to_owned(),
-        }
+        Self { socket: socket.as_ref().to_owned() }
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
@@ -89,26 +87,17 @@ impl Client {
             .and_then(|()| stream.write_all(&body))
             .map_err(|e| unreachable("writing to", &e))?;
         let mut response = Vec::new();
-        stream
-            .read_to_end(&mut response)
-            .map_err(|e| unreachable("reading from", &e))?;
+        stream.read_to_end(&mut response).map_err(|e| unreachable("reading from", &e))?;
         let (status, payload) = split_response(&response)
             .ok_or_else(|| unreachable("malformed answer from", &"HTTP"))?;
         if (200..300).contains(&status) {
-            let payload = if payload.is_empty() {
-                b"null".as_slice()
-            } else {
-                payload
-            };
+            let payload = if payload.is_empty() { b"null".as_slice() } else { payload };
             return serde_json::from_slice(payload)
                 .map_err(|e| unreachable("unexpected answer from", &e));
         }
         let error: ErrorBody = serde_json::from_slice(payload).map_err(|_| {
             unreachable(
-                &format!(
-                    "HTTP {status} ({}) from",
-                    String::from_utf8_lossy(payload).trim()
-                ),
+                &format!("HTTP {status} ({}) from", String::from_utf8_lossy(payload).trim()),
                 &"no error body",
             )
         })?;

@@ -61,21 +61,10 @@ pub struct State {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    AllocateEip {
-        address: Ipv4Addr,
-        region: Option<String>,
-    },
-    AssociateEip {
-        eip: Ipv4Addr,
-        private_ip: Ipv4Addr,
-        allow_reassociation: bool,
-    },
-    UnassociateEip {
-        eip: Ipv4Addr,
-    },
-    ReleaseEip {
-        eip: Ipv4Addr,
-    },
+    AllocateEip { address: Ipv4Addr, region: Option<String> },
+    AssociateEip { eip: Ipv4Addr, private_ip: Ipv4Addr, allow_reassociation: bool },
+    UnassociateEip { eip: Ipv4Addr },
+    ReleaseEip { eip: Ipv4Addr },
 }
 
 /// The records a valid request writes. Applying it to the state it was validated against
@@ -88,10 +77,7 @@ pub struct Change {
 
 impl Change {
     fn put(eip: Eip) -> Self {
-        Self {
-            put_eips: vec![eip],
-            ..Self::default()
-        }
+        Self { put_eips: vec![eip], ..Self::default() }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -100,10 +86,7 @@ impl Change {
 
     /// Every EIP address this change touches.
     pub fn touched_eips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
-        self.put_eips
-            .iter()
-            .map(|e| e.address)
-            .chain(self.delete_eips.iter().copied())
+        self.put_eips.iter().map(|e| e.address).chain(self.delete_eips.iter().copied())
     }
 }
 
@@ -148,11 +131,7 @@ fn refuse(code: ErrorCode, rule: Option<&str>, message: String) -> Refusal {
         Some(rule) => format!("{message} ({rule})"),
         None => message,
     };
-    Refusal {
-        code,
-        rule: rule.map(str::to_owned),
-        message,
-    }
+    Refusal { code, rule: rule.map(str::to_owned), message }
 }
 
 impl State {
@@ -161,11 +140,9 @@ impl State {
     pub fn plan(&self, request: &Request) -> Result<Change, Refusal> {
         match request {
             Request::AllocateEip { address, region } => self.plan_allocate(*address, region),
-            Request::AssociateEip {
-                eip,
-                private_ip,
-                allow_reassociation,
-            } => self.plan_associate(*eip, *private_ip, *allow_reassociation),
+            Request::AssociateEip { eip, private_ip, allow_reassociation } => {
+                self.plan_associate(*eip, *private_ip, *allow_reassociation)
+            }
             Request::UnassociateEip { eip } => self.plan_unassociate(*eip),
             Request::ReleaseEip { eip } => self.plan_release(*eip),
         }
@@ -183,11 +160,9 @@ impl State {
 
     /// The EIP associated with `private_ip`, if any (R02 makes it unique).
     pub fn eip_of_private_ip(&self, private_ip: Ipv4Addr) -> Option<&Eip> {
-        self.eips.values().find(|eip| {
-            eip.association
-                .as_ref()
-                .is_some_and(|a| a.private_ip == private_ip)
-        })
+        self.eips
+            .values()
+            .find(|eip| eip.association.as_ref().is_some_and(|a| a.private_ip == private_ip))
     }
 
     /// The state of just the EIPs a change touches, as they are before it: what the data
@@ -224,10 +199,7 @@ impl State {
             return Err(refuse(
                 ErrorCode::InvalidArgument,
                 None,
-                format!(
-                    "{address} is a private IP associated with EIP {}",
-                    owner.address
-                ),
+                format!("{address} is a private IP associated with EIP {}", owner.address),
             ));
         }
         let region = match region.as_deref() {
@@ -241,11 +213,7 @@ impl State {
                 ));
             }
         };
-        Ok(Change::put(Eip {
-            address,
-            region,
-            association: None,
-        }))
+        Ok(Change::put(Eip { address, region, association: None }))
     }
 
     fn plan_associate(
@@ -263,10 +231,7 @@ impl State {
                 format!("{private_ip} is an EIP, not a private IP"),
             ));
         }
-        let wanted = Association {
-            private_ip,
-            mode: AssociationMode::Nat,
-        };
+        let wanted = Association { private_ip, mode: AssociationMode::Nat };
         if eip.association.as_ref() == Some(&wanted) {
             // Already exactly so: nothing to do, and nothing refused.
             return Ok(Change::default());
@@ -295,10 +260,7 @@ impl State {
                 ),
             ));
         }
-        Ok(Change::put(Eip {
-            association: Some(wanted),
-            ..eip.clone()
-        }))
+        Ok(Change::put(Eip { association: Some(wanted), ..eip.clone() }))
     }
 
     fn plan_unassociate(&self, address: Ipv4Addr) -> Result<Change, Refusal> {
@@ -310,10 +272,7 @@ impl State {
                 format!("EIP {address} is not associated"),
             ));
         }
-        Ok(Change::put(Eip {
-            association: None,
-            ..eip.clone()
-        }))
+        Ok(Change::put(Eip { association: None, ..eip.clone() }))
     }
 
     fn plan_release(&self, address: Ipv4Addr) -> Result<Change, Refusal> {
@@ -328,10 +287,7 @@ impl State {
                 ),
             ));
         }
-        Ok(Change {
-            delete_eips: vec![address],
-            ..Change::default()
-        })
+        Ok(Change { delete_eips: vec![address], ..Change::default() })
     }
 }
 
@@ -354,9 +310,7 @@ fn check_unicast(what: &str, address: Ipv4Addr) -> Result<(), Refusal> {
 
 fn is_valid_region(region: &str) -> bool {
     (1..=64).contains(&region.len())
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[cfg(test)]
@@ -375,9 +329,7 @@ mod tests {
     /// Plans and applies, panicking with the refusal if there is one.
     #[track_caller]
     fn run(state: &mut State, request: Request) {
-        let change = state
-            .plan(&request)
-            .unwrap_or_else(|r| panic!("{request:?} refused: {r}"));
+        let change = state.plan(&request).unwrap_or_else(|r| panic!("{request:?} refused: {r}"));
         state.apply(&change);
     }
 
@@ -395,18 +347,11 @@ mod tests {
     }
 
     fn allocate(address: &str) -> Request {
-        Request::AllocateEip {
-            address: ip(address),
-            region: None,
-        }
+        Request::AllocateEip { address: ip(address), region: None }
     }
 
     fn associate(eip: &str, private: &str, allow_reassociation: bool) -> Request {
-        Request::AssociateEip {
-            eip: ip(eip),
-            private_ip: ip(private),
-            allow_reassociation,
-        }
+        Request::AssociateEip { eip: ip(eip), private_ip: ip(private), allow_reassociation }
     }
 
     fn with_associated() -> State {
@@ -435,32 +380,19 @@ mod tests {
     #[test]
     fn unusable_addresses_are_refused() {
         let state = State::default();
-        for bad in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "224.0.0.1",
-            "255.255.255.255",
-            "169.254.1.1",
-        ] {
+        for bad in ["0.0.0.0", "127.0.0.1", "224.0.0.1", "255.255.255.255", "169.254.1.1"] {
             refused(&state, allocate(bad), ErrorCode::InvalidArgument);
         }
         refused(
             &state,
-            Request::AllocateEip {
-                address: ip(EIP),
-                region: Some("Bad Region".into()),
-            },
+            Request::AllocateEip { address: ip(EIP), region: Some("Bad Region".into()) },
             ErrorCode::InvalidArgument,
         );
     }
 
     #[test]
     fn associate_unknown_eip_is_refused() {
-        refused(
-            &State::default(),
-            associate(EIP, VM, false),
-            ErrorCode::EipNotFound,
-        );
+        refused(&State::default(), associate(EIP, VM, false), ErrorCode::EipNotFound);
     }
 
     #[test]
@@ -469,21 +401,14 @@ mod tests {
         run(&mut state, associate(EIP, VM2, true));
         let association = state.eips[&ip(EIP)].association.clone().unwrap();
         assert_eq!(association.private_ip, ip(VM2));
-        assert!(
-            state.eip_of_private_ip(ip(VM)).is_none(),
-            "the old private IP lost the EIP"
-        );
+        assert!(state.eip_of_private_ip(ip(VM)).is_none(), "the old private IP lost the EIP");
     }
 
     #[test]
     fn r02_a_private_ip_has_at_most_one_eip() {
         let mut state = with_associated();
         run(&mut state, allocate(EIP2));
-        let refusal = refused(
-            &state,
-            associate(EIP2, VM, true),
-            ErrorCode::PrivateIpHasEip,
-        );
+        let refusal = refused(&state, associate(EIP2, VM, true), ErrorCode::PrivateIpHasEip);
         assert_eq!(refusal.rule.as_deref(), Some("R02"));
         // Allowed: a different private IP.
         run(&mut state, associate(EIP2, VM2, false));
@@ -494,29 +419,18 @@ mod tests {
     fn r02_an_eip_address_is_not_a_private_ip() {
         let mut state = with_associated();
         run(&mut state, allocate(EIP2));
-        refused(
-            &state,
-            associate(EIP, EIP2, true),
-            ErrorCode::InvalidArgument,
-        );
+        refused(&state, associate(EIP, EIP2, true), ErrorCode::InvalidArgument);
         refused(&state, allocate(VM), ErrorCode::InvalidArgument);
     }
 
     #[test]
     fn r04_an_associated_eip_cannot_be_released() {
         let mut state = with_associated();
-        let refusal = refused(
-            &state,
-            Request::ReleaseEip { eip: ip(EIP) },
-            ErrorCode::EipAssociated,
-        );
+        let refusal =
+            refused(&state, Request::ReleaseEip { eip: ip(EIP) }, ErrorCode::EipAssociated);
         assert_eq!(refusal.rule.as_deref(), Some("R04"));
         run(&mut state, Request::UnassociateEip { eip: ip(EIP) });
-        assert_eq!(
-            state.eips[&ip(EIP)].status(),
-            EipStatus::Available,
-            "EIP kept, available"
-        );
+        assert_eq!(state.eips[&ip(EIP)].status(), EipStatus::Available, "EIP kept, available");
         run(&mut state, Request::ReleaseEip { eip: ip(EIP) });
         assert!(state.eips.is_empty());
     }
@@ -526,11 +440,7 @@ mod tests {
         let mut state = with_associated();
         let refusal = refused(&state, associate(EIP, VM2, false), ErrorCode::EipInUse);
         assert_eq!(refusal.rule.as_deref(), Some("R05"));
-        assert!(
-            refusal.message.contains("--allow-reassociation"),
-            "{}",
-            refusal.message
-        );
+        assert!(refusal.message.contains("--allow-reassociation"), "{}", refusal.message);
         run(&mut state, associate(EIP, VM2, true));
         assert_eq!(state.eip_of_private_ip(ip(VM2)).unwrap().address, ip(EIP));
     }
@@ -545,11 +455,7 @@ mod tests {
     fn unassociate_needs_an_association() {
         let mut state = State::default();
         run(&mut state, allocate(EIP));
-        refused(
-            &state,
-            Request::UnassociateEip { eip: ip(EIP) },
-            ErrorCode::EipNotAssociated,
-        );
+        refused(&state, Request::UnassociateEip { eip: ip(EIP) }, ErrorCode::EipNotAssociated);
     }
 
     #[test]

@@ -79,10 +79,7 @@ impl Store {
             let (key, value) = row?;
             let address = Ipv4Addr::from(key.value());
             let eip: Eip = serde_json::from_slice(value.value()).with_context(|| {
-                format!(
-                    "state file {}: record for EIP {address} is damaged",
-                    self.path.display()
-                )
+                format!("state file {}: record for EIP {address} is damaged", self.path.display())
             })?;
             if eip.address != address {
                 bail!(
@@ -136,19 +133,13 @@ mod tests {
         {
             let store = Store::open(&dir).unwrap();
             for request in [
-                Request::AllocateEip {
-                    address: "203.0.113.10".parse().unwrap(),
-                    region: None,
-                },
+                Request::AllocateEip { address: "203.0.113.10".parse().unwrap(), region: None },
                 Request::AssociateEip {
                     eip: "203.0.113.10".parse().unwrap(),
                     private_ip: "10.0.1.10".parse().unwrap(),
                     allow_reassociation: false,
                 },
-                Request::AllocateEip {
-                    address: "203.0.113.11".parse().unwrap(),
-                    region: None,
-                },
+                Request::AllocateEip { address: "203.0.113.11".parse().unwrap(), region: None },
             ] {
                 let change = state.plan(&request).unwrap();
                 store.commit(&change).unwrap();
@@ -167,16 +158,9 @@ mod tests {
         let path = dir.join(STATE_FILE_NAME);
         let garbage = b"this is not a redb file, and must not be overwritten".repeat(100);
         std::fs::write(&path, &garbage).unwrap();
-        let error = format!(
-            "{:#}",
-            Store::open(&dir).err().expect("a damaged file is refused")
-        );
+        let error = format!("{:#}", Store::open(&dir).err().expect("a damaged file is refused"));
         assert!(error.contains("left untouched"), "{error}");
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            garbage,
-            "the file was changed"
-        );
+        assert_eq!(std::fs::read(&path).unwrap(), garbage, "the file was changed");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

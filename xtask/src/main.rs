@@ -46,24 +46,13 @@ fn main() -> anyhow::Result<()> {
             require_root("cargo xtask demo")?;
             setup::run()?;
             build()?;
-            cargo(&[
-                "run",
-                "--release",
-                "--quiet",
-                "-p",
-                "eipgw-tests",
-                "--bin",
-                "eipgw-demo",
-            ])
+            cargo(&["run", "--release", "--quiet", "-p", "eipgw-tests", "--bin", "eipgw-demo"])
         }
     }
 }
 
 fn require_root(what: &str) -> anyhow::Result<()> {
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .context("running id -u")?;
+    let uid = Command::new("id").arg("-u").output().context("running id -u")?;
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
         bail!(
             "{what} needs root: it creates network namespaces, attaches XDP and uses BPF maps. \
@@ -74,13 +63,7 @@ fn require_root(what: &str) -> anyhow::Result<()> {
 }
 
 fn build() -> anyhow::Result<()> {
-    cargo(&[
-        "build",
-        "--release",
-        "--workspace",
-        "--exclude",
-        "eipgw-ebpf",
-    ])
+    cargo(&["build", "--release", "--workspace", "--exclude", "eipgw-ebpf"])
 }
 
 fn test() -> anyhow::Result<()> {
@@ -89,23 +72,13 @@ fn test() -> anyhow::Result<()> {
     cargo(&["test", "--release"])?;
     cargo(&["build", "--release", "-p", "eipgw"])?;
     // Root integration tests share kernel state (bpffs, namespaces, XDP): one at a time.
-    cargo(&[
-        "test",
-        "--release",
-        "-p",
-        "eipgw-tests",
-        "--",
-        "--test-threads=1",
-    ])
+    cargo(&["test", "--release", "-p", "eipgw-tests", "--", "--test-threads=1"])
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("xtask: cargo {}", args.join(" "));
-    let status = Command::new(&cargo)
-        .args(args)
-        .status()
-        .context("running cargo")?;
+    let status = Command::new(&cargo).args(args).status().context("running cargo")?;
     if !status.success() {
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }

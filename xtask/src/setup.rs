@@ -32,18 +32,12 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn debian_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !debian_package_installed(p))
-        .collect();
+    let missing: Vec<&str> =
+        DEBIAN_PACKAGES.iter().copied().filter(|p| !debian_package_installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!(
-        "xtask setup: installing Debian packages: {}",
-        missing.join(" ")
-    );
+    eprintln!("xtask setup: installing Debian packages: {}", missing.join(" "));
     let apt = |args: &[&str]| -> anyhow::Result<()> {
         let status = Command::new("apt-get")
             .args(args)
@@ -71,13 +65,7 @@ fn debian_package_installed(package: &str) -> bool {
 
 fn ebpf_toolchain() -> anyhow::Result<()> {
     let has_rust_src = Command::new("rustup")
-        .args([
-            "component",
-            "list",
-            "--installed",
-            "--toolchain",
-            EBPF_TOOLCHAIN,
-        ])
+        .args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN])
         .stderr(Stdio::null())
         .output()
         .is_ok_and(|o| {

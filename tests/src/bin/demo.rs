@@ -23,19 +23,12 @@ fn main() -> anyhow::Result<()> {
         topology.gw.name(),
         topology.dir().join("eipgwd.log").display()
     );
-    let _http = Server::http(
-        &topology.vm,
-        80,
-        "hello from 10.0.1.10, reached through its EIP\n",
-    )?;
+    let _http = Server::http(&topology.vm, 80, "hello from 10.0.1.10, reached through its EIP\n")?;
     let _whoami = Server::tcp_whoami(&topology.inet, 7000)?;
 
     let eip = EIP.to_string();
     eipctl(&agent, &["eip", "allocate", &eip])?;
-    eipctl(
-        &agent,
-        &["eip", "associate", &eip, "--private-ip", &VM_IP.to_string()],
-    )?;
+    eipctl(&agent, &["eip", "associate", &eip, "--private-ip", &VM_IP.to_string()])?;
 
     println!("\n== Internet -> EIP: curl http://{eip}/ from inet");
     for _ in 0..3 {
@@ -43,24 +36,12 @@ fn main() -> anyhow::Result<()> {
             "   {}",
             run_in(
                 &topology.inet,
-                &[
-                    "curl",
-                    "--silent",
-                    "--max-time",
-                    "3",
-                    &format!("http://{eip}/")
-                ]
+                &["curl", "--silent", "--max-time", "3", &format!("http://{eip}/")]
             )?
         );
     }
     println!("\n== Internet -> EIP: ping {eip}");
-    println!(
-        "{}",
-        indent(&run_in(
-            &topology.inet,
-            &["ping", "-c", "3", "-i", "0.2", &eip]
-        )?)
-    );
+    println!("{}", indent(&run_in(&topology.inet, &["ping", "-c", "3", "-i", "0.2", &eip])?));
     println!("== instance -> Internet: the server at {INTERNET_HOST} sees the source address");
     let seen = whoami(&topology.vm)?;
     println!("   {INTERNET_HOST}:7000 saw the instance as {seen} (its EIP, not 10.0.1.10)\n");

@@ -45,15 +45,8 @@ pub fn run(client: &Client, output: Output, command: EipCommand) -> Result<(), C
             let view: EipView = client.post("/v1/eips", &AllocateBody { address, region })?;
             print_one(output, &view);
         }
-        EipCommand::Associate {
-            eip,
-            private_ip,
-            allow_reassociation,
-        } => {
-            let body = AssociateBody {
-                private_ip,
-                allow_reassociation,
-            };
+        EipCommand::Associate { eip, private_ip, allow_reassociation } => {
+            let body = AssociateBody { private_ip, allow_reassociation };
             let view: EipView = client.post(&format!("/v1/eips/{eip}/associate"), &body)?;
             print_one(output, &view);
         }

@@ -19,15 +19,9 @@ pub const EXIT_FAILED: u8 = 4;
 // clap exits with 2 on a usage error (bad arguments, malformed addresses).
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "eipctl",
-    version,
-    about = "Operate the eipgw Elastic IP gateway"
-)]
-#[command(
-    after_help = "Exit codes: 0 success, 2 bad usage, 3 refused by the agent \
-                        (nothing changed), 4 failure (agent unreachable or internal error)."
-)]
+#[command(name = "eipctl", version, about = "Operate the eipgw Elastic IP gateway")]
+#[command(after_help = "Exit codes: 0 success, 2 bad usage, 3 refused by the agent \
+                        (nothing changed), 4 failure (agent unreachable or internal error).")]
 pub struct Cli {
     /// The agent's API socket.
     #[arg(long, global = true, env = "EIPGW_SOCKET", default_value = DEFAULT_SOCKET)]

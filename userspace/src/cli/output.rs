@@ -10,10 +10,7 @@ pub enum Output {
 
 pub fn json<T: Serialize>(value: &T) {
     // Serializing our own API types cannot fail.
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("serializable")
-    );
+    println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
 }
 
 /// Prints rows under a header, each column as wide as its widest cell.
@@ -25,11 +22,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let padded: Vec<String> =
+            cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", padded.join("  ").trim_end());
     };
     line(header.to_vec());

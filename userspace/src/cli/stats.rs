@@ -11,11 +11,8 @@ pub fn run(client: &Client, output: Output) -> Result<(), CallError> {
     match output {
         Output::Json => output::json(&stats),
         Output::Table => {
-            let rows: Vec<Vec<String>> = stats
-                .verdicts
-                .iter()
-                .map(|(name, n)| vec![name.clone(), n.to_string()])
-                .collect();
+            let rows: Vec<Vec<String>> =
+                stats.verdicts.iter().map(|(name, n)| vec![name.clone(), n.to_string()]).collect();
             output::table(&["VERDICT", "FRAMES"], &rows);
         }
     }

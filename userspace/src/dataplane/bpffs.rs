@@ -22,13 +22,7 @@ pub fn ensure_bpffs(dir: &Path) -> anyhow::Result<()> {
     let fstype = c"bpf";
     // SAFETY: all pointers are valid NUL-terminated strings; no mount data.
     let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            path.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
+        libc::mount(fstype.as_ptr(), path.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
     };
     if rc != 0 {
         let err = std::io::Error::last_os_error();

@@ -81,9 +81,7 @@ impl Dataplane {
             .program_mut(PROGRAM_GATEWAY)
             .ok_or_else(|| anyhow!("program {PROGRAM_GATEWAY} missing from the object"))?
             .try_into()?;
-        program
-            .load()
-            .context("the kernel verifier rejected the XDP program")?;
+        program.load().context("the kernel verifier rejected the XDP program")?;
 
         let mut ifindexes = Vec::new();
         for ifname in [&options.wan, &options.lan] {
@@ -93,14 +91,7 @@ impl Dataplane {
         let (wan_ifindex, lan_ifindex) = (ifindexes[0], ifindexes[1]);
 
         let mut config: Array<MapData, GatewayConfig> = take_map(&mut ebpf, MAP_CONFIG)?;
-        config.set(
-            0,
-            &GatewayConfig {
-                wan_ifindex,
-                lan_ifindex,
-            },
-            0,
-        )?;
+        config.set(0, &GatewayConfig { wan_ifindex, lan_ifindex }, 0)?;
         let mut devices: DevMapHash<MapData> = take_map(&mut ebpf, MAP_EGRESS_DEVICES)?;
         for ifindex in [wan_ifindex, lan_ifindex] {
             devices
@@ -163,10 +154,7 @@ impl Dataplane {
             if entry.mode != MODE_UNASSOCIATED {
                 wanted_private.insert(
                     entry.private_addr,
-                    PrivateEntry {
-                        eip_addr: key,
-                        stats_slot: entry.stats_slot,
-                    },
+                    PrivateEntry { eip_addr: key, stats_slot: entry.stats_slot },
                 );
             }
         }
@@ -218,15 +206,12 @@ impl Dataplane {
             return Ok(None);
         };
         let per_cpu = self.eip_counters.get(&slot, 0)?;
-        Ok(Some(per_cpu.iter().fold(
-            EipCounters::default(),
-            |sum, c| EipCounters {
-                inbound_packets: sum.inbound_packets + c.inbound_packets,
-                inbound_bytes: sum.inbound_bytes + c.inbound_bytes,
-                outbound_packets: sum.outbound_packets + c.outbound_packets,
-                outbound_bytes: sum.outbound_bytes + c.outbound_bytes,
-            },
-        )))
+        Ok(Some(per_cpu.iter().fold(EipCounters::default(), |sum, c| EipCounters {
+            inbound_packets: sum.inbound_packets + c.inbound_packets,
+            inbound_bytes: sum.inbound_bytes + c.inbound_bytes,
+            outbound_packets: sum.outbound_packets + c.outbound_packets,
+            outbound_bytes: sum.outbound_bytes + c.outbound_bytes,
+        })))
     }
 
     /// How many frames got each verdict, summed over the CPUs.
@@ -262,11 +247,7 @@ impl Dataplane {
                 },
                 _pad: 0,
             },
-            None => EipEntry {
-                stats_slot: slot,
-                mode: MODE_UNASSOCIATED,
-                ..EipEntry::default()
-            },
+            None => EipEntry { stats_slot: slot, mode: MODE_UNASSOCIATED, ..EipEntry::default() },
         };
         if self.eips.get(&key, 0).ok() != Some(entry) {
             self.eips.insert(&key, &entry, 0)?;
@@ -276,10 +257,7 @@ impl Dataplane {
 
     fn clear_private(&mut self, old: &Eip) -> anyhow::Result<()> {
         if let Some(association) = &old.association {
-            remove_if_present(
-                &mut self.private_ips,
-                &ipv4_key(association.private_ip.octets()),
-            )?;
+            remove_if_present(&mut self.private_ips, &ipv4_key(association.private_ip.octets()))?;
         }
         Ok(())
     }
@@ -289,13 +267,7 @@ impl Dataplane {
             && entry.mode != MODE_UNASSOCIATED
         {
             // Only if it still points at this EIP: another EIP may own it by now.
-            if self
-                .private_ips
-                .get(&entry.private_addr, 0)
-                .ok()
-                .map(|p| p.eip_addr)
-                == Some(key)
-            {
+            if self.private_ips.get(&entry.private_addr, 0).ok().map(|p| p.eip_addr) == Some(key) {
                 remove_if_present(&mut self.private_ips, &entry.private_addr)?;
             }
         }
@@ -317,9 +289,7 @@ fn take_map<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
 where
     T: TryFrom<aya::maps::Map, Error = MapError>,
 {
-    let map = ebpf
-        .take_map(name)
-        .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+    let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
 
@@ -360,10 +330,7 @@ fn attach_or_replace(
             Err(e) => {
                 // The interface went away and came back, or the pin is from something else:
                 // drop the stale pin and attach afresh.
-                log::warn!(
-                    "pinned link {} unusable ({e:#}); attaching anew",
-                    pin_path.display()
-                );
+                log::warn!("pinned link {} unusable ({e:#}); attaching anew", pin_path.display());
                 std::fs::remove_file(&pin_path)
                     .with_context(|| format!("removing stale pin {}", pin_path.display()))?;
             }

@@ -12,12 +12,7 @@ pub struct Slots {
 
 impl Slots {
     pub fn new(capacity: u32) -> Self {
-        Self {
-            by_key: BTreeMap::new(),
-            free: Vec::new(),
-            next: 0,
-            capacity,
-        }
+        Self { by_key: BTreeMap::new(), free: Vec::new(), next: 0, capacity }
     }
 
     pub fn get(&self, key: u32) -> Option<u32> {
