@@ -16,6 +16,10 @@ pub const MAP_PRIVATE_IPS: &str = "PRIVATE_IPS";
 pub const MAP_EIP_COUNTERS: &str = "EIP_COUNTERS";
 /// Per-CPU array of `u64`, indexed by [`Verdict`] counter index.
 pub const MAP_VERDICT_COUNTERS: &str = "VERDICT_COUNTERS";
+/// IPv6 address ([`Ipv6Key`]) → `u32` (1): addresses whose public bandwidth is enabled
+/// (R23). Only these are forwarded between the Internet and the VPC; IPv6 is never
+/// translated.
+pub const MAP_IPV6_PUBLIC: &str = "IPV6_PUBLIC";
 /// Array with one [`GatewayConfig`] at index 0.
 pub const MAP_CONFIG: &str = "CONFIG";
 /// Device map (hash, keyed by ifindex) used for XDP_REDIRECT to the egress interface.
@@ -35,11 +39,27 @@ pub const MODE_UNASSOCIATED: u32 = 0;
 /// [`EipEntry::mode`]: NAT mode, addresses are rewritten (R09).
 pub const MODE_NAT: u32 = 1;
 
+/// [`EipEntry::mode`]: cut-through ("EIP visible", R10): packets reach the ENI with the EIP
+/// unchanged. The agent routes the EIP (/32) to the ENI's primary private address in the
+/// kernel, so the FIB lookup on the EIP itself finds the next hop.
+pub const MODE_CUT_THROUGH: u32 = 2;
+/// [`EipEntry::mode`]: multi-EIP visible (R11): forwarded unchanged like cut-through.
+pub const MODE_MULTI_EIP: u32 = 3;
+
+/// Key of [`MAP_IPV6_PUBLIC`]: the 16 address bytes as they sit in the header.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ipv6Key {
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<Ipv6Key>() == 16);
+
 /// Value of [`MAP_EIPS`].
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct EipEntry {
-    /// The private IPv4 address (network byte order), or 0 when unassociated.
+    /// NAT mode: the private IPv4 address (network byte order). Visible modes: the ENI's
+    /// primary private address (the next hop). 0 when unassociated.
     pub private_addr: u32,
     /// Index into [`MAP_EIP_COUNTERS`].
     pub stats_slot: u32,
@@ -108,10 +128,16 @@ pub enum Verdict {
     PassNotTranslated = 8,
     /// Forwarded after translation, by XDP_REDIRECT or XDP_TX.
     Translated = 9,
+    /// Forwarded without any rewrite: an EIP in a visible mode (cut-through, multi-EIP), or
+    /// a public IPv6 address.
+    ForwardedUnchanged = 10,
+    /// Drop: IPv6 between the Internet and a VPC address whose public bandwidth is not
+    /// enabled (R23).
+    DropIpv6NotPublic = 11,
 }
 
 impl Verdict {
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 12;
     pub const ALL: [Verdict; Self::COUNT as usize] = [
         Verdict::DropMalformed,
         Verdict::DropEipNotAssociated,
@@ -123,6 +149,8 @@ impl Verdict {
         Verdict::PassNeighbourUnknown,
         Verdict::PassNotTranslated,
         Verdict::Translated,
+        Verdict::ForwardedUnchanged,
+        Verdict::DropIpv6NotPublic,
     ];
 
     /// Stable name used by the API and the CLI.
@@ -138,6 +166,8 @@ impl Verdict {
             Verdict::PassNeighbourUnknown => "pass_neighbour_unknown",
             Verdict::PassNotTranslated => "pass_not_translated",
             Verdict::Translated => "translated",
+            Verdict::ForwardedUnchanged => "forwarded_unchanged",
+            Verdict::DropIpv6NotPublic => "drop_ipv6_not_public",
         }
     }
 }
@@ -154,10 +184,11 @@ pub const fn ipv4_octets(key: u32) -> [u8; 4] {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all four are #[repr(C)], made only of integers, with no implicit padding (the
+    // SAFETY: all five are #[repr(C)], made only of integers, with no implicit padding (the
     // size asserts above prove it).
     unsafe impl aya::Pod for super::EipEntry {}
     unsafe impl aya::Pod for super::PrivateEntry {}
     unsafe impl aya::Pod for super::EipCounters {}
     unsafe impl aya::Pod for super::GatewayConfig {}
+    unsafe impl aya::Pod for super::Ipv6Key {}
 }

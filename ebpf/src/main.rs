@@ -18,7 +18,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use eipgw_common::{
-    DEFAULT_MAX_MAPPINGS, EipCounters, EipEntry, GatewayConfig, PrivateEntry, Verdict,
+    DEFAULT_MAX_MAPPINGS, EipCounters, EipEntry, GatewayConfig, Ipv6Key, PrivateEntry, Verdict,
 };
 
 // Every map is pinned by name so that a restarted agent finds the same maps (and the same
@@ -35,6 +35,8 @@ static VERDICT_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Verdict::COUNT, 
 static CONFIG: Array<GatewayConfig> = Array::pinned(1, 0);
 #[map]
 static EGRESS_DEVICES: DevMapHash = DevMapHash::pinned(64, 0);
+#[map]
+static IPV6_PUBLIC: HashMap<Ipv6Key, u32> = HashMap::pinned(DEFAULT_MAX_MAPPINGS, 0);
 
 #[xdp]
 pub fn eipgw(ctx: XdpContext) -> u32 {

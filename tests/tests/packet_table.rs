@@ -22,10 +22,7 @@ use std::{
 };
 
 use aya::programs::{TestRun as _, TestRunOptions, XdpMode};
-use eipgw::{
-    dataplane::{Dataplane, DataplaneOptions},
-    model::{Request, State},
-};
+use eipgw::dataplane::{Dataplane, DataplaneOptions, DesiredMaps, EipMapping};
 use eipgw_common::Verdict;
 use eipgw_tests::{BpffsMount, Netns, require_root, unique_suffix};
 use etherparse::{
@@ -448,23 +445,13 @@ fn rows(wan_mac: [u8; 6], lan_mac: [u8; 6]) -> Vec<Row> {
     ]
 }
 
-/// The EIPs the rows rely on, made through the same rules as the agent's requests.
-fn eip_state() -> State {
-    let allocate = |address| Request::AllocateEip { address, region: None };
-    let associate =
-        |eip, private_ip| Request::AssociateEip { eip, private_ip, allow_reassociation: false };
-    let mut state = State::default();
-    for request in [
-        allocate(EIP_VM),
-        associate(EIP_VM, VM),
-        allocate(EIP_UNRESOLVED),
-        associate(EIP_UNRESOLVED, VM_UNRESOLVED),
-        allocate(EIP_UNASSOCIATED),
-    ] {
-        let change = state.plan(&request).unwrap_or_else(|r| panic!("{request:?} refused: {r}"));
-        state.apply(&change);
-    }
-    state
+/// The map contents the rows rely on.
+fn desired_maps() -> DesiredMaps {
+    let mut desired = DesiredMaps::default();
+    desired.eips.insert(EIP_VM, EipMapping::Nat { private_ip: VM });
+    desired.eips.insert(EIP_UNRESOLVED, EipMapping::Nat { private_ip: VM_UNRESOLVED });
+    desired.eips.insert(EIP_UNASSOCIATED, EipMapping::Unassociated);
+    desired
 }
 
 /// The namespace of the module doc. The guard deletes it, with the veths and the XDP links
@@ -726,7 +713,7 @@ fn packet_table() {
     let failed = ns
         .run_in(|| {
             let mut dataplane = Dataplane::open(&options).expect("opening the data plane");
-            dataplane.reconcile(&eip_state()).expect("writing the EIP maps");
+            dataplane.reconcile(&desired_maps()).expect("writing the EIP maps");
             let ifindexes = Ifindexes { wan: ifindex(WAN_IF), lan: ifindex(LAN_IF) };
             rows.iter()
                 .filter(|row| {

@@ -7,6 +7,8 @@ use eipgw_common::EipCounters;
 use crate::{
     api::{ApiError, Counters, EipView, StatsView},
     dataplane::Dataplane,
+    dataplane::{DesiredMaps, EipMapping},
+    model::AssociationMode,
     model::{Request, State},
     store::Store,
 };
@@ -21,7 +23,7 @@ impl Agent {
     /// Loads the state and makes the data plane match it.
     pub fn start(store: Store, mut dataplane: Dataplane) -> anyhow::Result<Self> {
         let state = store.load()?;
-        dataplane.reconcile(&state)?;
+        dataplane.reconcile(&desired_maps(&state, state.eips.keys().copied()))?;
         log::info!(
             "state {} holds {} EIPs; maps reconciled under {}",
             store.path().display(),
@@ -49,9 +51,10 @@ impl Agent {
             return Ok(());
         }
         self.store.commit(&change)?;
-        let before = self.state.clone_eips_touched_by(&change);
+        let before = desired_maps(&self.state, change.touched_eips());
         self.state.apply(&change);
-        self.dataplane.apply(&before, &change)?;
+        let after = desired_maps(&self.state, change.touched_eips());
+        self.dataplane.apply(&before, &after)?;
         log::info!("applied {request:?}");
         Ok(())
     }
@@ -84,4 +87,21 @@ impl Agent {
             outbound_bytes: c.outbound_bytes,
         }))
     }
+}
+
+/// What the maps should hold for these EIPs of `state`.
+fn desired_maps(state: &State, eips: impl Iterator<Item = Ipv4Addr>) -> DesiredMaps {
+    let mut desired = DesiredMaps::default();
+    for address in eips {
+        if let Some(eip) = state.eips.get(&address) {
+            let mapping = match &eip.association {
+                None => EipMapping::Unassociated,
+                Some(a) => match a.mode {
+                    AssociationMode::Nat => EipMapping::Nat { private_ip: a.private_ip },
+                },
+            };
+            desired.eips.insert(address, mapping);
+        }
+    }
+    desired
 }

@@ -165,16 +165,6 @@ impl State {
             .find(|eip| eip.association.as_ref().is_some_and(|a| a.private_ip == private_ip))
     }
 
-    /// The state of just the EIPs a change touches, as they are before it: what the data
-    /// plane needs to undo, without copying every mapping.
-    pub fn clone_eips_touched_by(&self, change: &Change) -> State {
-        let eips = change
-            .touched_eips()
-            .filter_map(|address| self.eips.get(&address).map(|eip| (address, eip.clone())))
-            .collect();
-        State { eips }
-    }
-
     /// The EIP with this address, or the refusal that says it is not allocated.
     pub fn eip(&self, address: Ipv4Addr) -> Result<&Eip, Refusal> {
         self.eips.get(&address).ok_or_else(|| {

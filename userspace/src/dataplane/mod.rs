@@ -6,12 +6,14 @@
 //! keep being translated while the agent is down and while it starts.
 
 mod bpffs;
+mod desired;
+mod routes;
 mod slots;
 
 use std::{
-    collections::BTreeMap,
+    collections::BTreeSet,
     ffi::CString,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
 
@@ -25,13 +27,15 @@ use aya::{
     },
 };
 use eipgw_common::{
-    EipCounters, EipEntry, GatewayConfig, MAP_CONFIG, MAP_EGRESS_DEVICES, MAP_EIP_COUNTERS,
-    MAP_EIPS, MAP_PRIVATE_IPS, MAP_VERDICT_COUNTERS, MODE_NAT, MODE_UNASSOCIATED, PIN_DIR_NAME,
-    PROGRAM_GATEWAY, PrivateEntry, Verdict, ipv4_key, ipv4_octets,
+    EipCounters, EipEntry, GatewayConfig, Ipv6Key, MAP_CONFIG, MAP_EGRESS_DEVICES,
+    MAP_EIP_COUNTERS, MAP_EIPS, MAP_IPV6_PUBLIC, MAP_PRIVATE_IPS, MAP_VERDICT_COUNTERS,
+    MODE_CUT_THROUGH, MODE_MULTI_EIP, MODE_NAT, MODE_UNASSOCIATED, PIN_DIR_NAME, PROGRAM_GATEWAY,
+    PrivateEntry, Verdict, ipv4_key, ipv4_octets,
 };
 
-use crate::model::{AssociationMode, Change, Eip, State};
 pub use bpffs::ensure_bpffs;
+pub use desired::{DesiredMaps, EipMapping};
+use routes::Routes;
 use slots::Slots;
 
 /// The compiled XDP program (ebpf/), embedded at build time by build.rs.
@@ -54,6 +58,8 @@ pub struct Dataplane {
     ebpf: Ebpf,
     eips: HashMap<MapData, u32, EipEntry>,
     private_ips: HashMap<MapData, u32, PrivateEntry>,
+    ipv6_public: HashMap<MapData, Ipv6Key, u32>,
+    routes: Routes,
     eip_counters: PerCpuArray<MapData, EipCounters>,
     verdict_counters: PerCpuArray<MapData, u64>,
     slots: Slots,
@@ -74,6 +80,7 @@ impl Dataplane {
             .map_max_entries(MAP_EIPS, options.max_mappings)
             .map_max_entries(MAP_PRIVATE_IPS, options.max_mappings)
             .map_max_entries(MAP_EIP_COUNTERS, options.max_mappings)
+            .map_max_entries(MAP_IPV6_PUBLIC, options.max_mappings)
             .load(PROGRAM_OBJECT)
             .context("loading the XDP program")?;
 
@@ -110,6 +117,8 @@ impl Dataplane {
             .get() as usize;
         Ok(Self {
             private_ips: take_map(&mut ebpf, MAP_PRIVATE_IPS)?,
+            ipv6_public: take_map(&mut ebpf, MAP_IPV6_PUBLIC)?,
+            routes: Routes::new(&options.lan),
             eip_counters: take_map(&mut ebpf, MAP_EIP_COUNTERS)?,
             verdict_counters: take_map(&mut ebpf, MAP_VERDICT_COUNTERS)?,
             eips,
@@ -133,69 +142,65 @@ impl Dataplane {
             .try_into()?)
     }
 
-    /// Makes the maps hold exactly what `state` implies: entries that should not be there
-    /// are removed, missing or different ones written. Used at start-up; idempotent.
-    pub fn reconcile(&mut self, state: &State) -> anyhow::Result<()> {
-        let stale: Vec<u32> = self
-            .eips
-            .keys()
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .filter(|key| !state.eips.contains_key(&Ipv4Addr::from(ipv4_octets(*key))))
-            .collect();
-        for key in stale {
-            self.remove_eip(key)?;
-        }
-        let wanted_private: BTreeMap<u32, PrivateEntry> = BTreeMap::new();
-        let mut wanted_private = wanted_private;
-        for eip in state.eips.values() {
-            let key = ipv4_key(eip.address.octets());
-            let entry = self.write_eip(eip)?;
-            if entry.mode != MODE_UNASSOCIATED {
-                wanted_private.insert(
-                    entry.private_addr,
-                    PrivateEntry { eip_addr: key, stats_slot: entry.stats_slot },
-                );
-            }
-        }
-        let present: Vec<u32> = self.private_ips.keys().collect::<Result<_, _>>()?;
+    /// Makes the maps (and the kernel routes of visible-mode EIPs) hold exactly what
+    /// `desired` says: entries that should not be there are removed, missing or different
+    /// ones written. Used at start-up; idempotent.
+    pub fn reconcile(&mut self, desired: &DesiredMaps) -> anyhow::Result<()> {
+        let present: Vec<u32> = self.eips.keys().collect::<Result<_, _>>()?;
         for key in present {
-            if !wanted_private.contains_key(&key) {
-                remove_if_present(&mut self.private_ips, &key)?;
+            let address = Ipv4Addr::from(ipv4_octets(key));
+            let current = self.current_mapping(key);
+            self.set_eip(address, current, desired.eips.get(&address).copied())?;
+        }
+        for (&address, &mapping) in &desired.eips {
+            let current = self.current_mapping(ipv4_key(address.octets()));
+            if current != Some(mapping) {
+                self.set_eip(address, current, Some(mapping))?;
             }
         }
-        for (key, entry) in wanted_private {
-            if self.private_ips.get(&key, 0).ok() != Some(entry) {
-                self.private_ips.insert(&key, &entry, 0)?;
+        // Private entries left behind by a crash between two map writes.
+        let wanted_private: BTreeSet<u32> = desired
+            .eips
+            .values()
+            .filter_map(|m| match m {
+                EipMapping::Nat { private_ip } => Some(ipv4_key(private_ip.octets())),
+                _ => None,
+            })
+            .collect();
+        let present: Vec<u32> = self.private_ips.keys().collect::<Result<_, _>>()?;
+        for key in present.into_iter().filter(|k| !wanted_private.contains(k)) {
+            remove_if_present(&mut self.private_ips, &key)?;
+        }
+        let present: Vec<Ipv6Key> = self.ipv6_public.keys().collect::<Result<_, _>>()?;
+        for key in present {
+            if !desired.ipv6_public.contains(&Ipv6Addr::from(key.addr)) {
+                remove_if_present(&mut self.ipv6_public, &key)?;
             }
         }
-        Ok(())
+        for address in &desired.ipv6_public {
+            self.ipv6_public.insert(&Ipv6Key { addr: address.octets() }, &1, 0)?;
+        }
+        self.routes.reconcile(&desired.visible_routes())
     }
 
-    /// Applies a change that took the state from `before`: only the EIPs it touches, so the
-    /// cost does not grow with the number of mappings.
-    pub fn apply(&mut self, before: &State, change: &Change) -> anyhow::Result<()> {
-        for address in &change.delete_eips {
-            if let Some(old) = before.eips.get(address) {
-                self.clear_private(old)?;
+    /// Applies the difference between two partial views of the desired maps: `before`
+    /// and `after` hold only what a change touched, so the cost does not grow with the
+    /// number of mappings.
+    pub fn apply(&mut self, before: &DesiredMaps, after: &DesiredMaps) -> anyhow::Result<()> {
+        let touched: BTreeSet<Ipv4Addr> =
+            before.eips.keys().chain(after.eips.keys()).copied().collect();
+        for address in touched {
+            let (old, new) =
+                (before.eips.get(&address).copied(), after.eips.get(&address).copied());
+            if old != new {
+                self.set_eip(address, old, new)?;
             }
-            self.remove_eip(ipv4_key(address.octets()))?;
         }
-        for eip in &change.put_eips {
-            if let Some(old) = before.eips.get(&eip.address)
-                && old.association.as_ref().map(|a| a.private_ip)
-                    != eip.association.as_ref().map(|a| a.private_ip)
-            {
-                self.clear_private(old)?;
-            }
-            let entry = self.write_eip(eip)?;
-            if entry.mode != MODE_UNASSOCIATED {
-                let value = PrivateEntry {
-                    eip_addr: ipv4_key(eip.address.octets()),
-                    stats_slot: entry.stats_slot,
-                };
-                self.private_ips.insert(&entry.private_addr, &value, 0)?;
-            }
+        for address in before.ipv6_public.difference(&after.ipv6_public) {
+            remove_if_present(&mut self.ipv6_public, &Ipv6Key { addr: address.octets() })?;
+        }
+        for address in after.ipv6_public.difference(&before.ipv6_public) {
+            self.ipv6_public.insert(&Ipv6Key { addr: address.octets() }, &1, 0)?;
         }
         Ok(())
     }
@@ -225,9 +230,45 @@ impl Dataplane {
             .collect()
     }
 
-    /// Writes the EIP's map entry (allocating its counter slot on first sight).
-    fn write_eip(&mut self, eip: &Eip) -> anyhow::Result<EipEntry> {
-        let key = ipv4_key(eip.address.octets());
+    /// The mapping an EIP has in the map now, if it is there.
+    fn current_mapping(&self, key: u32) -> Option<EipMapping> {
+        let entry = self.eips.get(&key, 0).ok()?;
+        let addr = Ipv4Addr::from(ipv4_octets(entry.private_addr));
+        Some(match entry.mode {
+            MODE_NAT => EipMapping::Nat { private_ip: addr },
+            MODE_CUT_THROUGH => EipMapping::CutThrough { next_hop: addr },
+            MODE_MULTI_EIP => EipMapping::MultiEip { next_hop: addr },
+            _ => EipMapping::Unassociated,
+        })
+    }
+
+    /// Moves one EIP from `old` to `new` (`None`: not allocated) in the maps and routes.
+    fn set_eip(
+        &mut self,
+        address: Ipv4Addr,
+        old: Option<EipMapping>,
+        new: Option<EipMapping>,
+    ) -> anyhow::Result<()> {
+        let key = ipv4_key(address.octets());
+        if let Some(EipMapping::Nat { private_ip }) = old
+            && new != old
+        {
+            // Only if it still points at this EIP: another EIP may own it by now.
+            let private_key = ipv4_key(private_ip.octets());
+            if self.private_ips.get(&private_key, 0).ok().map(|p| p.eip_addr) == Some(key) {
+                remove_if_present(&mut self.private_ips, &private_key)?;
+            }
+        }
+        if old.is_some_and(|m| m.next_hop().is_some()) && new.and_then(|m| m.next_hop()).is_none() {
+            self.routes.remove(address)?;
+        }
+        let Some(mapping) = new else {
+            remove_if_present(&mut self.eips, &key)?;
+            if let Some(slot) = self.slots.release(key) {
+                self.zero_counters(slot)?;
+            }
+            return Ok(());
+        };
         let slot = match self.slots.get(key) {
             Some(slot) => slot,
             None => {
@@ -238,42 +279,22 @@ impl Dataplane {
                 slot
             }
         };
-        let entry = match &eip.association {
-            Some(association) => EipEntry {
-                private_addr: ipv4_key(association.private_ip.octets()),
-                stats_slot: slot,
-                mode: match association.mode {
-                    AssociationMode::Nat => MODE_NAT,
-                },
-                _pad: 0,
-            },
-            None => EipEntry { stats_slot: slot, mode: MODE_UNASSOCIATED, ..EipEntry::default() },
+        let (mode, addr) = match mapping {
+            EipMapping::Unassociated => (MODE_UNASSOCIATED, Ipv4Addr::UNSPECIFIED),
+            EipMapping::Nat { private_ip } => (MODE_NAT, private_ip),
+            EipMapping::CutThrough { next_hop } => (MODE_CUT_THROUGH, next_hop),
+            EipMapping::MultiEip { next_hop } => (MODE_MULTI_EIP, next_hop),
         };
-        if self.eips.get(&key, 0).ok() != Some(entry) {
-            self.eips.insert(&key, &entry, 0)?;
+        if let Some(next_hop) = mapping.next_hop() {
+            // Route first: the XDP fast path and the kernel's slow path must agree.
+            self.routes.replace(address, next_hop)?;
         }
-        Ok(entry)
-    }
-
-    fn clear_private(&mut self, old: &Eip) -> anyhow::Result<()> {
-        if let Some(association) = &old.association {
-            remove_if_present(&mut self.private_ips, &ipv4_key(association.private_ip.octets()))?;
-        }
-        Ok(())
-    }
-
-    fn remove_eip(&mut self, key: u32) -> anyhow::Result<()> {
-        if let Ok(entry) = self.eips.get(&key, 0)
-            && entry.mode != MODE_UNASSOCIATED
-        {
-            // Only if it still points at this EIP: another EIP may own it by now.
-            if self.private_ips.get(&entry.private_addr, 0).ok().map(|p| p.eip_addr) == Some(key) {
-                remove_if_present(&mut self.private_ips, &entry.private_addr)?;
-            }
-        }
-        remove_if_present(&mut self.eips, &key)?;
-        if let Some(slot) = self.slots.release(key) {
-            self.zero_counters(slot)?;
+        let entry =
+            EipEntry { private_addr: ipv4_key(addr.octets()), stats_slot: slot, mode, _pad: 0 };
+        self.eips.insert(&key, &entry, 0)?;
+        if let EipMapping::Nat { private_ip } = mapping {
+            let value = PrivateEntry { eip_addr: key, stats_slot: slot };
+            self.private_ips.insert(&ipv4_key(private_ip.octets()), &value, 0)?;
         }
         Ok(())
     }
@@ -293,9 +314,9 @@ where
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
 
-fn remove_if_present<V: aya::Pod>(
-    map: &mut HashMap<MapData, u32, V>,
-    key: &u32,
+fn remove_if_present<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    key: &K,
 ) -> anyhow::Result<()> {
     match map.remove(key) {
         Ok(()) | Err(MapError::KeyNotFound) | Err(MapError::ElementNotFound) => Ok(()),

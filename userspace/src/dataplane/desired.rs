@@ -1,0 +1,48 @@
+//! What the maps should hold, independent of how the agent models resources: the agent
+//! derives it from its state, the data plane makes the maps equal to it, and tests can
+//! state it directly.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{Ipv4Addr, Ipv6Addr},
+};
+
+/// How the data plane treats an allocated EIP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EipMapping {
+    /// Allocated, not associated (or held by a NAT gateway): inbound traffic is dropped.
+    Unassociated,
+    /// NAT mode: addresses rewritten to and from `private_ip` (R09).
+    Nat { private_ip: Ipv4Addr },
+    /// Cut-through: forwarded unchanged to the ENI whose primary address is `next_hop` (R10).
+    CutThrough { next_hop: Ipv4Addr },
+    /// Multi-EIP visible: forwarded unchanged to the ENI at `next_hop` (R11).
+    MultiEip { next_hop: Ipv4Addr },
+}
+
+impl EipMapping {
+    /// The ENI address a visible-mode EIP is routed to.
+    pub fn next_hop(self) -> Option<Ipv4Addr> {
+        match self {
+            EipMapping::CutThrough { next_hop } | EipMapping::MultiEip { next_hop } => {
+                Some(next_hop)
+            }
+            EipMapping::Unassociated | EipMapping::Nat { .. } => None,
+        }
+    }
+}
+
+/// The full (or, for an incremental update, partial) content of the maps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredMaps {
+    pub eips: BTreeMap<Ipv4Addr, EipMapping>,
+    /// IPv6 addresses with public bandwidth enabled (R23).
+    pub ipv6_public: BTreeSet<Ipv6Addr>,
+}
+
+impl DesiredMaps {
+    /// EIP → next hop, for the kernel routes of visible-mode EIPs.
+    pub fn visible_routes(&self) -> BTreeMap<Ipv4Addr, Ipv4Addr> {
+        self.eips.iter().filter_map(|(eip, m)| Some((*eip, m.next_hop()?))).collect()
+    }
+}
