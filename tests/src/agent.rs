@@ -109,6 +109,15 @@ impl AgentProcess {
             .context("running eipctl")
     }
 
+    /// Applies an `eipctl apply` document (YAML or JSON) and fails unless it is applied.
+    pub fn apply_document(&self, document: &str) -> anyhow::Result<String> {
+        let path = self.log.with_file_name(format!("document-{}.yaml", crate::unique_suffix()));
+        std::fs::write(&path, document)?;
+        let result = self.eipctl_ok(&["apply", &path.to_string_lossy()]);
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
     /// Runs eipctl and fails unless it exits 0.
     pub fn eipctl_ok(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = self.eipctl(args)?;

@@ -13,7 +13,7 @@ use std::{
 use eipgw_tests::{
     AgentProcess, Netns, Topology,
     servers::Server,
-    topology::{EIP, EIP2, INTERNET_HOST, VM_IP, VM_IP2},
+    topology::{EIP, EIP2, INTERNET_HOST, VM_IP, VM_IP2, VPC_DOCUMENT},
 };
 
 const HTTP_PORT: u16 = 8080;
@@ -29,10 +29,12 @@ fn must<T>(result: anyhow::Result<T>) -> T {
     }
 }
 
+/// The topology with eipgwd running and the VPC of `VPC_DOCUMENT` created.
 fn setup() -> (Topology, AgentProcess) {
     eipgw_tests::require_root();
     let topology = must(Topology::create());
     let agent = must(topology.start_agent());
+    must(agent.apply_document(VPC_DOCUMENT));
     (topology, agent)
 }
 

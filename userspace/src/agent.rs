@@ -1,15 +1,16 @@
-//! The agent: the one place where a request goes from the rules to the store to the maps.
+//! The agent: where a request goes from the rules to the store to the maps.
 
-use std::net::Ipv4Addr;
+use std::{
+    collections::BTreeSet,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
-use eipgw_common::EipCounters;
+use serde_json::Value;
 
 use crate::{
-    api::{ApiError, Counters, EipView, StatsView},
-    dataplane::Dataplane,
-    dataplane::{DesiredMaps, EipMapping},
-    model::AssociationMode,
-    model::{Request, State},
+    api::{ApiError, ApplyAnswer, ChangeView, Counters, ExecuteAnswer, StatsView},
+    dataplane::{Dataplane, DesiredMaps, EipMapping},
+    model::{Association, Change, Egress, Key, Kind, Refusal, Request, Resource, State, describe, egress_of},
     store::Store,
 };
 
@@ -23,7 +24,10 @@ impl Agent {
     /// Loads the state and makes the data plane match it.
     pub fn start(store: Store, mut dataplane: Dataplane) -> anyhow::Result<Self> {
         let state = store.load()?;
-        dataplane.reconcile(&desired_maps(&state, state.eips.keys().copied()))?;
+        let all_eips: Vec<Ipv4Addr> = state.eips.keys().copied().collect();
+        let all_ipv6: Vec<Ipv6Addr> =
+            state.enis.values().flat_map(|e| e.ipv6_public.iter().copied()).collect();
+        dataplane.reconcile(&desired_maps(&state, &all_eips, &all_ipv6))?;
         log::info!(
             "state {} holds {} EIPs; maps reconciled under {}",
             store.path().display(),
@@ -33,43 +37,84 @@ impl Agent {
         Ok(Self { state, store, dataplane })
     }
 
-    /// Validates, commits and applies one request, answering with the EIP `subject`.
-    /// A refusal changes nothing. The store is written first: if the map update then
-    /// fails, the next start reconciles the maps to the store.
-    pub fn execute(&mut self, request: &Request, subject: Ipv4Addr) -> Result<EipView, ApiError> {
-        self.commit(request)?;
-        self.show_eip(subject)
+    /// Validates, commits and applies one request. A refusal changes nothing.
+    pub fn execute(&mut self, request: &Request) -> Result<ExecuteAnswer, ApiError> {
+        let (executed, change) = self.state.run(request).map_err(ApiError::Refused)?;
+        self.commit(&change)?;
+        log::info!("applied {request:?}");
+        let subject = match &executed.subject {
+            Some(key) => Some(self.describe(key)?),
+            None => None,
+        };
+        Ok(ExecuteAnswer { subject, warnings: executed.warnings })
     }
 
-    pub fn release(&mut self, eip: Ipv4Addr) -> Result<(), ApiError> {
-        self.commit(&Request::ReleaseEip { eip })
+    /// Runs many requests as one transaction (all or nothing); with `dry_run` nothing is
+    /// kept and the answer says what would change.
+    pub fn apply(&mut self, requests: &[Request], dry_run: bool) -> Result<ApplyAnswer, ApiError> {
+        let (executed, change) = self.state.run_all(requests).map_err(ApiError::Refused)?;
+        let changes = change_views(&change);
+        if dry_run {
+            self.state.revert(&change);
+        } else {
+            self.commit(&change)?;
+            log::info!("applied {} requests ({} resources changed)", requests.len(), changes.len());
+        }
+        let warnings = executed.into_iter().flat_map(|e| e.warnings).collect();
+        Ok(ApplyAnswer { applied: !dry_run, requests: requests.len(), changes, warnings })
     }
 
-    fn commit(&mut self, request: &Request) -> Result<(), ApiError> {
-        let change = self.state.plan(request).map_err(ApiError::Refused)?;
+    /// Stores a change made to the in-memory state, then brings the maps along. If the
+    /// store cannot write it, the in-memory state goes back too. If the maps fail after
+    /// the store has it, the next start reconciles them.
+    fn commit(&mut self, change: &Change) -> Result<(), ApiError> {
         if change.is_empty() {
             return Ok(());
         }
-        self.store.commit(&change)?;
-        let before = desired_maps(&self.state, change.touched_eips());
-        self.state.apply(&change);
-        let after = desired_maps(&self.state, change.touched_eips());
-        self.dataplane.apply(&before, &after)?;
-        log::info!("applied {request:?}");
+        if let Err(e) = self.store.commit(change) {
+            self.state.revert(change);
+            return Err(ApiError::Failed(e));
+        }
+        let (eips, ipv6) = touched(change);
+        let after = desired_maps(&self.state, &eips, &ipv6);
+        self.dataplane.apply(&after, eips, ipv6)?;
         Ok(())
     }
 
-    pub fn list_eips(&self) -> anyhow::Result<Vec<EipView>> {
-        self.state
-            .eips
-            .values()
-            .map(|eip| Ok(EipView::new(eip, self.counters(eip.address)?)))
-            .collect()
+    /// Every resource of one kind, described (R30).
+    pub fn list(&self, kind: Kind) -> Result<Vec<Value>, ApiError> {
+        self.state.ids(kind).into_iter().map(|id| self.describe(&Key::new(kind, id))).collect()
     }
 
-    pub fn show_eip(&self, address: Ipv4Addr) -> Result<EipView, ApiError> {
-        let eip = self.state.eip(address).map_err(ApiError::Refused)?;
-        Ok(EipView::new(eip, self.counters(address)?))
+    /// One resource, described (R30); an EIP with its traffic counters.
+    pub fn describe(&self, key: &Key) -> Result<Value, ApiError> {
+        let mut value = describe(&self.state, key).ok_or_else(|| {
+            ApiError::Refused(match key.kind {
+                Kind::Eip => Refusal::plain(
+                    "EIP_NOT_FOUND",
+                    format!("EIP {} is not allocated; `eipctl eip list` shows the EIPs", key.id),
+                ),
+                kind => Refusal::not_found(kind, &key.id),
+            })
+        })?;
+        if key.kind == Kind::Eip
+            && let Ok(address) = key.id.parse::<Ipv4Addr>()
+            && let Some(c) = self.dataplane.eip_counters(address)?
+        {
+            let counters = Counters {
+                inbound_packets: c.inbound_packets,
+                inbound_bytes: c.inbound_bytes,
+                outbound_packets: c.outbound_packets,
+                outbound_bytes: c.outbound_bytes,
+            };
+            value["counters"] = serde_json::to_value(counters).map_err(anyhow::Error::from)?;
+        }
+        Ok(value)
+    }
+
+    /// R27: how a private address reaches the Internet.
+    pub fn egress(&self, ip: Ipv4Addr) -> Egress {
+        egress_of(&self.state, ip)
     }
 
     pub fn stats(&self) -> anyhow::Result<StatsView> {
@@ -78,30 +123,74 @@ impl Agent {
             verdicts: verdicts.into_iter().map(|(v, n)| (v.name().to_owned(), n)).collect(),
         })
     }
-
-    fn counters(&self, address: Ipv4Addr) -> anyhow::Result<Option<Counters>> {
-        Ok(self.dataplane.eip_counters(address)?.map(|c: EipCounters| Counters {
-            inbound_packets: c.inbound_packets,
-            inbound_bytes: c.inbound_bytes,
-            outbound_packets: c.outbound_packets,
-            outbound_bytes: c.outbound_bytes,
-        }))
-    }
 }
 
-/// What the maps should hold for these EIPs of `state`.
-fn desired_maps(state: &State, eips: impl Iterator<Item = Ipv4Addr>) -> DesiredMaps {
-    let mut desired = DesiredMaps::default();
-    for address in eips {
-        if let Some(eip) = state.eips.get(&address) {
-            let mapping = match &eip.association {
-                None => EipMapping::Unassociated,
-                Some(a) => match a.mode {
-                    AssociationMode::Nat => EipMapping::Nat { private_ip: a.private_ip },
-                },
-            };
-            desired.eips.insert(address, mapping);
+/// The EIPs and IPv6 addresses whose map entries a change may affect.
+fn touched(change: &Change) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
+    let mut eips = BTreeSet::new();
+    let mut ipv6 = BTreeSet::new();
+    for (key, resource) in change.before.iter().chain(change.after.iter()) {
+        if key.kind == Kind::Eip
+            && let Ok(address) = key.id.parse()
+        {
+            eips.insert(address);
+        }
+        if let Some(Resource::Eni(eni)) = resource {
+            ipv6.extend(eni.ipv6_public.iter().copied());
         }
     }
+    (eips.into_iter().collect(), ipv6.into_iter().collect())
+}
+
+/// What the maps should hold for these EIPs and IPv6 addresses in `state`.
+fn desired_maps(state: &State, eips: &[Ipv4Addr], ipv6: &[Ipv6Addr]) -> DesiredMaps {
+    let mut desired = DesiredMaps::default();
+    for address in eips {
+        let Some(eip) = state.eips.get(address) else {
+            continue;
+        };
+        let next_hop = |eni: &str| state.enis.get(eni).map(|e| e.primary_ip);
+        let mapping = match &eip.association {
+            Some(Association::Instance { private_ip, .. } | Association::Eni { private_ip, .. }) => {
+                EipMapping::Nat { private_ip: *private_ip }
+            }
+            Some(Association::CutThrough { eni }) => match next_hop(eni) {
+                Some(next_hop) => EipMapping::CutThrough { next_hop },
+                None => EipMapping::Unassociated,
+            },
+            Some(Association::MultiEip { eni }) => match next_hop(eni) {
+                Some(next_hop) => EipMapping::MultiEip { next_hop },
+                None => EipMapping::Unassociated,
+            },
+            // The NAT gateway's data plane comes with its own issue; until then its EIPs
+            // take no 1:1 traffic.
+            Some(Association::NatGateway { .. }) | None => EipMapping::Unassociated,
+        };
+        desired.eips.insert(*address, mapping);
+    }
+    desired.ipv6_public = ipv6
+        .iter()
+        .copied()
+        .filter(|ip| state.owner_of_ipv6(*ip).is_some_and(|eni| eni.ipv6_public.contains(ip)))
+        .collect();
     desired
+}
+
+fn change_views(change: &Change) -> Vec<ChangeView> {
+    change
+        .after
+        .iter()
+        .map(|(key, after)| ChangeView {
+            kind: key.kind.name().to_owned(),
+            id: key.id.clone(),
+            action: match (change.before.get(key).and_then(Option::as_ref), after) {
+                (None, Some(_)) => "create",
+                (Some(_), None) => "delete",
+                _ => "update",
+            }
+            .to_owned(),
+            before: change.before.get(key).cloned().flatten(),
+            after: after.clone(),
+        })
+        .collect()
 }

@@ -1,47 +1,66 @@
 //! The agent's HTTP/JSON API, served on a Unix socket that only root can open. The same
 //! types are what `eipctl` reads.
+//!
+//! - `POST /v1/requests`: one [`Request`] (`{"op": ..., ...}`) → [`ExecuteAnswer`]
+//! - `POST /v1/apply`: [`ApplyBody`] (many requests, one transaction) → [`ApplyAnswer`]
+//! - `GET /v1/resources/{kind}` and `GET /v1/resources/{kind}/{id}`: described resources
+//! - `GET /v1/egress/{ip}`: how a private address reaches the Internet (R27)
+//! - `GET /v1/stats`: data-plane verdict counters
 
 use std::{net::Ipv4Addr, path::Path, sync::Arc};
 
 use anyhow::Context as _;
 use axum::{
     Json, Router,
-    extract::{Path as UrlPath, State as AxState},
+    body::Bytes,
+    extract::{DefaultBodyLimit, Path as UrlPath, State as AxState},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::{
     agent::Agent,
-    model::{AssociationMode, Eip, EipStatus, ErrorCode, Refusal, Request},
+    model::{Egress, Key, Kind, Refusal, Request, Resource},
 };
 
-/// An EIP as the API shows it (R30).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EipView {
-    pub address: Ipv4Addr,
-    pub region: String,
-    pub status: EipStatus,
-    pub private_ip: Option<Ipv4Addr>,
-    pub mode: Option<AssociationMode>,
-    /// Present when the data plane could be read.
-    pub counters: Option<Counters>,
+/// A declarative document can be large (a million associations).
+const MAX_BODY: usize = 1 << 30;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExecuteAnswer {
+    /// The resource the request was about, described, if it still exists.
+    pub subject: Option<Value>,
+    pub warnings: Vec<String>,
 }
 
-impl EipView {
-    pub fn new(eip: &Eip, counters: Option<Counters>) -> Self {
-        Self {
-            address: eip.address,
-            region: eip.region.clone(),
-            status: eip.status(),
-            private_ip: eip.association.as_ref().map(|a| a.private_ip),
-            mode: eip.association.as_ref().map(|a| a.mode),
-            counters,
-        }
-    }
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApplyBody {
+    pub requests: Vec<Request>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApplyAnswer {
+    /// False for a dry run: nothing was kept.
+    pub applied: bool,
+    pub requests: usize,
+    pub changes: Vec<ChangeView>,
+    pub warnings: Vec<String>,
+}
+
+/// One resource a transaction created, updated or deleted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChangeView {
+    pub kind: String,
+    pub id: String,
+    pub action: String,
+    pub before: Option<Resource>,
+    pub after: Option<Resource>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,19 +75,6 @@ pub struct Counters {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsView {
     pub verdicts: std::collections::BTreeMap<String, u64>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AllocateBody {
-    pub address: Ipv4Addr,
-    pub region: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AssociateBody {
-    pub private_ip: Ipv4Addr,
-    #[serde(default)]
-    pub allow_reassociation: bool,
 }
 
 /// The body of every non-2xx answer. `kind` tells a refusal (the request breaks a rule or
@@ -104,18 +110,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = match self {
             ApiError::Refused(r) => {
-                let status = match r.code {
-                    ErrorCode::EipNotFound => StatusCode::NOT_FOUND,
-                    ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
-                    _ => StatusCode::CONFLICT,
+                let status = if r.code.ends_with("_NOT_FOUND") {
+                    StatusCode::NOT_FOUND
+                } else if r.code == crate::model::codes::INVALID_ARGUMENT {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::CONFLICT
                 };
-                let body = ErrorBody {
-                    kind: ErrorKind::Refused,
-                    code: r.code.to_string(),
-                    rule: r.rule,
-                    message: r.message,
-                };
-                (status, body)
+                (status, ErrorBody { kind: ErrorKind::Refused, code: r.code, rule: r.rule, message: r.message })
             }
             ApiError::Failed(e) => {
                 log::error!("request failed: {e:#}");
@@ -136,11 +138,13 @@ type Shared = Arc<Mutex<Agent>>;
 
 pub fn router(agent: Shared) -> Router {
     Router::new()
-        .route("/v1/eips", get(list_eips).post(allocate_eip))
-        .route("/v1/eips/{address}", get(show_eip).delete(release_eip))
-        .route("/v1/eips/{address}/associate", post(associate_eip))
-        .route("/v1/eips/{address}/unassociate", post(unassociate_eip))
+        .route("/v1/requests", post(execute))
+        .route("/v1/apply", post(apply))
+        .route("/v1/resources/{kind}", get(list))
+        .route("/v1/resources/{kind}/{id}", get(show))
+        .route("/v1/egress/{ip}", get(egress))
         .route("/v1/stats", get(stats))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(agent)
 }
 
@@ -162,6 +166,7 @@ pub async fn serve(
     }
     // Created with no permissions for group and others from the start (no window where
     // another user could connect), then confirmed 0600.
+    // SAFETY: umask only changes this process's file creation mask.
     let old_umask = unsafe { libc::umask(0o177) };
     let listener = tokio::net::UnixListener::bind(socket);
     // SAFETY: restoring the previous process umask.
@@ -174,70 +179,46 @@ pub async fn serve(
     Ok(())
 }
 
-async fn list_eips(AxState(agent): AxState<Shared>) -> Result<Json<Vec<EipView>>, ApiError> {
-    let agent = agent.lock().await;
-    Ok(Json(agent.list_eips()?))
+/// Parses a JSON body, answering a malformed one with a refusal that says what is wrong.
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::Refused(Refusal::invalid(format!("malformed request: {e}"))))
 }
 
-async fn show_eip(
-    AxState(agent): AxState<Shared>,
-    UrlPath(address): UrlPath<String>,
-) -> Result<Json<EipView>, ApiError> {
-    let address = parse_address(&address)?;
-    let agent = agent.lock().await;
-    Ok(Json(agent.show_eip(address)?))
+async fn execute(AxState(agent): AxState<Shared>, body: Bytes) -> Result<Json<ExecuteAnswer>, ApiError> {
+    let request: Request = parse(&body)?;
+    Ok(Json(agent.lock().await.execute(&request)?))
 }
 
-async fn allocate_eip(
-    AxState(agent): AxState<Shared>,
-    Json(body): Json<AllocateBody>,
-) -> Result<(StatusCode, Json<EipView>), ApiError> {
-    let request = Request::AllocateEip { address: body.address, region: body.region };
-    let view = agent.lock().await.execute(&request, body.address)?;
-    Ok((StatusCode::CREATED, Json(view)))
+async fn apply(AxState(agent): AxState<Shared>, body: Bytes) -> Result<Json<ApplyAnswer>, ApiError> {
+    let body: ApplyBody = parse(&body)?;
+    Ok(Json(agent.lock().await.apply(&body.requests, body.dry_run)?))
 }
 
-async fn associate_eip(
-    AxState(agent): AxState<Shared>,
-    UrlPath(address): UrlPath<String>,
-    Json(body): Json<AssociateBody>,
-) -> Result<Json<EipView>, ApiError> {
-    let eip = parse_address(&address)?;
-    let request = Request::AssociateEip {
-        eip,
-        private_ip: body.private_ip,
-        allow_reassociation: body.allow_reassociation,
-    };
-    Ok(Json(agent.lock().await.execute(&request, eip)?))
+fn kind(name: &str) -> Result<Kind, ApiError> {
+    Kind::from_name(name).ok_or_else(|| ApiError::Refused(Refusal::invalid(format!("no resource kind {name:?}"))))
 }
 
-async fn unassociate_eip(
-    AxState(agent): AxState<Shared>,
-    UrlPath(address): UrlPath<String>,
-) -> Result<Json<EipView>, ApiError> {
-    let eip = parse_address(&address)?;
-    Ok(Json(agent.lock().await.execute(&Request::UnassociateEip { eip }, eip)?))
+async fn list(AxState(agent): AxState<Shared>, UrlPath(kind_name): UrlPath<String>) -> Result<Json<Vec<Value>>, ApiError> {
+    let kind = kind(&kind_name)?;
+    Ok(Json(agent.lock().await.list(kind)?))
 }
 
-async fn release_eip(
+async fn show(
     AxState(agent): AxState<Shared>,
-    UrlPath(address): UrlPath<String>,
-) -> Result<StatusCode, ApiError> {
-    let eip = parse_address(&address)?;
-    agent.lock().await.release(eip)?;
-    Ok(StatusCode::NO_CONTENT)
+    UrlPath((kind_name, id)): UrlPath<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let kind = kind(&kind_name)?;
+    Ok(Json(agent.lock().await.describe(&Key::new(kind, id))?))
+}
+
+async fn egress(AxState(agent): AxState<Shared>, UrlPath(ip): UrlPath<String>) -> Result<Json<Egress>, ApiError> {
+    let ip: Ipv4Addr = ip
+        .parse()
+        .map_err(|_| ApiError::Refused(Refusal::invalid(format!("{ip:?} is not an IPv4 address"))))?;
+    Ok(Json(agent.lock().await.egress(ip)))
 }
 
 async fn stats(AxState(agent): AxState<Shared>) -> Result<Json<StatsView>, ApiError> {
     Ok(Json(agent.lock().await.stats()?))
-}
-
-fn parse_address(text: &str) -> Result<Ipv4Addr, ApiError> {
-    text.parse().map_err(|_| {
-        ApiError::Refused(Refusal {
-            code: ErrorCode::InvalidArgument,
-            rule: None,
-            message: format!("{text:?} is not an IPv4 address"),
-        })
-    })
 }

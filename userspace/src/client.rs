@@ -26,6 +26,9 @@ pub enum CallError {
     /// No agent answered, or the answer made no sense.
     #[error("{0}")]
     Unreachable(String),
+    /// The command line or its input file is wrong; nothing was sent.
+    #[error("{0}")]
+    Usage(String),
 }
 
 pub struct Client {

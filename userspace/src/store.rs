@@ -2,27 +2,28 @@
 //! under the state directory. Every change is one write transaction (R29): after a crash
 //! the file holds the state before or after a request, never a mix.
 
-use std::{
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 
-use crate::model::{Change, Eip, State};
+use crate::model::{Change, Key, Resource, State};
 
-/// EIP address (as a big-endian u32, so keys sort like addresses) → the EIP as JSON.
-const EIPS: TableDefinition<u32, &[u8]> = TableDefinition::new("eips");
+/// `<kind>/<id>` → the resource as JSON.
+const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
 /// Schema bookkeeping.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const SCHEMA_VERSION: u64 = 1;
+const SCHEMA_VERSION: u64 = 2;
 
 pub const STATE_FILE_NAME: &str = "eipgw.redb";
 
 pub struct Store {
     db: Database,
     path: PathBuf,
+}
+
+fn row_key(key: &Key) -> String {
+    format!("{}/{}", key.kind.name(), key.id)
 }
 
 impl Store {
@@ -60,11 +61,11 @@ impl Store {
                 Some(SCHEMA_VERSION) => {}
                 Some(other) => bail!(
                     "state file {} has schema version {other}; this eipgwd reads version \
-                     {SCHEMA_VERSION}",
+                     {SCHEMA_VERSION} (the file was left untouched)",
                     self.path.display()
                 ),
             }
-            txn.open_table(EIPS)?;
+            txn.open_table(RESOURCES)?;
         }
         txn.commit()?;
         Ok(())
@@ -73,22 +74,22 @@ impl Store {
     /// Reads the whole state.
     pub fn load(&self) -> anyhow::Result<State> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(EIPS)?;
+        let table = txn.open_table(RESOURCES)?;
         let mut state = State::default();
-        for row in table.range::<u32>(..)? {
+        for row in table.range::<&str>(..)? {
             let (key, value) = row?;
-            let address = Ipv4Addr::from(key.value());
-            let eip: Eip = serde_json::from_slice(value.value()).with_context(|| {
-                format!("state file {}: record for EIP {address} is damaged", self.path.display())
+            let resource: Resource = serde_json::from_slice(value.value()).with_context(|| {
+                format!("state file {}: record {} is damaged", self.path.display(), key.value())
             })?;
-            if eip.address != address {
+            if row_key(&resource.key()) != key.value() {
                 bail!(
-                    "state file {}: record under {address} describes {}",
+                    "state file {}: record {} describes {}",
                     self.path.display(),
-                    eip.address
+                    key.value(),
+                    resource.key()
                 );
             }
-            state.eips.insert(address, eip);
+            state.put(resource);
         }
         Ok(state)
     }
@@ -97,13 +98,18 @@ impl Store {
     pub fn commit(&self, change: &Change) -> anyhow::Result<()> {
         let txn = self.db.begin_write()?;
         {
-            let mut table = txn.open_table(EIPS)?;
-            for address in &change.delete_eips {
-                table.remove(u32::from(*address))?;
-            }
-            for eip in &change.put_eips {
-                let json = serde_json::to_vec(eip)?;
-                table.insert(u32::from(eip.address), json.as_slice())?;
+            let mut table = txn.open_table(RESOURCES)?;
+            for (key, after) in &change.after {
+                let row = row_key(key);
+                match after {
+                    Some(resource) => {
+                        let json = serde_json::to_vec(resource)?;
+                        table.insert(row.as_str(), json.as_slice())?;
+                    }
+                    None => {
+                        table.remove(row.as_str())?;
+                    }
+                }
             }
         }
         txn.commit().context("committing to the state file")?;
@@ -132,22 +138,23 @@ mod tests {
         let mut state = State::default();
         {
             let store = Store::open(&dir).unwrap();
-            for request in [
-                Request::AllocateEip { address: "203.0.113.10".parse().unwrap(), region: None },
-                Request::AssociateEip {
-                    eip: "203.0.113.10".parse().unwrap(),
-                    private_ip: "10.0.1.10".parse().unwrap(),
-                    allow_reassociation: false,
-                },
-                Request::AllocateEip { address: "203.0.113.11".parse().unwrap(), region: None },
-            ] {
-                let change = state.plan(&request).unwrap();
+            let requests: Vec<Request> = serde_json::from_str(
+                r#"[
+                {"op": "create_region", "id": "r1"},
+                {"op": "allocate_eip", "address": "203.0.113.10"},
+                {"op": "allocate_eip", "address": "203.0.113.11"},
+                {"op": "release_eip", "eip": "203.0.113.11"}
+            ]"#,
+            )
+            .unwrap();
+            for request in requests {
+                let (_, change) = state.run(&request).unwrap();
                 store.commit(&change).unwrap();
-                state.apply(&change);
             }
         }
         let reopened = Store::open(&dir).unwrap().load().unwrap();
         assert_eq!(reopened, state);
+        assert_eq!(reopened.eips.len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

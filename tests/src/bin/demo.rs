@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use eipgw_tests::{
     AgentProcess, Netns, Topology, bin_path,
     servers::Server,
-    topology::{EIP, INTERNET_HOST, VM_IP},
+    topology::{EIP, INTERNET_HOST, VPC_DOCUMENT},
 };
 
 fn main() -> anyhow::Result<()> {
@@ -26,9 +26,13 @@ fn main() -> anyhow::Result<()> {
     let _http = Server::http(&topology.vm, 80, "hello from 10.0.1.10, reached through its EIP\n")?;
     let _whoami = Server::tcp_whoami(&topology.inet, 7000)?;
 
+    println!("\n== the cloud behind the gateway (an embedded `eipctl apply` document)");
+    print!("{}", indent(&agent.apply_document(VPC_DOCUMENT)?));
+    eipctl(&agent, &["instance", "list"])?;
+
     let eip = EIP.to_string();
     eipctl(&agent, &["eip", "allocate", &eip])?;
-    eipctl(&agent, &["eip", "associate", &eip, "--private-ip", &VM_IP.to_string()])?;
+    eipctl(&agent, &["eip", "associate", &eip, "--instance", "vm-1"])?;
 
     println!("\n== Internet -> EIP: curl http://{eip}/ from inet");
     for _ in 0..3 {

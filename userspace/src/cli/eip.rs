@@ -2,13 +2,12 @@
 
 use std::net::Ipv4Addr;
 
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
 
-use super::output::{self, Output};
+use super::Ctx;
 use crate::{
-    api::{AllocateBody, AssociateBody, EipView},
-    client::{CallError, Client},
-    model::{AssociationMode, EipStatus},
+    client::CallError,
+    model::{AssociationMode, Kind, Request},
 };
 
 #[derive(Debug, Subcommand)]
@@ -16,15 +15,34 @@ pub enum EipCommand {
     /// Allocate an EIP to the account (it starts `available`).
     Allocate {
         address: Ipv4Addr,
-        /// Region of the EIP (default: local).
+        /// Region of the EIP (default: the only region there is).
         #[arg(long)]
         region: Option<String>,
+        /// Bandwidth cap in Mbit/s (default: none).
+        #[arg(long)]
+        bandwidth: Option<u32>,
     },
-    /// Associate an EIP with a private IPv4 address (NAT mode).
+    /// Set or clear an EIP's bandwidth cap.
+    SetBandwidth {
+        eip: Ipv4Addr,
+        /// Mbit/s; omit to remove the cap.
+        #[arg(long)]
+        bandwidth: Option<u32>,
+    },
+    /// Associate an EIP with an instance, an ENI, or the ENI that holds a private IP.
     Associate {
         eip: Ipv4Addr,
+        /// The instance's primary address, NAT mode (R06).
+        #[arg(long, conflicts_with_all = ["eni", "mode"])]
+        instance: Option<String>,
         #[arg(long)]
-        private_ip: Ipv4Addr,
+        eni: Option<String>,
+        /// NAT mode: the private IPv4 to translate to (with --eni: one of its addresses).
+        #[arg(long)]
+        private_ip: Option<Ipv4Addr>,
+        /// With --eni: nat (default), cut-through or multi-eip.
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
         /// Move the EIP even if it is associated elsewhere now (R05).
         #[arg(long)]
         allow_reassociation: bool,
@@ -39,86 +57,38 @@ pub enum EipCommand {
     Show { eip: Ipv4Addr },
 }
 
-pub fn run(client: &Client, output: Output, command: EipCommand) -> Result<(), CallError> {
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ModeArg {
+    Nat,
+    CutThrough,
+    MultiEip,
+}
+
+pub fn run(ctx: &Ctx, command: EipCommand) -> Result<(), CallError> {
     match command {
-        EipCommand::Allocate { address, region } => {
-            let view: EipView = client.post("/v1/eips", &AllocateBody { address, region })?;
-            print_one(output, &view);
+        EipCommand::Allocate { address, region, bandwidth } => {
+            ctx.request(Request::AllocateEip { address, region, bandwidth_mbps: bandwidth })
         }
-        EipCommand::Associate { eip, private_ip, allow_reassociation } => {
-            let body = AssociateBody { private_ip, allow_reassociation };
-            let view: EipView = client.post(&format!("/v1/eips/{eip}/associate"), &body)?;
-            print_one(output, &view);
+        EipCommand::SetBandwidth { eip, bandwidth } => {
+            ctx.request(Request::SetEipBandwidth { eip, bandwidth_mbps: bandwidth })
         }
-        EipCommand::Unassociate { eip } => {
-            let view: EipView = client.post(&format!("/v1/eips/{eip}/unassociate"), &())?;
-            print_one(output, &view);
-        }
-        EipCommand::Release { eip } => {
-            client.delete(&format!("/v1/eips/{eip}"))?;
-            match output {
-                Output::Json => output::json(&serde_json::json!({ "released": eip })),
-                Output::Table => println!("released {eip}"),
-            }
-        }
-        EipCommand::List => {
-            let views: Vec<EipView> = client.get("/v1/eips")?;
-            match output {
-                Output::Json => output::json(&views),
-                Output::Table => print_table(&views),
-            }
-        }
-        EipCommand::Show { eip } => {
-            let view: EipView = client.get(&format!("/v1/eips/{eip}"))?;
-            print_one(output, &view);
-        }
-    }
-    Ok(())
-}
-
-fn print_one(output: Output, view: &EipView) {
-    match output {
-        Output::Json => output::json(view),
-        Output::Table => print_table(std::slice::from_ref(view)),
-    }
-}
-
-fn print_table(views: &[EipView]) {
-    let dash = || "-".to_owned();
-    let rows: Vec<Vec<String>> = views
-        .iter()
-        .map(|v| {
-            let c = v.counters.unwrap_or_default();
-            vec![
-                v.address.to_string(),
-                v.region.clone(),
-                match v.status {
-                    EipStatus::Available => "available".into(),
-                    EipStatus::InUse => "in_use".into(),
-                },
-                v.private_ip.map_or_else(dash, |ip| ip.to_string()),
-                v.mode.map_or_else(dash, |m| match m {
-                    AssociationMode::Nat => "nat".into(),
+        EipCommand::Associate { eip, instance, eni, private_ip, mode, allow_reassociation } => {
+            ctx.request(Request::AssociateEip {
+                eip,
+                instance,
+                eni,
+                private_ip,
+                mode: mode.map(|m| match m {
+                    ModeArg::Nat => AssociationMode::Nat,
+                    ModeArg::CutThrough => AssociationMode::CutThrough,
+                    ModeArg::MultiEip => AssociationMode::MultiEip,
                 }),
-                c.inbound_packets.to_string(),
-                c.inbound_bytes.to_string(),
-                c.outbound_packets.to_string(),
-                c.outbound_bytes.to_string(),
-            ]
-        })
-        .collect();
-    output::table(
-        &[
-            "EIP",
-            "REGION",
-            "STATUS",
-            "PRIVATE_IP",
-            "MODE",
-            "IN_PKTS",
-            "IN_BYTES",
-            "OUT_PKTS",
-            "OUT_BYTES",
-        ],
-        &rows,
-    );
+                allow_reassociation,
+            })
+        }
+        EipCommand::Unassociate { eip } => ctx.request(Request::UnassociateEip { eip }),
+        EipCommand::Release { eip } => ctx.request(Request::ReleaseEip { eip }),
+        EipCommand::List => ctx.list(Kind::Eip),
+        EipCommand::Show { eip } => ctx.show(Kind::Eip, &eip.to_string()),
+    }
 }

@@ -1,22 +1,31 @@
 //! `eipctl`: the operator CLI. Noun-verb commands, tables for people, `--output json` for
 //! scripts, and exit codes that tell success, refusal and failure apart.
 
+mod apply;
 mod eip;
+mod eni;
+mod instance;
+mod nat_gateway;
+mod network;
 mod output;
-mod stats;
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
-use crate::client::{CallError, Client, DEFAULT_SOCKET};
+use crate::{
+    api::{ExecuteAnswer, StatsView},
+    client::{CallError, Client, DEFAULT_SOCKET},
+    model::{Kind, Request},
+};
 pub use output::Output;
 
 /// Exit code when the agent refused the request (a rule, or an unknown resource).
 pub const EXIT_REFUSED: u8 = 3;
 /// Exit code when the request could not be carried out (agent down, I/O, internal error).
 pub const EXIT_FAILED: u8 = 4;
-// clap exits with 2 on a usage error (bad arguments, malformed addresses).
+/// Exit code for bad usage: arguments clap rejects, or a malformed input file.
+pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(name = "eipctl", version, about = "Operate the eipgw Elastic IP gateway")]
@@ -35,19 +44,93 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Elastic IPs: allocate, associate, unassociate, release, list, show.
+    /// Regions.
+    #[command(subcommand)]
+    Region(network::RegionCommand),
+    /// VPCs.
+    #[command(subcommand)]
+    Vpc(network::VpcCommand),
+    /// vSwitches (subnets).
+    #[command(subcommand)]
+    Vswitch(network::VswitchCommand),
+    /// Instance types and their limits (R20).
+    #[command(subcommand, name = "instance-type")]
+    InstanceType(network::InstanceTypeCommand),
+    /// Instances.
+    #[command(subcommand)]
+    Instance(instance::InstanceCommand),
+    /// Network interfaces and their private IPv4 and IPv6 addresses.
+    #[command(subcommand)]
+    Eni(eni::EniCommand),
+    /// Elastic IPs.
     #[command(subcommand)]
     Eip(eip::EipCommand),
+    /// NAT gateways, their EIPs and SNAT/DNAT entries.
+    #[command(subcommand, name = "nat-gateway")]
+    NatGateway(nat_gateway::NatGatewayCommand),
+    /// Apply a YAML or JSON document of requests as one transaction.
+    Apply(apply::ApplyArgs),
+    /// How a private IPv4 reaches the Internet: own EIP, DNAT IP mapping, SNAT (R27).
+    Egress { ip: std::net::Ipv4Addr },
     /// Data plane counters: frames per verdict (translated, passed, dropped by reason).
     Stats,
 }
 
+/// What every command needs: where to send, how to print.
+pub struct Ctx {
+    client: Client,
+    output: Output,
+}
+
+impl Ctx {
+    /// Sends one request and prints the resource it was about.
+    fn request(&self, request: Request) -> Result<(), CallError> {
+        let answer: ExecuteAnswer = self.client.post("/v1/requests", &request)?;
+        for warning in &answer.warnings {
+            eprintln!("eipctl: warning: {warning}");
+        }
+        match (&answer.subject, self.output) {
+            (_, Output::Json) => output::json(&answer),
+            (Some(subject), Output::Table) => output::resources(&[subject.clone()]),
+            (None, Output::Table) => println!("done"),
+        }
+        Ok(())
+    }
+
+    fn list(&self, kind: Kind) -> Result<(), CallError> {
+        let items: Vec<serde_json::Value> = self.client.get(&format!("/v1/resources/{}", kind.name()))?;
+        match self.output {
+            Output::Json => output::json(&items),
+            Output::Table => output::resources(&items),
+        }
+        Ok(())
+    }
+
+    fn show(&self, kind: Kind, id: &str) -> Result<(), CallError> {
+        let item: serde_json::Value = self.client.get(&format!("/v1/resources/{}/{id}", kind.name()))?;
+        match self.output {
+            Output::Json => output::json(&item),
+            Output::Table => output::details(&item),
+        }
+        Ok(())
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let client = Client::new(&cli.api_socket);
+    let ctx = Ctx { client: Client::new(&cli.api_socket), output: cli.output };
     let result = match cli.command {
-        Command::Eip(command) => eip::run(&client, cli.output, command),
-        Command::Stats => stats::run(&client, cli.output),
+        Command::Region(c) => network::region(&ctx, c),
+        Command::Vpc(c) => network::vpc(&ctx, c),
+        Command::Vswitch(c) => network::vswitch(&ctx, c),
+        Command::InstanceType(c) => network::instance_type(&ctx, c),
+        Command::Instance(c) => instance::run(&ctx, c),
+        Command::Eni(c) => eni::run(&ctx, c),
+        Command::Eip(c) => eip::run(&ctx, c),
+        Command::NatGateway(c) => nat_gateway::run(&ctx, c),
+        Command::Apply(args) => apply::run(&ctx, args),
+        Command::Egress { ip } => egress(&ctx, ip),
+        Command::Stats => stats(&ctx),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -55,15 +138,34 @@ pub fn main() -> ExitCode {
             eprintln!("eipctl: {error}");
             match error {
                 CallError::Refused(body) => {
-                    if let Some(rule) = body.rule {
-                        eprintln!("eipctl: refused by rule {rule}; nothing was changed");
-                    } else {
-                        eprintln!("eipctl: refused; nothing was changed");
+                    match body.rule {
+                        Some(rule) => eprintln!("eipctl: refused by rule {rule}; nothing was changed"),
+                        None => eprintln!("eipctl: refused; nothing was changed"),
                     }
                     ExitCode::from(EXIT_REFUSED)
                 }
                 CallError::Failed(_) | CallError::Unreachable(_) => ExitCode::from(EXIT_FAILED),
+                CallError::Usage(_) => ExitCode::from(EXIT_USAGE),
             }
         }
     }
+}
+
+fn stats(ctx: &Ctx) -> Result<(), CallError> {
+    let stats: StatsView = ctx.client.get("/v1/stats")?;
+    match ctx.output {
+        Output::Json => output::json(&stats),
+        Output::Table => {
+            let rows: Vec<Vec<String>> =
+                stats.verdicts.iter().map(|(name, n)| vec![name.clone(), n.to_string()]).collect();
+            output::table(&["VERDICT", "FRAMES"], &rows);
+        }
+    }
+    Ok(())
+}
+
+fn egress(ctx: &Ctx, ip: std::net::Ipv4Addr) -> Result<(), CallError> {
+    let egress: crate::model::Egress = ctx.client.get(&format!("/v1/egress/{ip}"))?;
+    output::json(&egress);
+    Ok(())
 }

@@ -1,6 +1,7 @@
-//! Printing results as a table or as JSON.
+//! Printing results as tables or as JSON.
 
 use serde::Serialize;
+use serde_json::Value;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
@@ -29,5 +30,81 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     line(header.to_vec());
     for row in rows {
         line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// The columns shown for each kind of resource (JSON field paths).
+fn columns(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "region" => &["id"],
+        "vpc" => &["id", "region", "cidr", "ipv6_cidr", "ipv4_gateway"],
+        "vswitch" => &["id", "vpc", "zone", "cidr", "ipv6_cidr"],
+        "instance_type" => &["id", "max_enis", "max_private_ipv4_per_eni", "max_ipv6_per_eni"],
+        "instance" => &["id", "region", "zone", "network", "state", "instance_type", "private_ip", "eip"],
+        "eni" => &["id", "kind", "status", "instance", "vswitch", "primary_ip", "secondary_ips", "ipv6", "eips"],
+        "eip" => &[
+            "address",
+            "region",
+            "status",
+            "resource_type",
+            "resource_id",
+            "private_ip",
+            "mode",
+            "counters.inbound_packets",
+            "counters.inbound_bytes",
+            "counters.outbound_packets",
+            "counters.outbound_bytes",
+        ],
+        "nat_gateway" => &["id", "vpc", "eip_quota", "eips"],
+        _ => &["id"],
+    }
+}
+
+fn cell(value: &Value, path: &str) -> String {
+    let field = path.split('.').fold(value, |v, part| &v[part]);
+    match field {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) if items.is_empty() => "-".into(),
+        Value::Array(items) => items.iter().map(|i| cell(i, "")).collect::<Vec<_>>().join(","),
+        Value::Object(map) if map.is_empty() => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Resources of one kind as a table.
+pub fn resources(items: &[Value]) {
+    let Some(first) = items.first() else {
+        println!("(none)");
+        return;
+    };
+    let kind = first["resource"].as_str().unwrap_or_default();
+    let columns = columns(kind);
+    let header: Vec<String> = columns
+        .iter()
+        .map(|c| c.trim_start_matches("counters.").replace("bound_packets", "_pkts").replace("bound_bytes", "_bytes").to_uppercase())
+        .collect();
+    let rows: Vec<Vec<String>> = items.iter().map(|item| columns.iter().map(|c| cell(item, c)).collect()).collect();
+    table(&header.iter().map(String::as_str).collect::<Vec<_>>(), &rows);
+}
+
+/// One resource, every field on its own line.
+pub fn details(item: &Value) {
+    fn walk(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
+        match value {
+            Value::Object(map) if !map.is_empty() => {
+                for (k, v) in map {
+                    let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    walk(&name, v, out);
+                }
+            }
+            other => out.push((prefix.to_owned(), cell(other, ""))),
+        }
+    }
+    let mut lines = Vec::new();
+    walk("", item, &mut lines);
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in lines {
+        println!("{k:<width$}  {v}");
     }
 }

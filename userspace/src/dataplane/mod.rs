@@ -183,24 +183,29 @@ impl Dataplane {
         self.routes.reconcile(&desired.visible_routes())
     }
 
-    /// Applies the difference between two partial views of the desired maps: `before`
-    /// and `after` hold only what a change touched, so the cost does not grow with the
-    /// number of mappings.
-    pub fn apply(&mut self, before: &DesiredMaps, after: &DesiredMaps) -> anyhow::Result<()> {
-        let touched: BTreeSet<Ipv4Addr> =
-            before.eips.keys().chain(after.eips.keys()).copied().collect();
-        for address in touched {
-            let (old, new) =
-                (before.eips.get(&address).copied(), after.eips.get(&address).copied());
-            if old != new {
-                self.set_eip(address, old, new)?;
+    /// Brings the touched EIPs and IPv6 addresses to what `after` (which needs to hold
+    /// only those) says; what the maps hold now is the "before". The cost follows the size
+    /// of the change, not the number of mappings.
+    pub fn apply(
+        &mut self,
+        after: &DesiredMaps,
+        touched_eips: impl IntoIterator<Item = Ipv4Addr>,
+        touched_ipv6: impl IntoIterator<Item = Ipv6Addr>,
+    ) -> anyhow::Result<()> {
+        for address in touched_eips {
+            let current = self.current_mapping(ipv4_key(address.octets()));
+            let wanted = after.eips.get(&address).copied();
+            if current != wanted {
+                self.set_eip(address, current, wanted)?;
             }
         }
-        for address in before.ipv6_public.difference(&after.ipv6_public) {
-            remove_if_present(&mut self.ipv6_public, &Ipv6Key { addr: address.octets() })?;
-        }
-        for address in after.ipv6_public.difference(&before.ipv6_public) {
-            self.ipv6_public.insert(&Ipv6Key { addr: address.octets() }, &1, 0)?;
+        for address in touched_ipv6 {
+            let key = Ipv6Key { addr: address.octets() };
+            if after.ipv6_public.contains(&address) {
+                self.ipv6_public.insert(&key, &1, 0)?;
+            } else {
+                remove_if_present(&mut self.ipv6_public, &key)?;
+            }
         }
         Ok(())
     }

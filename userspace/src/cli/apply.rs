@@ -1,0 +1,110 @@
+//! `eipctl apply FILE [--dry-run]`: a declarative document of requests, validated as a whole
+//! and applied as one transaction or not at all.
+
+use std::{io::IsTerminal as _, path::PathBuf, time::Duration};
+
+use clap::Args;
+use serde::Deserialize;
+
+use super::{Ctx, output::{self, Output}};
+use crate::{
+    api::{ApplyAnswer, ApplyBody},
+    client::CallError,
+    model::Request,
+};
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A YAML or JSON file (`-` for standard input): `requests: [{op: ..., ...}, ...]`.
+    file: PathBuf,
+    /// Validate everything and print what would change, but keep nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// The document: a list of requests, bare or under `requests`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Document {
+    Wrapped { requests: Vec<Request> },
+    Bare(Vec<Request>),
+}
+
+pub fn run(ctx: &Ctx, args: ApplyArgs) -> Result<(), CallError> {
+    let text = if args.file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(&args.file)
+    }
+    .map_err(|e| CallError::Usage(format!("reading {}: {e}", args.file.display())))?;
+    let requests = parse(&text).map_err(|e| CallError::Usage(format!("{}: {e}", args.file.display())))?;
+    let count = requests.len();
+
+    // The agent answers once the whole transaction is done; on a terminal show that it is
+    // working and how far along the document is.
+    let progress = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner().with_message(format!(
+            "{} {count} requests as one transaction",
+            if args.dry_run { "validating" } else { "applying" }
+        ));
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar
+    });
+    let answer: Result<ApplyAnswer, CallError> =
+        ctx.client.post("/v1/apply", &ApplyBody { requests, dry_run: args.dry_run });
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let answer = answer?;
+    for warning in &answer.warnings {
+        eprintln!("eipctl: warning: {warning}");
+    }
+    match ctx.output {
+        Output::Json => output::json(&answer),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = answer
+                .changes
+                .iter()
+                .map(|c| vec![c.action.clone(), c.kind.clone(), c.id.clone()])
+                .collect();
+            output::table(&["CHANGE", "KIND", "ID"], &rows);
+            let verb = if answer.applied { "applied" } else { "dry run: nothing changed;" };
+            println!("{verb} {} requests, {} resources changed", answer.requests, answer.changes.len());
+        }
+    }
+    Ok(())
+}
+
+/// JSON when it parses as JSON, otherwise YAML (a superset), so errors speak of the format
+/// the file is in.
+fn parse(text: &str) -> Result<Vec<Request>, String> {
+    let document: Document = if text.trim_start().starts_with(['{', '[']) {
+        serde_json::from_str(text).map_err(|e| format!("invalid JSON document: {e}"))?
+    } else {
+        serde_yaml_ng::from_str(text).map_err(|e| format!("invalid YAML document: {e}"))?
+    };
+    Ok(match document {
+        Document::Wrapped { requests } | Document::Bare(requests) => requests,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_and_json_documents_parse_alike() {
+        let yaml = "requests:\n  - op: create_region\n    id: r1\n  - op: allocate_eip\n    address: 203.0.113.10\n";
+        let json = r#"[{"op": "create_region", "id": "r1"}, {"op": "allocate_eip", "address": "203.0.113.10"}]"#;
+        assert_eq!(parse(yaml).unwrap(), parse(json).unwrap());
+        assert_eq!(parse(yaml).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_bad_document_says_where() {
+        let error = parse("requests:\n  - op: no_such_op\n").unwrap_err();
+        assert!(error.contains("YAML"), "{error}");
+        let error = parse(r#"[{"op": "allocate_eip", "address": "not-an-ip"}]"#).unwrap_err();
+        assert!(error.contains("JSON"), "{error}");
+    }
+}

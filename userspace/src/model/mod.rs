@@ -1,0 +1,65 @@
+//! The resources and the association rules (RULES.md R01-R30), as pure functions over the
+//! state: no I/O here. A request runs inside a [`Txn`]; if any rule refuses, the
+//! transaction rolls back and nothing changes (R29).
+
+mod describe;
+mod ops;
+mod refusal;
+mod request;
+mod resources;
+mod state;
+mod txn;
+
+#[cfg(test)]
+mod tests;
+
+pub use describe::describe;
+pub use ops::{Egress, Executed, egress_of, execute};
+pub use refusal::{Refusal, codes};
+pub use request::Request;
+pub use resources::*;
+pub use state::State;
+pub use txn::{Change, Txn};
+
+impl State {
+    /// Runs one request as its own transaction: `Ok` with what changed, or the refusal and
+    /// the state exactly as before.
+    pub fn run(&mut self, request: &Request) -> Result<(Executed, Change), Refusal> {
+        self.run_all(std::slice::from_ref(request)).map(|(mut done, change)| {
+            (done.pop().unwrap_or_default(), change)
+        })
+    }
+
+    /// Puts back what a committed change replaced (used when the store could not write it).
+    pub fn revert(&mut self, change: &Change) {
+        for (key, before) in &change.before {
+            match before {
+                Some(resource) => {
+                    self.put(resource.clone());
+                }
+                None => {
+                    self.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Runs several requests as one transaction (`eipctl apply`): all or nothing.
+    pub fn run_all(&mut self, requests: &[Request]) -> Result<(Vec<Executed>, Change), Refusal> {
+        let mut txn = Txn::begin(self);
+        let mut done = Vec::with_capacity(requests.len());
+        for (i, request) in requests.iter().enumerate() {
+            match execute(&mut txn, request) {
+                Ok(executed) => done.push(executed),
+                Err(mut refusal) => {
+                    txn.rollback();
+                    if requests.len() > 1 {
+                        refusal.message = format!("request {} of {}: {}", i + 1, requests.len(), refusal.message);
+                    }
+                    return Err(refusal);
+                }
+            }
+        }
+        Ok((done, txn.commit()))
+    }
+}

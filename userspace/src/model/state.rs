@@ -1,0 +1,281 @@
+//! The state: every resource by kind, plus indexes derived from them so that rules stay
+//! cheap with a million mappings. Every change goes through [`State::put`] and
+//! [`State::remove`], which keep the indexes right.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{Ipv4Addr, Ipv6Addr},
+};
+
+use super::resources::*;
+
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    pub regions: BTreeMap<Id, Region>,
+    pub vpcs: BTreeMap<Id, Vpc>,
+    pub vswitches: BTreeMap<Id, VSwitch>,
+    pub instance_types: BTreeMap<Id, InstanceType>,
+    pub instances: BTreeMap<Id, Instance>,
+    pub enis: BTreeMap<Id, Eni>,
+    pub eips: BTreeMap<Ipv4Addr, Eip>,
+    pub nat_gateways: BTreeMap<Id, NatGateway>,
+    index: Index,
+}
+
+/// Derived lookups; never stored.
+#[derive(Clone, Debug, Default)]
+struct Index {
+    /// Private IPv4 → the ENI that holds it.
+    ipv4_owner: BTreeMap<Ipv4Addr, Id>,
+    /// IPv6 → the ENI that holds it.
+    ipv6_owner: BTreeMap<Ipv6Addr, Id>,
+    /// Private IPv4 → its NAT-mode EIP (R02).
+    eip_of_private: BTreeMap<Ipv4Addr, Ipv4Addr>,
+    /// ENI → EIPs landing on it, any mode.
+    eips_of_eni: BTreeMap<Id, BTreeSet<Ipv4Addr>>,
+    /// Instance → its one direct EIP (R06).
+    eip_of_instance: BTreeMap<Id, Ipv4Addr>,
+    /// Instance → attached ENIs.
+    enis_of_instance: BTreeMap<Id, BTreeSet<Id>>,
+    /// NAT gateway → its EIPs.
+    eips_of_nat_gateway: BTreeMap<Id, BTreeSet<Ipv4Addr>>,
+}
+
+impl PartialEq for State {
+    /// Two states are equal when their resources are (the indexes follow from them).
+    fn eq(&self, other: &Self) -> bool {
+        self.regions == other.regions
+            && self.vpcs == other.vpcs
+            && self.vswitches == other.vswitches
+            && self.instance_types == other.instance_types
+            && self.instances == other.instances
+            && self.enis == other.enis
+            && self.eips == other.eips
+            && self.nat_gateways == other.nat_gateways
+    }
+}
+
+impl Eq for State {}
+
+impl State {
+    pub fn get(&self, key: &Key) -> Option<Resource> {
+        let id = key.id.as_str();
+        Some(match key.kind {
+            Kind::Region => Resource::Region(self.regions.get(id)?.clone()),
+            Kind::Vpc => Resource::Vpc(self.vpcs.get(id)?.clone()),
+            Kind::VSwitch => Resource::VSwitch(self.vswitches.get(id)?.clone()),
+            Kind::InstanceType => Resource::InstanceType(self.instance_types.get(id)?.clone()),
+            Kind::Instance => Resource::Instance(self.instances.get(id)?.clone()),
+            Kind::Eni => Resource::Eni(self.enis.get(id)?.clone()),
+            Kind::Eip => Resource::Eip(self.eips.get(&id.parse().ok()?)?.clone()),
+            Kind::NatGateway => Resource::NatGateway(self.nat_gateways.get(id)?.clone()),
+        })
+    }
+
+    /// Inserts or replaces a resource; returns what was there.
+    pub fn put(&mut self, resource: Resource) -> Option<Resource> {
+        let previous = self.remove(&resource.key());
+        match resource {
+            Resource::Region(r) => {
+                self.regions.insert(r.id.clone(), r);
+            }
+            Resource::Vpc(r) => {
+                self.vpcs.insert(r.id.clone(), r);
+            }
+            Resource::VSwitch(r) => {
+                self.vswitches.insert(r.id.clone(), r);
+            }
+            Resource::InstanceType(r) => {
+                self.instance_types.insert(r.id.clone(), r);
+            }
+            Resource::Instance(r) => {
+                self.instances.insert(r.id.clone(), r);
+            }
+            Resource::Eni(eni) => {
+                for ip in eni.ipv4s() {
+                    self.index.ipv4_owner.insert(ip, eni.id.clone());
+                }
+                for ip in &eni.ipv6 {
+                    self.index.ipv6_owner.insert(*ip, eni.id.clone());
+                }
+                if let Some(instance) = &eni.instance {
+                    let enis = self.index.enis_of_instance.entry(instance.clone()).or_default();
+                    enis.insert(eni.id.clone());
+                }
+                self.enis.insert(eni.id.clone(), eni);
+            }
+            Resource::Eip(eip) => {
+                if let Some(association) = &eip.association {
+                    self.index_association(eip.address, association, true);
+                }
+                self.eips.insert(eip.address, eip);
+            }
+            Resource::NatGateway(r) => {
+                self.nat_gateways.insert(r.id.clone(), r);
+            }
+        }
+        previous
+    }
+
+    /// Removes a resource; returns it.
+    pub fn remove(&mut self, key: &Key) -> Option<Resource> {
+        let id = key.id.as_str();
+        Some(match key.kind {
+            Kind::Region => Resource::Region(self.regions.remove(id)?),
+            Kind::Vpc => Resource::Vpc(self.vpcs.remove(id)?),
+            Kind::VSwitch => Resource::VSwitch(self.vswitches.remove(id)?),
+            Kind::InstanceType => Resource::InstanceType(self.instance_types.remove(id)?),
+            Kind::Instance => Resource::Instance(self.instances.remove(id)?),
+            Kind::Eni => {
+                let eni = self.enis.remove(id)?;
+                for ip in eni.ipv4s() {
+                    self.index.ipv4_owner.remove(&ip);
+                }
+                for ip in &eni.ipv6 {
+                    self.index.ipv6_owner.remove(ip);
+                }
+                if let Some(instance) = &eni.instance {
+                    remove_from_set(&mut self.index.enis_of_instance, instance, &eni.id);
+                }
+                Resource::Eni(eni)
+            }
+            Kind::Eip => {
+                let eip = self.eips.remove(&id.parse().ok()?)?;
+                if let Some(association) = &eip.association {
+                    self.index_association(eip.address, association, false);
+                }
+                Resource::Eip(eip)
+            }
+            Kind::NatGateway => Resource::NatGateway(self.nat_gateways.remove(id)?),
+        })
+    }
+
+    fn index_association(&mut self, eip: Ipv4Addr, association: &Association, add: bool) {
+        let index = &mut self.index;
+        if let Some(private_ip) = association.private_ip() {
+            if add {
+                index.eip_of_private.insert(private_ip, eip);
+            } else {
+                index.eip_of_private.remove(&private_ip);
+            }
+        }
+        if let Some(eni) = association.eni() {
+            if add {
+                index.eips_of_eni.entry(eni.to_owned()).or_default().insert(eip);
+            } else {
+                remove_from_set(&mut index.eips_of_eni, eni, &eip);
+            }
+        }
+        match association {
+            Association::Instance { instance, .. } => {
+                if add {
+                    index.eip_of_instance.insert(instance.clone(), eip);
+                } else {
+                    index.eip_of_instance.remove(instance);
+                }
+            }
+            Association::NatGateway { nat_gateway } => {
+                if add {
+                    index.eips_of_nat_gateway.entry(nat_gateway.clone()).or_default().insert(eip);
+                } else {
+                    remove_from_set(&mut index.eips_of_nat_gateway, nat_gateway, &eip);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The ENI holding a private IPv4.
+    pub fn owner_of_ipv4(&self, ip: Ipv4Addr) -> Option<&Eni> {
+        self.enis.get(self.index.ipv4_owner.get(&ip)?)
+    }
+
+    /// The ENI holding an IPv6 address.
+    pub fn owner_of_ipv6(&self, ip: Ipv6Addr) -> Option<&Eni> {
+        self.enis.get(self.index.ipv6_owner.get(&ip)?)
+    }
+
+    /// The NAT-mode EIP of a private IPv4 (R02 makes it unique).
+    pub fn eip_of_private_ip(&self, ip: Ipv4Addr) -> Option<&Eip> {
+        self.eips.get(self.index.eip_of_private.get(&ip)?)
+    }
+
+    /// EIPs landing on an ENI, any mode.
+    pub fn eips_of_eni(&self, eni: &str) -> impl Iterator<Item = &Eip> + '_ {
+        self.index.eips_of_eni.get(eni).into_iter().flatten().filter_map(|a| self.eips.get(a))
+    }
+
+    /// The EIP associated with an instance directly (R06).
+    pub fn eip_of_instance(&self, instance: &str) -> Option<&Eip> {
+        self.eips.get(self.index.eip_of_instance.get(instance)?)
+    }
+
+    /// ENIs attached to an instance.
+    pub fn enis_of_instance(&self, instance: &str) -> impl Iterator<Item = &Eni> + '_ {
+        self.index.enis_of_instance.get(instance).into_iter().flatten().filter_map(|e| self.enis.get(e))
+    }
+
+    /// EIPs owned by a NAT gateway.
+    pub fn eips_of_nat_gateway(&self, gateway: &str) -> impl Iterator<Item = &Eip> + '_ {
+        self.index.eips_of_nat_gateway.get(gateway).into_iter().flatten().filter_map(|a| self.eips.get(a))
+    }
+
+    /// The region an ENI is in (through its vSwitch and VPC).
+    pub fn region_of_eni(&self, eni: &Eni) -> Option<&str> {
+        let vswitch = self.vswitches.get(&eni.vswitch)?;
+        Some(self.vpcs.get(&vswitch.vpc)?.region.as_str())
+    }
+
+    /// The zone an ENI is in (its vSwitch's).
+    pub fn zone_of_eni(&self, eni: &Eni) -> Option<&str> {
+        Some(self.vswitches.get(&eni.vswitch)?.zone.as_str())
+    }
+
+    /// The VPC an ENI is in.
+    pub fn vpc_of_eni(&self, eni: &Eni) -> Option<&Vpc> {
+        self.vpcs.get(&self.vswitches.get(&eni.vswitch)?.vpc)
+    }
+
+    /// Every resource, in a stable order.
+    pub fn resources(&self) -> impl Iterator<Item = Resource> + '_ {
+        let regions = self.regions.values().cloned().map(Resource::Region);
+        let vpcs = self.vpcs.values().cloned().map(Resource::Vpc);
+        let vswitches = self.vswitches.values().cloned().map(Resource::VSwitch);
+        let types = self.instance_types.values().cloned().map(Resource::InstanceType);
+        let instances = self.instances.values().cloned().map(Resource::Instance);
+        let enis = self.enis.values().cloned().map(Resource::Eni);
+        let eips = self.eips.values().cloned().map(Resource::Eip);
+        let gateways = self.nat_gateways.values().cloned().map(Resource::NatGateway);
+        regions.chain(vpcs).chain(vswitches).chain(types).chain(instances).chain(enis).chain(eips).chain(gateways)
+    }
+
+    /// Ids of every resource of one kind.
+    pub fn ids(&self, kind: Kind) -> Vec<String> {
+        match kind {
+            Kind::Region => self.regions.keys().cloned().collect(),
+            Kind::Vpc => self.vpcs.keys().cloned().collect(),
+            Kind::VSwitch => self.vswitches.keys().cloned().collect(),
+            Kind::InstanceType => self.instance_types.keys().cloned().collect(),
+            Kind::Instance => self.instances.keys().cloned().collect(),
+            Kind::Eni => self.enis.keys().cloned().collect(),
+            Kind::Eip => self.eips.keys().map(|a| a.to_string()).collect(),
+            Kind::NatGateway => self.nat_gateways.keys().cloned().collect(),
+        }
+    }
+}
+
+fn remove_from_set<K: Ord + ?Sized, V: Ord>(
+    map: &mut BTreeMap<K::Owned, BTreeSet<V>>,
+    key: &K,
+    value: &V,
+) where
+    K: ToOwned,
+    K::Owned: Ord + std::borrow::Borrow<K>,
+{
+    if let Some(set) = map.get_mut(key) {
+        set.remove(value);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
