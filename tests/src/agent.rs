@@ -22,6 +22,11 @@ pub struct AgentProcess {
 
 impl AgentProcess {
     pub fn start(topology: &Topology) -> anyhow::Result<Self> {
+        Self::start_with(topology, &[])
+    }
+
+    /// Starts eipgwd with extra options (e.g. `--max-mappings`).
+    pub fn start_with(topology: &Topology, extra: &[&str]) -> anyhow::Result<Self> {
         let socket = topology.socket_path();
         let log = topology.dir().join("eipgwd.log");
         let command = vec![
@@ -41,6 +46,8 @@ impl AgentProcess {
             "--api-socket".into(),
             socket.to_string_lossy().into_owned(),
         ];
+        let mut command = command;
+        command.extend(extra.iter().map(|a| a.to_string()));
         let mut agent = Self { child: None, socket, log, command };
         agent.spawn()?;
         Ok(agent)
@@ -74,6 +81,22 @@ impl AgentProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The agent's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Starts the agent again after it stopped or died (a no-op while it runs).
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        if let Some(child) = self.child.as_mut() {
+            match child.try_wait()? {
+                None => return Ok(()),
+                Some(_) => self.child = None,
+            }
+        }
+        self.spawn()
     }
 
     pub fn log_text(&self) -> String {

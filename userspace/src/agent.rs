@@ -53,7 +53,7 @@ impl Agent {
     /// kept and the answer says what would change.
     pub fn apply(&mut self, requests: &[Request], dry_run: bool) -> Result<ApplyAnswer, ApiError> {
         let (executed, change) = self.state.run_all(requests).map_err(ApiError::Refused)?;
-        let changes = change_views(&change);
+        let changes = change_views(&change, dry_run);
         if dry_run {
             self.state.revert(&change);
         } else {
@@ -176,7 +176,7 @@ fn desired_maps(state: &State, eips: &[Ipv4Addr], ipv6: &[Ipv6Addr]) -> DesiredM
     desired
 }
 
-fn change_views(change: &Change) -> Vec<ChangeView> {
+fn change_views(change: &Change, with_values: bool) -> Vec<ChangeView> {
     change
         .after
         .iter()
@@ -189,8 +189,8 @@ fn change_views(change: &Change) -> Vec<ChangeView> {
                 _ => "update",
             }
             .to_owned(),
-            before: change.before.get(key).cloned().flatten(),
-            after: after.clone(),
+            before: with_values.then(|| change.before.get(key).cloned().flatten()).flatten(),
+            after: with_values.then(|| after.clone()).flatten(),
         })
         .collect()
 }

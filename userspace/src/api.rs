@@ -53,13 +53,16 @@ pub struct ApplyAnswer {
     pub warnings: Vec<String>,
 }
 
-/// One resource a transaction created, updated or deleted.
+/// One resource a transaction created, updated or deleted. A dry run shows it before and
+/// after; an applied document only names it (a million of them would be a lot to send).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ChangeView {
     pub kind: String,
     pub id: String,
     pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<Resource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<Resource>,
 }
 

@@ -13,6 +13,9 @@ use crate::{
     model::Request,
 };
 
+/// Above this many changes the table counts them instead of listing them.
+const LIST_AT_MOST: usize = 50;
+
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     /// A YAML or JSON file (`-` for standard input): `requests: [{op: ..., ...}, ...]`.
@@ -61,13 +64,25 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> Result<(), CallError> {
     }
     match ctx.output {
         Output::Json => output::json(&answer),
-        Output::Table => {
+        Output::Table if answer.changes.len() <= LIST_AT_MOST => {
             let rows: Vec<Vec<String>> = answer
                 .changes
                 .iter()
                 .map(|c| vec![c.action.clone(), c.kind.clone(), c.id.clone()])
                 .collect();
             output::table(&["CHANGE", "KIND", "ID"], &rows);
+            let verb = if answer.applied { "applied" } else { "dry run: nothing changed;" };
+            println!("{verb} {} requests, {} resources changed", answer.requests, answer.changes.len());
+        }
+        Output::Table => {
+            // Too many to list: count them by kind and action.
+            let mut counts = std::collections::BTreeMap::<(&str, &str), usize>::new();
+            for c in &answer.changes {
+                *counts.entry((c.action.as_str(), c.kind.as_str())).or_default() += 1;
+            }
+            let rows: Vec<Vec<String>> =
+                counts.iter().map(|((a, k), n)| vec![a.to_string(), k.to_string(), n.to_string()]).collect();
+            output::table(&["CHANGE", "KIND", "COUNT"], &rows);
             let verb = if answer.applied { "applied" } else { "dry run: nothing changed;" };
             println!("{verb} {} requests, {} resources changed", answer.requests, answer.changes.len());
         }

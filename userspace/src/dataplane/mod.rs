@@ -7,6 +7,7 @@
 
 mod bpffs;
 mod desired;
+mod mirror;
 mod routes;
 mod slots;
 
@@ -20,7 +21,7 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues, xdp::DevMapHash},
+    maps::{Array, MapData, MapError, PerCpuArray, PerCpuValues, xdp::DevMapHash},
     programs::{
         ProgramError, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
@@ -35,6 +36,7 @@ use eipgw_common::{
 
 pub use bpffs::ensure_bpffs;
 pub use desired::{DesiredMaps, EipMapping};
+use mirror::MirroredMap;
 use routes::Routes;
 use slots::Slots;
 
@@ -56,10 +58,12 @@ pub struct DataplaneOptions {
 pub struct Dataplane {
     /// Keeps the program loaded (the pinned links hold their own references).
     ebpf: Ebpf,
-    eips: HashMap<MapData, u32, EipEntry>,
-    private_ips: HashMap<MapData, u32, PrivateEntry>,
-    ipv6_public: HashMap<MapData, Ipv6Key, u32>,
+    eips: MirroredMap<u32, EipEntry>,
+    private_ips: MirroredMap<u32, PrivateEntry>,
+    ipv6_public: MirroredMap<Ipv6Key, u32>,
     routes: Routes,
+    /// Routes to remove once the maps no longer send traffic along them.
+    stale_routes: Vec<Ipv4Addr>,
     eip_counters: PerCpuArray<MapData, EipCounters>,
     verdict_counters: PerCpuArray<MapData, u64>,
     slots: Slots,
@@ -106,19 +110,22 @@ impl Dataplane {
                 .with_context(|| format!("adding ifindex {ifindex} to the device map"))?;
         }
 
-        let eips: HashMap<MapData, u32, EipEntry> = take_map(&mut ebpf, MAP_EIPS)?;
+        let eips: MirroredMap<u32, EipEntry> =
+            MirroredMap::new(MAP_EIPS, take_map(&mut ebpf, MAP_EIPS)?)?;
         let mut slots = Slots::new(options.max_mappings);
-        for row in eips.iter() {
-            let (key, entry) = row?;
-            slots.adopt(key, entry.stats_slot);
+        for key in eips.keys() {
+            if let Some(entry) = eips.get(&key) {
+                slots.adopt(key, entry.stats_slot);
+            }
         }
         let nr_cpus = aya::util::nr_cpus()
             .map_err(|(path, e)| anyhow!("reading {path}: {e}"))?
             .get() as usize;
         Ok(Self {
-            private_ips: take_map(&mut ebpf, MAP_PRIVATE_IPS)?,
-            ipv6_public: take_map(&mut ebpf, MAP_IPV6_PUBLIC)?,
+            private_ips: MirroredMap::new(MAP_PRIVATE_IPS, take_map(&mut ebpf, MAP_PRIVATE_IPS)?)?,
+            ipv6_public: MirroredMap::new(MAP_IPV6_PUBLIC, take_map(&mut ebpf, MAP_IPV6_PUBLIC)?)?,
             routes: Routes::new(&options.lan),
+            stale_routes: Vec::new(),
             eip_counters: take_map(&mut ebpf, MAP_EIP_COUNTERS)?,
             verdict_counters: take_map(&mut ebpf, MAP_VERDICT_COUNTERS)?,
             eips,
@@ -146,16 +153,15 @@ impl Dataplane {
     /// `desired` says: entries that should not be there are removed, missing or different
     /// ones written. Used at start-up; idempotent.
     pub fn reconcile(&mut self, desired: &DesiredMaps) -> anyhow::Result<()> {
-        let present: Vec<u32> = self.eips.keys().collect::<Result<_, _>>()?;
-        for key in present {
+        for key in self.eips.keys() {
             let address = Ipv4Addr::from(ipv4_octets(key));
             let current = self.current_mapping(key);
-            self.set_eip(address, current, desired.eips.get(&address).copied())?;
+            self.plan_eip(address, current, desired.eips.get(&address).copied())?;
         }
         for (&address, &mapping) in &desired.eips {
             let current = self.current_mapping(ipv4_key(address.octets()));
             if current != Some(mapping) {
-                self.set_eip(address, current, Some(mapping))?;
+                self.plan_eip(address, current, Some(mapping))?;
             }
         }
         // Private entries left behind by a crash between two map writes.
@@ -167,19 +173,20 @@ impl Dataplane {
                 _ => None,
             })
             .collect();
-        let present: Vec<u32> = self.private_ips.keys().collect::<Result<_, _>>()?;
-        for key in present.into_iter().filter(|k| !wanted_private.contains(k)) {
-            remove_if_present(&mut self.private_ips, &key)?;
+        for key in self.private_ips.keys() {
+            if !wanted_private.contains(&key) {
+                self.private_ips.delete(key);
+            }
         }
-        let present: Vec<Ipv6Key> = self.ipv6_public.keys().collect::<Result<_, _>>()?;
-        for key in present {
+        for key in self.ipv6_public.keys() {
             if !desired.ipv6_public.contains(&Ipv6Addr::from(key.addr)) {
-                remove_if_present(&mut self.ipv6_public, &key)?;
+                self.ipv6_public.delete(key);
             }
         }
         for address in &desired.ipv6_public {
-            self.ipv6_public.insert(&Ipv6Key { addr: address.octets() }, &1, 0)?;
+            self.ipv6_public.set(Ipv6Key { addr: address.octets() }, 1);
         }
+        self.flush()?;
         self.routes.reconcile(&desired.visible_routes())
     }
 
@@ -196,16 +203,28 @@ impl Dataplane {
             let current = self.current_mapping(ipv4_key(address.octets()));
             let wanted = after.eips.get(&address).copied();
             if current != wanted {
-                self.set_eip(address, current, wanted)?;
+                self.plan_eip(address, current, wanted)?;
             }
         }
         for address in touched_ipv6 {
             let key = Ipv6Key { addr: address.octets() };
             if after.ipv6_public.contains(&address) {
-                self.ipv6_public.insert(&key, &1, 0)?;
+                self.ipv6_public.set(key, 1);
             } else {
-                remove_if_present(&mut self.ipv6_public, &key)?;
+                self.ipv6_public.delete(key);
             }
+        }
+        self.flush()
+    }
+
+    /// Writes everything planned: the private-IP entries and the EIP entries in batches,
+    /// then drops the routes no entry uses any more.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.eips.flush()?;
+        self.private_ips.flush()?;
+        self.ipv6_public.flush()?;
+        for address in std::mem::take(&mut self.stale_routes) {
+            self.routes.remove(address)?;
         }
         Ok(())
     }
@@ -237,7 +256,7 @@ impl Dataplane {
 
     /// The mapping an EIP has in the map now, if it is there.
     fn current_mapping(&self, key: u32) -> Option<EipMapping> {
-        let entry = self.eips.get(&key, 0).ok()?;
+        let entry = self.eips.get(&key)?;
         let addr = Ipv4Addr::from(ipv4_octets(entry.private_addr));
         Some(match entry.mode {
             MODE_NAT => EipMapping::Nat { private_ip: addr },
@@ -247,8 +266,10 @@ impl Dataplane {
         })
     }
 
-    /// Moves one EIP from `old` to `new` (`None`: not allocated) in the maps and routes.
-    fn set_eip(
+    /// Plans moving one EIP from `old` to `new` (`None`: not allocated). Routes for visible
+    /// modes are added at once (before any entry sends traffic along them) and removed only
+    /// after the maps are written.
+    fn plan_eip(
         &mut self,
         address: Ipv4Addr,
         old: Option<EipMapping>,
@@ -260,15 +281,15 @@ impl Dataplane {
         {
             // Only if it still points at this EIP: another EIP may own it by now.
             let private_key = ipv4_key(private_ip.octets());
-            if self.private_ips.get(&private_key, 0).ok().map(|p| p.eip_addr) == Some(key) {
-                remove_if_present(&mut self.private_ips, &private_key)?;
+            if self.private_ips.get(&private_key).map(|p| p.eip_addr) == Some(key) {
+                self.private_ips.delete(private_key);
             }
         }
         if old.is_some_and(|m| m.next_hop().is_some()) && new.and_then(|m| m.next_hop()).is_none() {
-            self.routes.remove(address)?;
+            self.stale_routes.push(address);
         }
         let Some(mapping) = new else {
-            remove_if_present(&mut self.eips, &key)?;
+            self.eips.delete(key);
             if let Some(slot) = self.slots.release(key) {
                 self.zero_counters(slot)?;
             }
@@ -277,10 +298,13 @@ impl Dataplane {
         let slot = match self.slots.get(key) {
             Some(slot) => slot,
             None => {
-                let slot = self.slots.allocate(key).ok_or_else(|| {
+                let (slot, reused) = self.slots.allocate(key).ok_or_else(|| {
                     anyhow!("the EIP map is full: restart eipgwd with a larger --max-mappings")
                 })?;
-                self.zero_counters(slot)?;
+                // A slot that never held an EIP is still zero from the map's creation.
+                if reused {
+                    self.zero_counters(slot)?;
+                }
                 slot
             }
         };
@@ -291,15 +315,13 @@ impl Dataplane {
             EipMapping::MultiEip { next_hop } => (MODE_MULTI_EIP, next_hop),
         };
         if let Some(next_hop) = mapping.next_hop() {
-            // Route first: the XDP fast path and the kernel's slow path must agree.
             self.routes.replace(address, next_hop)?;
         }
-        let entry =
-            EipEntry { private_addr: ipv4_key(addr.octets()), stats_slot: slot, mode, _pad: 0 };
-        self.eips.insert(&key, &entry, 0)?;
+        let entry = EipEntry { private_addr: ipv4_key(addr.octets()), stats_slot: slot, mode, _pad: 0 };
+        self.eips.set(key, entry);
         if let EipMapping::Nat { private_ip } = mapping {
             let value = PrivateEntry { eip_addr: key, stats_slot: slot };
-            self.private_ips.insert(&ipv4_key(private_ip.octets()), &value, 0)?;
+            self.private_ips.set(ipv4_key(private_ip.octets()), value);
         }
         Ok(())
     }
@@ -317,17 +339,6 @@ where
 {
     let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
-}
-
-fn remove_if_present<K: aya::Pod, V: aya::Pod>(
-    map: &mut HashMap<MapData, K, V>,
-    key: &K,
-) -> anyhow::Result<()> {
-    match map.remove(key) {
-        Ok(()) | Err(MapError::KeyNotFound) | Err(MapError::ElementNotFound) => Ok(()),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 fn interface_index(ifname: &str) -> anyhow::Result<u32> {

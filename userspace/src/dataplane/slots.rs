@@ -29,17 +29,19 @@ impl Slots {
         self.free = (0..self.next).filter(|s| !held.contains(s)).collect();
     }
 
-    pub fn allocate(&mut self, key: u32) -> Option<u32> {
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
+    /// A slot for `key`, and whether it held another EIP before (so its counters need
+    /// zeroing); a slot never handed out is still zero from the map's creation.
+    pub fn allocate(&mut self, key: u32) -> Option<(u32, bool)> {
+        let (slot, reused) = match self.free.pop() {
+            Some(slot) => (slot, true),
             None if self.next < self.capacity => {
                 self.next += 1;
-                self.next - 1
+                (self.next - 1, false)
             }
             None => return None,
         };
         self.by_key.insert(key, slot);
-        Some(slot)
+        Some((slot, reused))
     }
 
     pub fn release(&mut self, key: u32) -> Option<u32> {
@@ -56,11 +58,11 @@ mod tests {
     #[test]
     fn slots_are_reused_and_bounded() {
         let mut slots = Slots::new(2);
-        assert_eq!(slots.allocate(10), Some(0));
-        assert_eq!(slots.allocate(11), Some(1));
+        assert_eq!(slots.allocate(10), Some((0, false)));
+        assert_eq!(slots.allocate(11), Some((1, false)));
         assert_eq!(slots.allocate(12), None, "capacity reached");
         assert_eq!(slots.release(10), Some(0));
-        assert_eq!(slots.allocate(12), Some(0));
+        assert_eq!(slots.allocate(12), Some((0, true)), "a reused slot says so");
     }
 
     #[test]
@@ -70,7 +72,7 @@ mod tests {
         slots.adopt(2, 0);
         let mut handed = vec![slots.allocate(5).unwrap(), slots.allocate(6).unwrap()];
         handed.sort();
-        assert_eq!(handed, vec![1, 2]);
-        assert_eq!(slots.allocate(7), Some(4));
+        assert_eq!(handed, vec![(1, true), (2, true)], "free slots below the highest in use may be dirty");
+        assert_eq!(slots.allocate(7), Some((4, false)));
     }
 }

@@ -1,0 +1,110 @@
+//! `eipctl apply` at scale: one document with 100k EIP associations is validated and
+//! applied as one transaction, and the pinned maps hold every mapping afterwards. (How long
+//! it takes is measured by `cargo xtask bench`, not asserted here.)
+
+use std::{net::Ipv4Addr, time::Instant};
+
+use aya::maps::{HashMap, Map, MapData};
+use eipgw_common::{EipEntry, MODE_NAT, PrivateEntry};
+use eipgw_tests::{AgentProcess, Topology, topology::VPC_DOCUMENT};
+use serde_json::{Value, json};
+
+const ENIS: u32 = 100;
+const IPS_PER_ENI: u32 = 1000;
+const ASSOCIATIONS: u32 = ENIS * IPS_PER_ENI;
+
+#[track_caller]
+fn must<T>(result: anyhow::Result<T>) -> T {
+    result.unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Private address `n` of the scale VPC (10.128.0.0/15, skipping the vSwitch's reserved
+/// first addresses).
+fn private_ip(n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + 16 + n)
+}
+
+/// EIP `n`, from 198.18.0.0/15 (RFC 2544's benchmarking range; no traffic is sent here).
+fn eip(n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + 1 + n)
+}
+
+/// 100 detached ENIs with 1000 addresses each, 100k EIPs, and an association for each.
+fn document() -> Value {
+    let mut requests = vec![
+        json!({"op": "create_vpc", "id": "vpc-scale", "region": "local", "cidr": "10.128.0.0/14"}),
+        json!({"op": "create_vswitch", "id": "vsw-scale", "vpc": "vpc-scale", "zone": "zone-a",
+               "cidr": "10.128.0.0/15"}),
+    ];
+    for e in 0..ENIS {
+        let first = e * IPS_PER_ENI;
+        let eni = format!("eni-{e}");
+        requests.push(json!({"op": "create_eni", "id": eni, "vswitch": "vsw-scale",
+                             "primary_ip": private_ip(first)}));
+        let secondaries: Vec<Ipv4Addr> = (first + 1..first + IPS_PER_ENI).map(private_ip).collect();
+        requests.push(json!({"op": "assign_private_ips", "eni": eni, "ips": secondaries}));
+    }
+    for n in 0..ASSOCIATIONS {
+        requests.push(json!({"op": "allocate_eip", "address": eip(n)}));
+    }
+    for n in 0..ASSOCIATIONS {
+        requests.push(json!({"op": "associate_eip", "eip": eip(n),
+                             "eni": format!("eni-{}", n / IPS_PER_ENI), "private_ip": private_ip(n)}));
+    }
+    json!({ "requests": requests })
+}
+
+#[test]
+fn one_document_applies_100k_associations_as_one_transaction() {
+    eipgw_tests::require_root();
+    let topology = must(Topology::create());
+    let agent = must(AgentProcess::start_with(&topology, &["--max-mappings", "131072"]));
+    must(agent.apply_document(VPC_DOCUMENT));
+
+    let path = topology.dir().join("scale.json");
+    std::fs::write(&path, document().to_string()).expect("writing the document");
+    let path = path.to_string_lossy().into_owned();
+
+    // A dry run validates everything and keeps nothing.
+    let dry = must(agent.eipctl_ok(&["--output", "json", "apply", "--dry-run", &path]));
+    let dry: Value = serde_json::from_str(&dry).expect("dry-run json");
+    assert_eq!(dry["applied"], false);
+    let listed = must(agent.eipctl_ok(&["--output", "json", "eip", "list"]));
+    assert_eq!(listed.trim(), "[]", "a dry run changed something");
+
+    let started = Instant::now();
+    let out = must(agent.eipctl_ok(&["apply", &path]));
+    eprintln!("applied in {:.2?}:\n{out}", started.elapsed());
+    assert!(out.contains("applied"), "{out}");
+
+    // The maps hold every mapping: read the pinned maps themselves.
+    let pins = topology.bpffs().join("eipgw");
+    let open = |name: &str| Map::HashMap(MapData::from_pin(pins.join(name)).expect("pinned map"));
+    let eips: HashMap<MapData, u32, EipEntry> = HashMap::try_from(open("EIPS")).expect("EIPS");
+    let private: HashMap<MapData, u32, PrivateEntry> =
+        HashMap::try_from(open("PRIVATE_IPS")).expect("PRIVATE_IPS");
+    assert_eq!(eips.keys().count(), ASSOCIATIONS as usize);
+    assert_eq!(private.keys().count(), ASSOCIATIONS as usize);
+    for n in [0, 1, 999, 1000, 54_321, ASSOCIATIONS - 1] {
+        let key = u32::from_ne_bytes(eip(n).octets());
+        let entry = eips.get(&key, 0).unwrap_or_else(|e| panic!("EIP {} missing: {e}", eip(n)));
+        assert_eq!(entry.mode, MODE_NAT);
+        assert_eq!(entry.private_addr, u32::from_ne_bytes(private_ip(n).octets()));
+        let back =
+            private.get(&u32::from_ne_bytes(private_ip(n).octets()), 0).expect("private entry");
+        assert_eq!(back.eip_addr, key);
+    }
+
+    // A refused document (its last request breaks R02) changes nothing at all.
+    let bad = json!({"requests": [
+        {"op": "allocate_eip", "address": "203.0.113.77"},
+        {"op": "associate_eip", "eip": "203.0.113.77", "private_ip": private_ip(5)}
+    ]});
+    std::fs::write(topology.dir().join("bad.json"), bad.to_string()).expect("writing");
+    let out = must(agent.eipctl(&["apply", &topology.dir().join("bad.json").to_string_lossy()]));
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PRIVATE_IP_HAS_EIP"));
+    let shown = agent.eipctl(&["eip", "show", "203.0.113.77"]).expect("eipctl");
+    assert_eq!(shown.status.code(), Some(3), "the refused document allocated its EIP");
+    assert_eq!(eips.keys().count(), ASSOCIATIONS as usize);
+}

@@ -1,0 +1,155 @@
+//! A BPF hash map together with a copy of what it holds. The agent is the maps' only
+//! writer, so the copy is the truth about them: changes are planned against it (no
+//! per-key lookups into the kernel) and written in batches with BPF_MAP_UPDATE_BATCH, so
+//! loading a hundred thousand mappings costs a few dozen syscalls instead of hundreds of
+//! thousands.
+
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
+
+use anyhow::Context as _;
+use aya::{
+    Pod,
+    maps::{HashMap, IterableMap as _, MapData, MapError},
+};
+
+/// How many elements one BPF_MAP_UPDATE_BATCH call carries.
+const BATCH: usize = 8192;
+
+pub struct MirroredMap<K: Pod + Ord, V: Pod + PartialEq> {
+    name: &'static str,
+    map: HashMap<MapData, K, V>,
+    mirror: BTreeMap<K, V>,
+    /// Planned, not yet written: `None` deletes.
+    pending: BTreeMap<K, Option<V>>,
+}
+
+impl<K: Pod + Ord, V: Pod + PartialEq> MirroredMap<K, V> {
+    /// Wraps a map and reads what it holds now (a pinned map may hold entries already).
+    pub fn new(name: &'static str, map: HashMap<MapData, K, V>) -> anyhow::Result<Self> {
+        let mut this = Self { name, map, mirror: BTreeMap::new(), pending: BTreeMap::new() };
+        this.reload()?;
+        Ok(this)
+    }
+
+    fn reload(&mut self) -> anyhow::Result<()> {
+        self.mirror.clear();
+        for row in self.map.iter() {
+            let (key, value) = row.with_context(|| format!("reading map {}", self.name))?;
+            self.mirror.insert(key, value);
+        }
+        Ok(())
+    }
+
+    /// The value as planned (pending changes included).
+    pub fn get(&self, key: &K) -> Option<V> {
+        match self.pending.get(key) {
+            Some(planned) => *planned,
+            None => self.mirror.get(key).copied(),
+        }
+    }
+
+    pub fn set(&mut self, key: K, value: V) {
+        self.pending.insert(key, Some(value));
+    }
+
+    pub fn delete(&mut self, key: K) {
+        self.pending.insert(key, None);
+    }
+
+    /// Every key as planned.
+    pub fn keys(&self) -> Vec<K> {
+        let mut keys: Vec<K> = self.mirror.keys().copied().collect();
+        keys.extend(self.pending.keys().copied());
+        keys.sort();
+        keys.dedup();
+        keys.into_iter().filter(|k| self.get(k).is_some()).collect()
+    }
+
+    /// Writes what is planned: deletions one by one (they are few), changed values in
+    /// batches. If the kernel refuses part of it, the copy is read back from the kernel, so
+    /// it never believes something that is not there.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        let result = self.write(&pending);
+        if result.is_err() {
+            self.reload()?;
+        }
+        result
+    }
+
+    fn write(&mut self, pending: &BTreeMap<K, Option<V>>) -> anyhow::Result<()> {
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        for (key, planned) in pending {
+            match planned {
+                None => {
+                    if self.mirror.remove(key).is_some() {
+                        match self.map.remove(key) {
+                            Ok(()) | Err(MapError::KeyNotFound) => {}
+                            Err(e) => return Err(e).context(format!("deleting from map {}", self.name)),
+                        }
+                    }
+                }
+                Some(value) if self.mirror.get(key) != Some(value) => {
+                    keys.push(*key);
+                    values.push(*value);
+                }
+                Some(_) => {}
+            }
+        }
+        let fd = self.map.map().fd().as_fd().as_raw_fd();
+        for (keys, values) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
+            update_batch(fd, keys, values).with_context(|| format!("writing map {} in a batch", self.name))?;
+            for (key, value) in keys.iter().zip(values) {
+                self.mirror.insert(*key, *value);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `bpf(BPF_MAP_UPDATE_BATCH)` (Linux 5.6+): aya 0.16 has no batch operations.
+fn update_batch<K: Pod, V: Pod>(fd: i32, keys: &[K], values: &[V]) -> std::io::Result<()> {
+    const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+    /// The `batch` member of `union bpf_attr` (include/uapi/linux/bpf.h).
+    #[repr(C)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    let mut attr = BatchAttr {
+        in_batch: 0,
+        out_batch: 0,
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: keys.len() as u32,
+        map_fd: fd as u32,
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: `attr` points at `count` keys and values that live across the call, laid out
+    // as the map's key and value types, and its size is passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_BATCH,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if attr.count as usize != keys.len() {
+        return Err(std::io::Error::other(format!("only {} of {} written", attr.count, keys.len())));
+    }
+    Ok(())
+}
