@@ -108,7 +108,8 @@ const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 8);
 #[repr(u32)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Drop: an IPv4 header or L4 header that is truncated or inconsistent.
+    /// Drop: an IPv4 header or L4 header that is truncated or inconsistent, or an IPv6
+    /// fixed header that is (extension headers are not parsed).
     DropMalformed = 0,
     /// Drop: the destination is an allocated EIP that is not associated.
     DropEipNotAssociated = 1,
@@ -116,15 +117,17 @@ pub enum Verdict {
     DropNoEgress = 2,
     /// Drop: the route lookup said blackhole, unreachable or prohibited.
     DropUnroutable = 3,
-    /// Drop: DF set and the packet is larger than the egress MTU.
+    /// Drop: IPv4 with DF set, larger than the egress MTU (ICMP generation: issue 4).
     DropFragmentationNeeded = 4,
     /// Drop: the egress interface is not one the gateway can redirect to.
     DropNoEgressDevice = 5,
-    /// Pass: TTL would expire here; the kernel answers as a router.
+    /// Pass: TTL (IPv6: hop limit) would expire here; the kernel answers as a router.
     PassTtlExpired = 6,
     /// Pass: the next hop's MAC address is unknown; the kernel resolves it and forwards.
     PassNeighbourUnknown = 7,
-    /// Pass: addressed to the gateway itself, or not IPv4, or not for an EIP.
+    /// Pass: addressed to the gateway itself, or neither IPv4 nor IPv6, or not for an EIP;
+    /// IPv6 that does not cross the gateway (link-local, multicast, unspecified or loopback
+    /// addresses, as ND, RS/RA and MLD use; routed elsewhere, or unroutable).
     PassNotTranslated = 8,
     /// Forwarded after translation, by XDP_REDIRECT or XDP_TX.
     Translated = 9,
@@ -134,10 +137,13 @@ pub enum Verdict {
     /// Drop: IPv6 between the Internet and a VPC address whose public bandwidth is not
     /// enabled (R23).
     DropIpv6NotPublic = 11,
+    /// Pass: larger than the egress MTU; the kernel fragments it (IPv4 without DF, after
+    /// translation) or answers ICMPv6 Packet Too Big.
+    PassTooBig = 12,
 }
 
 impl Verdict {
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
     pub const ALL: [Verdict; Self::COUNT as usize] = [
         Verdict::DropMalformed,
         Verdict::DropEipNotAssociated,
@@ -151,6 +157,7 @@ impl Verdict {
         Verdict::Translated,
         Verdict::ForwardedUnchanged,
         Verdict::DropIpv6NotPublic,
+        Verdict::PassTooBig,
     ];
 
     /// Stable name used by the API and the CLI.
@@ -168,6 +175,7 @@ impl Verdict {
             Verdict::Translated => "translated",
             Verdict::ForwardedUnchanged => "forwarded_unchanged",
             Verdict::DropIpv6NotPublic => "drop_ipv6_not_public",
+            Verdict::PassTooBig => "pass_too_big",
         }
     }
 }

@@ -1,157 +1,179 @@
-//! The translation decision for one frame.
+//! The decision for one frame: which family, which side it came from, and for IPv4 what
+//! its EIP's mode makes of it.
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use eipgw_common::{MODE_NAT, Verdict};
+use aya_ebpf::programs::XdpContext;
+use eipgw_common::{EipEntry, MODE_CUT_THROUGH, MODE_MULTI_EIP, MODE_NAT, Verdict};
 
 use crate::{
     CONFIG, EIPS, PRIVATE_IPS,
     counters::{Direction, count_eip},
-    packet::{Ipv4Frame, Malformed, parse_ipv4, set_macs},
-    route::{self, Route},
+    forward::{Outcome, deliver},
+    ipv6,
+    packet::{self, Ipv4Frame, Malformed, Network, parse_ipv4},
+    route::{self, Egress, Flow, Route},
 };
-
-/// The action returned to the kernel and the counter it is booked under.
-pub struct Outcome {
-    pub action: u32,
-    pub verdict: Verdict,
-}
-
-impl Outcome {
-    pub const fn drop(verdict: Verdict) -> Self {
-        Self { action: xdp_action::XDP_DROP, verdict }
-    }
-
-    pub const fn pass(verdict: Verdict) -> Self {
-        Self { action: xdp_action::XDP_PASS, verdict }
-    }
-}
 
 #[inline(always)]
 pub fn process(ctx: &XdpContext) -> Result<Outcome, Malformed> {
-    let Some(frame) = parse_ipv4(ctx)? else {
-        return Ok(Outcome::pass(Verdict::PassNotTranslated));
-    };
-    let Some(config) = CONFIG.get(0) else {
-        return Ok(Outcome::pass(Verdict::PassNotTranslated));
-    };
-    let ingress = ctx.ingress_ifindex() as u32;
-    if ingress == config.wan_ifindex {
-        inbound(ctx, &frame)
-    } else if ingress == config.lan_ifindex {
-        outbound(ctx, &frame, config.wan_ifindex)
-    } else {
-        Ok(Outcome::pass(Verdict::PassNotTranslated))
+    // Each family is parsed before anything else, so that a malformed frame is dropped
+    // whatever it is for. The two arms do not share a `Frame` enum of both: LLVM packs such
+    // an enum's packet pointers into integers and shifts them, which the verifier refuses
+    // ("pointer arithmetic with >>= operator prohibited").
+    match packet::network(ctx)? {
+        Network::Ipv4 => {
+            let frame = parse_ipv4(ctx)?;
+            match ingress(ctx) {
+                Some(Ingress::Wan { .. }) => inbound(ctx, &frame),
+                Some(Ingress::Lan { wan }) => outbound(ctx, &frame, wan),
+                None => Ok(Outcome::pass(Verdict::PassNotTranslated)),
+            }
+        }
+        Network::Ipv6 => {
+            let frame = ipv6::parse(ctx)?;
+            match ingress(ctx) {
+                Some(Ingress::Wan { lan }) => ipv6::inbound(ctx, &frame, lan),
+                Some(Ingress::Lan { wan }) => ipv6::outbound(ctx, &frame, wan),
+                None => Ok(Outcome::pass(Verdict::PassNotTranslated)),
+            }
+        }
+        Network::Other => Ok(Outcome::pass(Verdict::PassNotTranslated)),
     }
 }
 
-/// From the Internet: a destination that is an associated EIP becomes its private address.
+/// The side a frame came in on, with the ifindex of the other side: where a frame that
+/// crosses the gateway leaves.
+enum Ingress {
+    Wan { lan: u32 },
+    Lan { wan: u32 },
+}
+
+/// `None` before the agent has configured the interfaces, or for a frame that came in on
+/// some other interface.
+#[inline(always)]
+fn ingress(ctx: &XdpContext) -> Option<Ingress> {
+    let config = CONFIG.get(0)?;
+    let ifindex = ctx.ingress_ifindex() as u32;
+    if ifindex == config.wan_ifindex {
+        Some(Ingress::Wan { lan: config.lan_ifindex })
+    } else if ifindex == config.lan_ifindex {
+        Some(Ingress::Lan { wan: config.wan_ifindex })
+    } else {
+        None
+    }
+}
+
+/// The address change NAT mode makes; visible modes make none.
+#[derive(Copy, Clone)]
+enum Rewrite {
+    /// Inbound: the destination EIP becomes this private address.
+    Destination(u32),
+    /// Outbound: the private source becomes this EIP.
+    Source(u32),
+}
+
+impl Rewrite {
+    #[inline(always)]
+    fn apply(self, frame: &Ipv4Frame) {
+        match self {
+            Rewrite::Destination(addr) => frame.set_dst(addr),
+            Rewrite::Source(addr) => frame.set_src(addr),
+        }
+    }
+}
+
+/// Whether the EIP's mode forwards its traffic unchanged (R10, R11).
+#[inline(always)]
+fn is_visible(entry: &EipEntry) -> bool {
+    entry.mode == MODE_CUT_THROUGH || entry.mode == MODE_MULTI_EIP
+}
+
+/// From the Internet, to an associated EIP: in NAT mode the destination becomes the private
+/// address and the route is the private address's; in a visible mode the frame goes on
+/// unchanged along the kernel route the agent installs for the EIP itself.
 #[inline(always)]
 fn inbound(ctx: &XdpContext, frame: &Ipv4Frame) -> Result<Outcome, Malformed> {
+    let dst = frame.dst();
     // SAFETY: the value is copied out at once; the agent replaces entries whole.
-    let Some(entry) = (unsafe { EIPS.get(&frame.dst()) }).copied() else {
+    let Some(entry) = (unsafe { EIPS.get(&dst) }).copied() else {
         return Ok(Outcome::pass(Verdict::PassNotTranslated));
     };
-    if entry.mode != MODE_NAT {
+    // The address the frame leaves with, and so the one it is routed by.
+    let (rewrite, routed_to) = if entry.mode == MODE_NAT {
+        (Some(Rewrite::Destination(entry.private_addr)), entry.private_addr)
+    } else if is_visible(&entry) {
+        (None, dst)
+    } else {
         return Ok(Outcome::drop(Verdict::DropEipNotAssociated));
-    }
+    };
     if frame.ttl() <= 1 {
         // The kernel, as the router, answers with ICMP time exceeded.
         return Ok(Outcome::pass(Verdict::PassTtlExpired));
     }
-    let route = route::lookup(
-        ctx,
-        frame.src(),
-        entry.private_addr,
-        frame.proto(),
-        frame.tos(),
-        frame.total_len,
-    );
-    translate(
-        ctx,
-        frame,
-        route,
-        |f| f.set_dst(entry.private_addr),
-        entry.stats_slot,
-        Direction::Inbound,
-    )
+    let flow = Flow::V4 { src: frame.src(), dst: routed_to, tos: frame.tos() };
+    let route = route::lookup(ctx, &flow, frame.proto(), frame.total_len);
+    translate(ctx, frame, route, rewrite, entry.stats_slot, Direction::Inbound)
 }
 
-/// From the VPC: traffic routed to the Internet leaves with its EIP as the source; a source
-/// without one has no egress. Traffic for the gateway itself, or routed back into the VPC,
-/// is the kernel's.
+/// From the VPC: traffic routed to the Internet leaves with its EIP as the source (NAT
+/// mode), or unchanged when its source is itself an EIP in a visible mode; any other source
+/// has no egress. Traffic for the gateway itself, or routed back into the VPC, is the
+/// kernel's.
 #[inline(always)]
 fn outbound(ctx: &XdpContext, frame: &Ipv4Frame, wan_ifindex: u32) -> Result<Outcome, Malformed> {
-    let (src, dst, proto, tos) = (frame.src(), frame.dst(), frame.proto(), frame.tos());
-    let route = route::lookup(ctx, src, dst, proto, tos, frame.total_len);
-    let egress = match route {
-        Route::Forward { ifindex, .. } | Route::NeighbourUnknown { ifindex } => Some(ifindex),
-        Route::TooBig => route::egress_ifindex(ctx, src, dst, proto, tos),
-        Route::Local | Route::Unroutable => None,
-    };
-    if let Route::Local = route {
-        return Ok(Outcome::pass(Verdict::PassNotTranslated));
-    }
-    if egress.is_some_and(|ifindex| ifindex != wan_ifindex) {
-        return Ok(Outcome::pass(Verdict::PassNotTranslated));
+    let src = frame.src();
+    let flow = Flow::V4 { src, dst: frame.dst(), tos: frame.tos() };
+    let route = route::lookup(ctx, &flow, frame.proto(), frame.total_len);
+    match route.egress() {
+        Egress::Local => return Ok(Outcome::pass(Verdict::PassNotTranslated)),
+        Egress::Interface(ifindex) if ifindex != wan_ifindex => {
+            return Ok(Outcome::pass(Verdict::PassNotTranslated));
+        }
+        // Towards the Internet, or no route: without an egress right it is dropped either
+        // way.
+        Egress::Interface(_) | Egress::Unknown => {}
     }
     // SAFETY: the value is copied out at once; the agent replaces entries whole.
-    let Some(entry) = (unsafe { PRIVATE_IPS.get(&src) }).copied() else {
-        return Ok(Outcome::drop(Verdict::DropNoEgress));
+    let (rewrite, stats_slot) = if let Some(private) = unsafe { PRIVATE_IPS.get(&src) }.copied() {
+        (Some(Rewrite::Source(private.eip_addr)), private.stats_slot)
+    } else {
+        // SAFETY: as above.
+        match unsafe { EIPS.get(&src) }.copied() {
+            Some(eip) if is_visible(&eip) => (None, eip.stats_slot),
+            _ => return Ok(Outcome::drop(Verdict::DropNoEgress)),
+        }
     };
     if frame.ttl() <= 1 {
         return Ok(Outcome::pass(Verdict::PassTtlExpired));
     }
-    translate(
-        ctx,
-        frame,
-        route,
-        |f| f.set_src(entry.eip_addr),
-        entry.stats_slot,
-        Direction::Outbound,
-    )
+    translate(ctx, frame, route, rewrite, stats_slot, Direction::Outbound)
 }
 
-/// Rewrites the address (`rewrite`) of a frame whose mapping is known, then acts on the
-/// route: forward it, or leave neighbour resolution to the kernel, or drop it.
+/// Sends an EIP's frame on along `route`, translated by `rewrite` (NAT mode) or unchanged
+/// (visible modes, `None`), and books it under the EIP's counters once it is on its way.
 #[inline(always)]
 fn translate(
     ctx: &XdpContext,
     frame: &Ipv4Frame,
     route: Route,
-    rewrite: impl Fn(&Ipv4Frame),
+    rewrite: Option<Rewrite>,
     stats_slot: u32,
     direction: Direction,
 ) -> Result<Outcome, Malformed> {
+    let verdict = match rewrite {
+        Some(_) => Verdict::Translated,
+        None => Verdict::ForwardedUnchanged,
+    };
     let bytes = frame.total_len as u64;
-    match route {
-        Route::Forward { ifindex, smac, dmac } => {
-            rewrite(frame);
-            frame.decrement_ttl();
-            set_macs(ctx, smac, dmac)?;
-            let outcome = forward(ctx, ifindex);
-            if outcome.verdict == Verdict::Translated {
-                count_eip(stats_slot, direction, bytes);
+    deliver(
+        ctx,
+        frame,
+        route,
+        |frame| {
+            if let Some(rewrite) = rewrite {
+                rewrite.apply(frame);
             }
-            Ok(outcome)
-        }
-        Route::NeighbourUnknown { .. } => {
-            // Translated, then the kernel resolves the neighbour and forwards it (and
-            // decrements the TTL itself).
-            rewrite(frame);
-            count_eip(stats_slot, direction, bytes);
-            Ok(Outcome::pass(Verdict::PassNeighbourUnknown))
-        }
-        Route::TooBig => Ok(Outcome::drop(Verdict::DropFragmentationNeeded)),
-        Route::Local | Route::Unroutable => Ok(Outcome::drop(Verdict::DropUnroutable)),
-    }
-}
-
-#[inline(always)]
-fn forward(ctx: &XdpContext, ifindex: u32) -> Outcome {
-    match route::transmit(ctx, ifindex) {
-        Some(action) if action != xdp_action::XDP_DROP => {
-            Outcome { action, verdict: Verdict::Translated }
-        }
-        _ => Outcome::drop(Verdict::DropNoEgressDevice),
-    }
+        },
+        verdict,
+        || count_eip(stats_slot, direction, bytes),
+    )
 }

@@ -1,13 +1,16 @@
 //! The eipgw XDP program: 1:1 NAT between Elastic IPs and VPC private addresses.
 //!
 //! Attached to the gateway's WAN and LAN interfaces. Per frame: parse → classify by ingress
-//! interface → look up the mapping → route (`bpf_fib_lookup`) → rewrite → redirect. Every
-//! return is a deliberate action with a counted [`Verdict`].
+//! interface → look up the mapping → route (`bpf_fib_lookup`) → rewrite → redirect. EIPs in
+//! a visible mode (cut-through, multi-EIP) and public IPv6 addresses take the same path
+//! without the rewrite. Every return is a deliberate action with a counted [`Verdict`].
 #![no_std]
 #![no_main]
 
 mod counters;
+mod forward;
 mod gateway;
+mod ipv6;
 mod packet;
 mod route;
 
@@ -40,7 +43,7 @@ static IPV6_PUBLIC: HashMap<Ipv6Key, u32> = HashMap::pinned(DEFAULT_MAX_MAPPINGS
 
 #[xdp]
 pub fn eipgw(ctx: XdpContext) -> u32 {
-    let outcome = gateway::process(&ctx).unwrap_or(gateway::Outcome::drop(Verdict::DropMalformed));
+    let outcome = gateway::process(&ctx).unwrap_or(forward::Outcome::drop(Verdict::DropMalformed));
     counters::count_verdict(outcome.verdict);
     outcome.action
 }

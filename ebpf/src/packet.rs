@@ -1,6 +1,6 @@
-//! Bounds-checked access to the frame and the IPv4 rewrites. Every checksum change goes
-//! through `eipgw_common::checksum` (incremental, RFC 1624); nothing is recomputed over the
-//! payload.
+//! Bounds-checked access to the frame, the Ethernet header, and the IPv4 rewrites. Every
+//! checksum change goes through `eipgw_common::checksum` (incremental, RFC 1624); nothing is
+//! recomputed over the payload.
 
 use core::mem;
 
@@ -22,6 +22,8 @@ const PROTO_UDP: u8 = IpProto::Udp as u8;
 const PROTO_ICMP: u8 = IpProto::Icmp as u8;
 /// IPv4 "more fragments" flag within the fragment field.
 const MORE_FRAGMENTS: u16 = 0x2000;
+/// IPv4 "don't fragment" flag within the fragment field.
+const DONT_FRAGMENT: u16 = 0x4000;
 /// Offset of the data-offset nibble within the TCP header.
 const TCP_DOFF_OFFSET: usize = 12;
 /// Bits of the IPv4 fragment field that hold the offset (the other three are flags).
@@ -49,6 +51,19 @@ pub enum L4Checksum {
     /// Not in this frame (non-first fragment), or a protocol whose checksum does not cover
     /// the IP addresses (ICMP, and anything we only forward).
     None,
+}
+
+/// A parsed IP frame, as a router hop sees it.
+pub trait Hop {
+    /// Takes one off the TTL (IPv4, fixing the header checksum) or the hop limit (IPv6,
+    /// which has no header checksum). The caller has checked that it is above 1.
+    fn decrement_hop_limit(&self);
+
+    /// Whether the kernel deals properly with this frame when it is larger than the egress
+    /// MTU: it fragments IPv4 without DF, and answers IPv6 with Packet Too Big. IPv4 with
+    /// DF set needs ICMP "fragmentation needed" about the untranslated packet, which the
+    /// kernel cannot give.
+    fn kernel_handles_too_big(&self) -> bool;
 }
 
 /// A parsed IPv4 frame.
@@ -127,11 +142,20 @@ impl Ipv4Frame {
             }
         }
     }
+}
+
+impl Hop for Ipv4Frame {
+    #[inline(always)]
+    fn kernel_handles_too_big(&self) -> bool {
+        // SAFETY: `ip` was bounds-checked by `parse_ipv4`.
+        u16::from_be_bytes(unsafe { (*self.ip).frags }) & DONT_FRAGMENT == 0
+    }
 
     /// Decrements the TTL as a router does, fixing the header checksum.
     #[inline(always)]
-    pub fn decrement_ttl(&self) {
-        // SAFETY: as above. TTL and protocol form one 16-bit word of the header.
+    fn decrement_hop_limit(&self) {
+        // SAFETY: `ip` was bounds-checked by `parse_ipv4`. TTL and protocol form one 16-bit
+        // word of the header.
         unsafe {
             let ttl = (*self.ip).ttl;
             let proto = (*self.ip).proto;
@@ -144,15 +168,33 @@ impl Ipv4Frame {
     }
 }
 
-/// `Ok(None)` for a frame that is not IPv4 (ARP, IPv6, VLAN-tagged ...); `Err` for an IPv4
-/// frame that is truncated or whose headers contradict each other.
+/// The network layer an Ethernet frame carries.
+pub enum Network {
+    Ipv4,
+    Ipv6,
+    /// ARP, VLAN-tagged, anything else: the kernel's.
+    Other,
+}
+
+/// What follows the Ethernet header; `Err` for a frame too short to have one.
 #[inline(always)]
-pub fn parse_ipv4(ctx: &XdpContext) -> Result<Option<Ipv4Frame>, Malformed> {
+pub fn network(ctx: &XdpContext) -> Result<Network, Malformed> {
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
     // SAFETY: bounds-checked just above.
-    if unsafe { (*eth).ether_type } != EtherType::Ipv4 as u16 {
-        return Ok(None);
-    }
+    let ether_type = unsafe { (*eth).ether_type };
+    Ok(if ether_type == EtherType::Ipv4 as u16 {
+        Network::Ipv4
+    } else if ether_type == EtherType::Ipv6 as u16 {
+        Network::Ipv6
+    } else {
+        Network::Other
+    })
+}
+
+/// The IPv4 frame that [`network`] found; `Err` if it is truncated or its headers contradict
+/// each other.
+#[inline(always)]
+pub fn parse_ipv4(ctx: &XdpContext) -> Result<Ipv4Frame, Malformed> {
     let ip: *mut Ipv4Hdr = ptr_at(ctx, EthHdr::LEN)?;
     // SAFETY: bounds-checked just above.
     let (vihl, total_len, frags, proto) = unsafe {
@@ -181,7 +223,7 @@ pub fn parse_ipv4(ctx: &XdpContext) -> Result<Option<Ipv4Frame>, Malformed> {
     // Only the first fragment carries the L4 header; later ones need only the IP rewrite,
     // which is why 1:1 NAT can translate every fragment without state, in any order.
     if frags & FRAGMENT_OFFSET_MASK != 0 {
-        return Ok(Some(Ipv4Frame { ip, total_len, l4: L4Checksum::None }));
+        return Ok(Ipv4Frame { ip, total_len, l4: L4Checksum::None });
     }
     let l4 = match proto {
         PROTO_TCP => {
@@ -216,7 +258,7 @@ pub fn parse_ipv4(ctx: &XdpContext) -> Result<Option<Ipv4Frame>, Malformed> {
         }
         _ => L4Checksum::None,
     };
-    Ok(Some(Ipv4Frame { ip, total_len, l4 }))
+    Ok(Ipv4Frame { ip, total_len, l4 })
 }
 
 /// Writes the next hop's addresses into the Ethernet header.

@@ -15,6 +15,25 @@ use aya_ebpf::{
 use crate::EGRESS_DEVICES;
 
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+/// What a route is looked up for: the addresses (as they sit in the header) and the fields
+/// policy routing may select on.
+#[derive(Copy, Clone)]
+pub enum Flow {
+    V4 {
+        src: u32,
+        dst: u32,
+        tos: u8,
+    },
+    V6 {
+        src: [u8; 16],
+        dst: [u8; 16],
+        /// Traffic class and flow label, network byte order, version bits clear (the
+        /// kernel's `ip6_flowinfo`).
+        flowinfo: u32,
+    },
+}
 
 /// What the kernel's routing table says about a destination.
 pub enum Route {
@@ -22,49 +41,102 @@ pub enum Route {
     Forward { ifindex: u32, smac: [u8; 6], dmac: [u8; 6] },
     /// Forward out of `ifindex`, but the next hop's MAC is not resolved yet.
     NeighbourUnknown { ifindex: u32 },
-    /// Larger than the egress MTU (only reported when DF matters to the caller).
-    TooBig,
-    /// Addressed to this host (or broadcast/multicast): not ours to forward.
+    /// Larger than the MTU of `ifindex`, the interface it would leave through (0 in the
+    /// unlikely case that the lookup without the MTU check finds no way out).
+    TooBig { ifindex: u32 },
+    /// Addressed to this host (or broadcast/multicast, or IPv6 link-scoped): not ours to
+    /// forward.
     Local,
     /// Blackhole, unreachable, prohibited, or forwarding disabled.
     Unroutable,
 }
 
-/// Looks up the route for an IPv4 packet arriving on the context's interface.
+/// Where a route leaves, whatever the frame's size.
+pub enum Egress {
+    /// Addressed to this host: the kernel's.
+    Local,
+    /// Out of this interface.
+    Interface(u32),
+    /// No route that forwards it.
+    Unknown,
+}
+
+/// Looks up the route for a packet of `tot_len` bytes (IP header included) arriving on the
+/// context's interface; `proto` is the L4 protocol (IPv6: the next header, extension
+/// headers are not walked).
 #[inline(always)]
-pub fn lookup(ctx: &XdpContext, src: u32, dst: u32, proto: u8, tos: u8, total_len: u16) -> Route {
+pub fn lookup(ctx: &XdpContext, flow: &Flow, proto: u8, tot_len: u16) -> Route {
+    let ingress = ctx.ingress_ifindex() as u32;
     // SAFETY: an all-zero bpf_fib_lookup is valid input (plain integers and unions of them).
     let mut params: FibParams = unsafe { mem::zeroed() };
-    params.family = AF_INET;
     params.l4_protocol = proto;
-    params.__bindgen_anon_1.tot_len = total_len;
-    params.ifindex = ctx.ingress_ifindex() as u32;
-    params.__bindgen_anon_2.tos = tos;
-    params.__bindgen_anon_3.ipv4_src = src;
-    params.__bindgen_anon_4.ipv4_dst = dst;
-    // SAFETY: `params` is a valid bpf_fib_lookup on the stack and its size is passed.
-    let rc =
-        unsafe { bpf_fib_lookup(ctx.as_ptr(), &mut params, mem::size_of::<FibParams>() as i32, 0) };
-    match rc as u32 {
+    params.__bindgen_anon_1.tot_len = tot_len;
+    params.ifindex = ingress;
+    match *flow {
+        Flow::V4 { src, dst, tos } => {
+            params.family = AF_INET;
+            params.__bindgen_anon_2.tos = tos;
+            params.__bindgen_anon_3.ipv4_src = src;
+            params.__bindgen_anon_4.ipv4_dst = dst;
+        }
+        Flow::V6 { src, dst, flowinfo } => {
+            params.family = AF_INET6;
+            params.__bindgen_anon_2.flowinfo = flowinfo;
+            // SAFETY: 16 bytes either way, and every bit pattern is a valid u32; the words
+            // keep the header's byte order, as the helper expects.
+            params.__bindgen_anon_3.ipv6_src = unsafe { mem::transmute::<[u8; 16], [u32; 4]>(src) };
+            // SAFETY: as above.
+            params.__bindgen_anon_4.ipv6_dst = unsafe { mem::transmute::<[u8; 16], [u32; 4]>(dst) };
+        }
+    }
+    match fib_lookup(ctx, &mut params) {
         BPF_FIB_LKUP_RET_SUCCESS => {
             // SAFETY: on success the kernel fills smac/dmac.
             let macs = unsafe { params.__bindgen_anon_6.__bindgen_anon_2 };
             Route::Forward { ifindex: params.ifindex, smac: macs.smac, dmac: macs.dmac }
         }
         BPF_FIB_LKUP_RET_NO_NEIGH => Route::NeighbourUnknown { ifindex: params.ifindex },
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => Route::TooBig,
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => {
+            // This answer names no interface (the kernel stops before setting it), but
+            // callers need to know whether the packet was headed across the gateway: ask
+            // again without the MTU check. The first call changed only `tot_len` (now the
+            // MTU, a union) and left the addresses as they were. (A second lookup made by
+            // the caller from its `Flow` instead got the program refused by the verifier:
+            // LLVM shifted a stack pointer it had left in an unused register.)
+            params.__bindgen_anon_1.tot_len = 0;
+            params.ifindex = ingress;
+            let ifindex = match fib_lookup(ctx, &mut params) {
+                BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => params.ifindex,
+                _ => 0,
+            };
+            Route::TooBig { ifindex }
+        }
         BPF_FIB_LKUP_RET_NOT_FWDED => Route::Local,
         _ => Route::Unroutable,
     }
 }
 
-/// The ifindex a route leaves through, ignoring the MTU: for a packet that is too big we
-/// still need to know whether it was headed for the Internet.
 #[inline(always)]
-pub fn egress_ifindex(ctx: &XdpContext, src: u32, dst: u32, proto: u8, tos: u8) -> Option<u32> {
-    match lookup(ctx, src, dst, proto, tos, 0) {
-        Route::Forward { ifindex, .. } | Route::NeighbourUnknown { ifindex } => Some(ifindex),
-        _ => None,
+fn fib_lookup(ctx: &XdpContext, params: &mut FibParams) -> u32 {
+    // SAFETY: `params` is a valid bpf_fib_lookup and its size is passed.
+    let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), params, mem::size_of::<FibParams>() as i32, 0) };
+    rc as u32
+}
+
+impl Route {
+    /// Where the route leaves, whatever the frame's size.
+    #[inline(always)]
+    pub fn egress(&self) -> Egress {
+        match *self {
+            Route::Forward { ifindex, .. }
+            | Route::NeighbourUnknown { ifindex }
+            | Route::TooBig { ifindex } => match ifindex {
+                0 => Egress::Unknown,
+                _ => Egress::Interface(ifindex),
+            },
+            Route::Local => Egress::Local,
+            Route::Unroutable => Egress::Unknown,
+        }
     }
 }
 

@@ -31,7 +31,7 @@ pub const EIP2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
 pub const WAN_IF: &str = "wan0";
 /// The resources behind the gateway (an `eipctl apply` document): VM_IP and VM_IP2 belong
 /// to instance `vm-1`.
-pub const VPC_DOCUMENT: &str = include_str!("vpc.yaml");
+pub const VPC_DOCUMENT: &str = include_str!("../../examples/vpc.yaml");
 pub const LAN_IF: &str = "lan0";
 
 /// Removes a directory tree on drop.

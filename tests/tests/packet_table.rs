@@ -9,26 +9,36 @@
 //! static neighbours whose MACs the rows know:
 //!
 //! ```text
-//!  wanp ─── wan0 198.51.100.2/24  [eipgw-pt-*]  lan0 10.0.1.1/24 ─── lanp
-//!           default via 198.51.100.1            10.0.1.10 at 02:00:00:00:00:0a
-//!           198.51.100.1 at 02:00:00:00:00:01   10.0.1.99 with no neighbour entry
+//!  wanp ─── wan0 198.51.100.2/24  [eipgw-pt-*]  lan0 10.0.1.1/24 ─────────── lanp
+//!                2001:db8:100::2/64                  2001:db8:1::1/64
+//!   default via 198.51.100.1                    10.0.1.10 at 02:00:00:00:00:0a
+//!   192.0.2.1/32 via 198.51.100.3               10.0.1.20 at 02:00:00:00:00:14
+//!   default via 2001:db8:100::1                 10.0.1.21 at 02:00:00:00:00:15
+//!   198.51.100.1 at 02:00:00:00:00:01           2001:db8:1::10 at 02:00:00:00:00:0a
+//!   2001:db8:100::1 at 02:00:00:00:00:01        2001:db8:1::11 at 02:00:00:00:00:0b
+//!   198.51.100.3 with no neighbour entry        10.0.1.98, 10.0.1.99, 2001:db8:1::12
+//!   192.0.2.200/32 via 198.51.100.1             with no neighbour entry
+//!     mtu lock 1280                             2001:db8:1::13/128 dev lan0 mtu lock 1280
 //! ```
+//!
+//! `reconcile` adds the routes of the visible-mode EIPs itself (`203.0.113.20/32 via
+//! 10.0.1.20 dev lan0` and so on).
 
 use std::{
     ffi::CString,
     fmt::Write as _,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     panic::{self, AssertUnwindSafe},
 };
 
 use aya::programs::{TestRun as _, TestRunOptions, XdpMode};
 use eipgw::dataplane::{Dataplane, DataplaneOptions, DesiredMaps, EipMapping};
-use eipgw_common::Verdict;
+use eipgw_common::{EipCounters, Verdict};
 use eipgw_tests::{BpffsMount, Netns, require_root, unique_suffix};
 use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, Ethernet2Header, IcmpEchoHeader,
-    Icmpv4Header, Icmpv4Type, IpFragOffset, IpNumber, Ipv4Header, Ipv4Options, TcpHeader,
-    UdpHeader,
+    Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type, IpFragOffset, IpNumber, Ipv4Header,
+    Ipv4Options, Ipv6FlowLabel, Ipv6Header, TcpHeader, UdpHeader,
 };
 
 const WAN_IF: &str = "wan0";
@@ -53,6 +63,41 @@ const VM_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const VM_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 99);
 /// A VPC address without an EIP.
 const VM_WITHOUT_EIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 50);
+/// An Internet destination routed through a WAN next hop with no neighbour entry.
+const INTERNET_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// That next hop.
+const WAN_HOP_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
+/// An Internet destination whose route has an MTU of [`SMALL_MTU`].
+const INTERNET_SMALL_MTU: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 200);
+const SMALL_MTU: &str = "1280";
+
+/// Cut-through (R10) to [`ENI_CUT`], the primary address of a secondary ENI.
+const EIP_CUT_THROUGH: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
+const ENI_CUT: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 20);
+const ENI_CUT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x14];
+/// Multi-EIP visible (R11) to [`ENI_MULTI`].
+const EIP_MULTI: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 21);
+const ENI_MULTI: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 21);
+const ENI_MULTI_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x15];
+/// Cut-through to [`ENI_UNRESOLVED`], which has no neighbour entry.
+const EIP_CUT_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 22);
+const ENI_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 98);
+
+/// The IPv6 Internet host (and WAN next hop), with the same MAC as [`INTERNET_HOST`].
+const INTERNET_HOST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
+/// The gateway's own WAN address.
+const GW_WAN6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2);
+/// Public bandwidth enabled (R23); on [`VM`]'s interface, so with [`VM_MAC`].
+const VM6_PUBLIC: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
+/// Private only (the default, R23).
+const VM6_PRIVATE: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x11);
+const VM6_PRIVATE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+/// Public, with no neighbour entry.
+const VM6_UNRESOLVED: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x12);
+/// Public, and its route has an MTU of [`SMALL_MTU`].
+const VM6_SMALL_MTU: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x13);
+/// A link-local address of the Internet host.
+const INTERNET_HOST_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 
 /// `enum xdp_action` (include/uapi/linux/bpf.h).
 const XDP_DROP: u32 = 1;
@@ -61,8 +106,10 @@ const XDP_REDIRECT: u32 = 4;
 
 /// Header sizes and the field offsets the malformed rows corrupt.
 const ETH_LEN: usize = 14;
+const ETHER_TYPE: usize = 12;
 const IPV4_LEN: usize = 20;
 const IPV4_VERSION_IHL: usize = 0;
+const IPV6_PAYLOAD_LENGTH: usize = 4;
 const TCP_DATA_OFFSET: usize = 12;
 const UDP_LENGTH: usize = 4;
 
@@ -72,12 +119,18 @@ const IPV4_OPTIONS: [u8; 4] = [1, 1, 1, 0];
 const TCP_DATA: &[u8] = b"GET / HTTP/1.0\r\n\r\n";
 const UDP_DATA: &[u8] = b"a DNS query, or close enough";
 const ICMP_DATA: &[u8] = b"ping payload 0123456789";
+/// Larger than [`SMALL_MTU`] once in a packet.
+const LARGE_DATA: &[u8] = &[0x5a; 1300];
 /// The UDP datagram that [`L4::UdpFirstFragment`] and [`L4::UdpLastFragment`] split.
 const FRAGMENTED_DATA: &[u8; 40] = b"fragmented datagram, forty bytes of it..";
 /// How much of [`FRAGMENTED_DATA`] the first fragment carries: with the 8-byte UDP header
 /// its payload is 24 bytes, a multiple of 8 as every fragment but the last (RFC 791).
 const FIRST_FRAGMENT_DATA: usize = 16;
 const FRAGMENT_ID: u16 = 0x4d2e;
+/// Traffic class and flow label of every IPv6 row: non-zero, so that the byte comparison
+/// shows that the gateway leaves them alone.
+const IPV6_TRAFFIC_CLASS: u8 = 0x28;
+const IPV6_FLOW_LABEL: u32 = 0x5_4321;
 
 /// The link and IPv4 fields that the gateway reads or rewrites. A row describes its input
 /// with one and derives the expected output by changing exactly the fields the gateway is
@@ -100,6 +153,10 @@ enum L4 {
     /// ACK|PSH with data.
     TcpData,
     Udp,
+    /// UDP with [`LARGE_DATA`] (and DF set, as on every unfragmented row).
+    UdpLarge,
+    /// The same without DF: a router may fragment it.
+    UdpLargeMayFragment,
     /// UDP sent without a checksum (0, which RFC 768 allows over IPv4).
     UdpWithoutChecksum,
     IcmpEchoRequest,
@@ -128,6 +185,9 @@ fn frame(hdr: Hdr, l4: L4) -> Vec<u8> {
             (IpNumber::TCP, tcp_segment(tcp, src, dst, TCP_DATA))
         }
         L4::Udp => (IpNumber::UDP, udp_datagram(src, dst, UDP_DATA, true)),
+        L4::UdpLarge | L4::UdpLargeMayFragment => {
+            (IpNumber::UDP, udp_datagram(src, dst, LARGE_DATA, true))
+        }
         L4::UdpWithoutChecksum => (IpNumber::UDP, udp_datagram(src, dst, UDP_DATA, false)),
         L4::IcmpEchoRequest => (IpNumber::ICMP, icmp_echo(Icmpv4Type::EchoRequest)),
         L4::IcmpEchoReply => (IpNumber::ICMP, icmp_echo(Icmpv4Type::EchoReply)),
@@ -145,6 +205,7 @@ fn frame(hdr: Hdr, l4: L4) -> Vec<u8> {
             ip.dont_fragment = false;
             ip.more_fragments = true;
         }
+        L4::UdpLargeMayFragment => ip.dont_fragment = false,
         L4::UdpLastFragment => {
             ip.identification = FRAGMENT_ID;
             ip.dont_fragment = false;
@@ -212,6 +273,102 @@ fn arp_request() -> Vec<u8> {
     out
 }
 
+/// The IPv6 fields that the gateway reads or rewrites, as [`Hdr`] for IPv4.
+#[derive(Clone, Copy, Debug)]
+struct Hdr6 {
+    eth_src: [u8; 6],
+    eth_dst: [u8; 6],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+}
+
+/// What follows the IPv6 header.
+#[derive(Clone, Copy, Debug)]
+enum L4v6 {
+    TcpSyn,
+    Udp,
+    /// UDP with [`LARGE_DATA`].
+    UdpLarge,
+    EchoRequest,
+    /// A neighbour solicitation for [`GW_WAN6`] (RFC 4861 §4.3), with the source link-layer
+    /// address option unless the source is unspecified (duplicate address detection).
+    NeighbourSolicitation,
+}
+
+/// Builds an Ethernet + IPv6 frame with every checksum computed by etherparse.
+fn frame6(hdr: Hdr6, l4: L4v6) -> Vec<u8> {
+    let (src, dst) = (hdr.src.octets(), hdr.dst.octets());
+    let (protocol, l4_bytes) = match l4 {
+        L4v6::TcpSyn => {
+            let mut tcp = TcpHeader::new(40_002, 443, 0x4000_0000, 64_800);
+            tcp.syn = true;
+            tcp.checksum = tcp.calc_checksum_ipv6_raw(src, dst, &[]).expect("a TCP checksum");
+            (IpNumber::TCP, tcp.to_bytes().to_vec())
+        }
+        L4v6::Udp | L4v6::UdpLarge => {
+            let data = if let L4v6::Udp = l4 { UDP_DATA } else { LARGE_DATA };
+            let mut udp =
+                UdpHeader::without_ipv4_checksum(5353, 53, data.len()).expect("a UDP header");
+            udp.checksum = udp.calc_checksum_ipv6_raw(src, dst, data).expect("a UDP checksum");
+            let mut out = udp.to_bytes().to_vec();
+            out.extend_from_slice(data);
+            (IpNumber::UDP, out)
+        }
+        L4v6::EchoRequest => {
+            let kind = Icmpv6Type::EchoRequest(IcmpEchoHeader { id: 0x5678, seq: 9 });
+            (IpNumber::IPV6_ICMP, icmpv6(kind, src, dst, ICMP_DATA))
+        }
+        L4v6::NeighbourSolicitation => {
+            let mut body = GW_WAN6.octets().to_vec();
+            if !hdr.src.is_unspecified() {
+                // Option type 1 (source link-layer address), length 1 (8 bytes).
+                body.extend_from_slice(&[1, 1]);
+                body.extend_from_slice(&hdr.eth_src);
+            }
+            (IpNumber::IPV6_ICMP, icmpv6(Icmpv6Type::NeighborSolicitation, src, dst, &body))
+        }
+    };
+    let ip = Ipv6Header {
+        traffic_class: IPV6_TRAFFIC_CLASS,
+        flow_label: Ipv6FlowLabel::try_new(IPV6_FLOW_LABEL).expect("a 20-bit flow label"),
+        payload_length: l4_bytes.len().try_into().expect("an IPv6 payload length"),
+        next_header: protocol,
+        hop_limit: hdr.hop_limit,
+        source: src,
+        destination: dst,
+    };
+    let eth = Ethernet2Header {
+        source: hdr.eth_src,
+        destination: hdr.eth_dst,
+        ether_type: EtherType::IPV6,
+    };
+    let mut out = eth.to_bytes().to_vec();
+    out.extend_from_slice(&ip.to_bytes());
+    out.extend_from_slice(&l4_bytes);
+    out
+}
+
+fn icmpv6(kind: Icmpv6Type, src: [u8; 16], dst: [u8; 16], body: &[u8]) -> Vec<u8> {
+    let icmp = Icmpv6Header::with_checksum(kind, src, dst, body).expect("an ICMPv6 checksum");
+    let mut out = icmp.to_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+/// The Ethernet address of an IPv6 multicast group (RFC 2464 §7).
+fn multicast_mac(group: Ipv6Addr) -> [u8; 6] {
+    let o = group.octets();
+    [0x33, 0x33, o[12], o[13], o[14], o[15]]
+}
+
+/// The solicited-node multicast group of an address: its last 24 bits in ff02::1:ff00:0/104
+/// (RFC 4291 §2.7.1).
+fn solicited_node(address: Ipv6Addr) -> Ipv6Addr {
+    let prefix = u128::from(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 0));
+    Ipv6Addr::from(prefix | (u128::from(address) & 0xff_ffff))
+}
+
 /// `frame` with its IPv4 header edited and the header checksum recomputed, so that the
 /// edit is the only thing wrong with it.
 fn edit_ipv4(mut frame: Vec<u8>, edit: impl FnOnce(&mut Ipv4Header)) -> Vec<u8> {
@@ -239,8 +396,9 @@ enum Ingress {
 enum Output {
     /// Exactly as it came in: a drop, or a pass that leaves the frame to the kernel as is.
     Unchanged,
-    /// Translated: compared byte for byte, and its checksums recomputed by etherparse.
-    Translated(Vec<u8>),
+    /// Rewritten (addresses, TTL or hop limit, link addresses): compared byte for byte, and
+    /// its checksums recomputed by etherparse.
+    Rewritten(Vec<u8>),
 }
 
 /// One frame through the program and everything it must produce.
@@ -253,17 +411,53 @@ struct Row {
     output: Output,
     /// The verdict counter that must go up by one (and no other may move).
     verdict: Verdict,
+    /// The EIP whose counters must count the frame (inbound from the WAN, outbound from the
+    /// LAN: one packet, its IPv4 total length in bytes); no other EIP's may move.
+    counted_eip: Option<Ipv4Addr>,
 }
 
 /// A translated frame forwarded to the other interface.
 fn forwarded(name: &'static str, ingress: Ingress, l4: L4, input: Hdr, output: Hdr) -> Row {
+    let eip = match ingress {
+        Ingress::Wan => input.dst,
+        Ingress::Lan => output.src,
+    };
     Row {
         name,
         ingress,
         input: frame(input, l4),
         action: XDP_REDIRECT,
-        output: Output::Translated(frame(output, l4)),
+        output: Output::Rewritten(frame(output, l4)),
         verdict: Verdict::Translated,
+        counted_eip: Some(eip),
+    }
+}
+
+/// A frame of a visible-mode EIP forwarded to the other interface: only the TTL and the
+/// link addresses change.
+fn forwarded_unchanged(
+    name: &'static str,
+    ingress: Ingress,
+    l4: L4,
+    input: Hdr,
+    output: Hdr,
+) -> Row {
+    assert!((input.src, input.dst) == (output.src, output.dst), "{name}: addresses changed");
+    Row { verdict: Verdict::ForwardedUnchanged, ..forwarded(name, ingress, l4, input, output) }
+}
+
+/// An IPv6 frame forwarded to the other interface: only the hop limit and the link
+/// addresses change, and no EIP counts it.
+fn forwarded6(name: &'static str, ingress: Ingress, l4: L4v6, input: Hdr6, output: Hdr6) -> Row {
+    assert!((input.src, input.dst) == (output.src, output.dst), "{name}: addresses changed");
+    Row {
+        name,
+        ingress,
+        input: frame6(input, l4),
+        action: XDP_REDIRECT,
+        output: Output::Rewritten(frame6(output, l4)),
+        verdict: Verdict::ForwardedUnchanged,
+        counted_eip: None,
     }
 }
 
@@ -275,15 +469,15 @@ fn untouched(
     action: u32,
     verdict: Verdict,
 ) -> Row {
-    Row { name, ingress, input, action, output: Output::Unchanged, verdict }
+    Row { name, ingress, input, action, output: Output::Unchanged, verdict, counted_eip: None }
 }
 
 fn rows(wan_mac: [u8; 6], lan_mac: [u8; 6]) -> Vec<Row> {
     use Ingress::{Lan, Wan};
 
     // A packet from the Internet as it reaches wan0, and the same packet as it must leave
-    // through lan0: the private address as destination, TTL - 1 (the gateway is a router
-    // hop), and the link addresses of the LAN hop.
+    // through lan0: TTL - 1 (the gateway is a router hop) and the link addresses of the
+    // LAN hop; in NAT mode also the private address as destination.
     let from_internet = |to: Ipv4Addr| Hdr {
         eth_src: INTERNET_HOST_MAC,
         eth_dst: wan_mac,
@@ -292,22 +486,49 @@ fn rows(wan_mac: [u8; 6], lan_mac: [u8; 6]) -> Vec<Row> {
         ttl: 64,
         options: &[],
     };
-    let to_vm =
-        |hdr: Hdr| Hdr { eth_src: lan_mac, eth_dst: VM_MAC, dst: VM, ttl: hdr.ttl - 1, ..hdr };
-    // And the other way: from an instance on lan0, leaving wan0 with its EIP as source.
-    let from_vm = |from: Ipv4Addr| Hdr {
-        eth_src: VM_MAC,
+    let to_lan =
+        |hdr: Hdr, mac: [u8; 6]| Hdr { eth_src: lan_mac, eth_dst: mac, ttl: hdr.ttl - 1, ..hdr };
+    let to_vm = |hdr: Hdr| Hdr { dst: VM, ..to_lan(hdr, VM_MAC) };
+    // And the other way: from an instance on lan0, leaving wan0 with its EIP as source (NAT
+    // mode) or as it came (visible modes, whose instances use the EIP itself).
+    let from_lan = |from: Ipv4Addr, mac: [u8; 6]| Hdr {
+        eth_src: mac,
         eth_dst: lan_mac,
         src: from,
         dst: INTERNET_HOST,
         ttl: 64,
         options: &[],
     };
-    let to_internet = |hdr: Hdr| Hdr {
+    let from_vm = |from: Ipv4Addr| from_lan(from, VM_MAC);
+    let to_wan =
+        |hdr: Hdr| Hdr { eth_src: wan_mac, eth_dst: INTERNET_HOST_MAC, ttl: hdr.ttl - 1, ..hdr };
+    let to_internet = |hdr: Hdr| Hdr { src: EIP_VM, ..to_wan(hdr) };
+
+    // The same for IPv6, which is never translated (R23).
+    let from_internet6 = |to: Ipv6Addr| Hdr6 {
+        eth_src: INTERNET_HOST_MAC,
+        eth_dst: wan_mac,
+        src: INTERNET_HOST6,
+        dst: to,
+        hop_limit: 64,
+    };
+    let to_lan6 = |hdr: Hdr6, mac: [u8; 6]| Hdr6 {
+        eth_src: lan_mac,
+        eth_dst: mac,
+        hop_limit: hdr.hop_limit - 1,
+        ..hdr
+    };
+    let from_lan6 = |from: Ipv6Addr, mac: [u8; 6]| Hdr6 {
+        eth_src: mac,
+        eth_dst: lan_mac,
+        src: from,
+        dst: INTERNET_HOST6,
+        hop_limit: 64,
+    };
+    let to_wan6 = |hdr: Hdr6| Hdr6 {
         eth_src: wan_mac,
         eth_dst: INTERNET_HOST_MAC,
-        src: EIP_VM,
-        ttl: hdr.ttl - 1,
+        hop_limit: hdr.hop_limit - 1,
         ..hdr
     };
 
@@ -319,6 +540,15 @@ fn rows(wan_mac: [u8; 6], lan_mac: [u8; 6]) -> Vec<Row> {
     let inbound_syn = frame(inbound, L4::TcpSyn);
     // Where the L4 header of `inbound_udp` and `inbound_syn` starts (no IPv4 options).
     let l4_at = ETH_LEN + IPV4_LEN;
+    let cut_through = from_internet(EIP_CUT_THROUGH);
+    let from_cut_through = from_lan(EIP_CUT_THROUGH, ENI_CUT_MAC);
+    let multi = from_internet(EIP_MULTI);
+    let from_multi = from_lan(EIP_MULTI, ENI_MULTI_MAC);
+    let inbound6 = from_internet6(VM6_PUBLIC);
+    let outbound6 = from_lan6(VM6_PUBLIC, VM_MAC);
+    let inbound6_udp = frame6(inbound6, L4v6::Udp);
+    // A payload length 8 bytes longer than what `inbound6_udp` carries.
+    let overlong6 = (inbound6_udp.len() - ETH_LEN - Ipv6Header::LEN + 8) as u16;
 
     vec![
         // Translated both ways, for each protocol whose checksum the rewrite must fix
@@ -387,9 +617,235 @@ fn rows(wan_mac: [u8; 6], lan_mac: [u8; 6]) -> Vec<Row> {
             ingress: Wan,
             input: frame(unresolved, L4::Udp),
             action: XDP_PASS,
-            output: Output::Translated(frame(Hdr { dst: VM_UNRESOLVED, ..unresolved }, L4::Udp)),
+            output: Output::Rewritten(frame(Hdr { dst: VM_UNRESOLVED, ..unresolved }, L4::Udp)),
             verdict: Verdict::PassNeighbourUnknown,
+            counted_eip: Some(EIP_UNRESOLVED),
         },
+        // The same on the way out, through a WAN next hop with no neighbour entry.
+        Row {
+            name: "outbound through a next hop with no neighbour entry",
+            ingress: Lan,
+            input: frame(Hdr { dst: INTERNET_UNRESOLVED, ..outbound }, L4::Udp),
+            action: XDP_PASS,
+            output: Output::Rewritten(frame(
+                Hdr { src: EIP_VM, dst: INTERNET_UNRESOLVED, ..outbound },
+                L4::Udp,
+            )),
+            verdict: Verdict::PassNeighbourUnknown,
+            counted_eip: Some(EIP_VM),
+        },
+        // DF set and larger than the route's MTU: the first lookup names no interface, and
+        // the program must still find out that the packet was leaving through wan0.
+        untouched(
+            "outbound larger than the MTU, DF set",
+            Lan,
+            frame(Hdr { dst: INTERNET_SMALL_MTU, ..outbound }, L4::UdpLarge),
+            XDP_DROP,
+            Verdict::DropFragmentationNeeded,
+        ),
+        // Without DF the kernel may fragment it: translated, then passed (TTL untouched,
+        // the kernel's forwarding takes it off).
+        Row {
+            name: "outbound larger than the MTU, DF clear",
+            ingress: Lan,
+            input: frame(Hdr { dst: INTERNET_SMALL_MTU, ..outbound }, L4::UdpLargeMayFragment),
+            action: XDP_PASS,
+            output: Output::Rewritten(frame(
+                Hdr { src: EIP_VM, dst: INTERNET_SMALL_MTU, ..outbound },
+                L4::UdpLargeMayFragment,
+            )),
+            verdict: Verdict::PassTooBig,
+            counted_eip: Some(EIP_VM),
+        },
+        // Visible modes (R10, R11): no rewrite at all, the EIP is routed to its ENI.
+        forwarded_unchanged(
+            "cut-through inbound TCP SYN",
+            Wan,
+            L4::TcpSyn,
+            cut_through,
+            to_lan(cut_through, ENI_CUT_MAC),
+        ),
+        forwarded_unchanged(
+            "cut-through inbound UDP",
+            Wan,
+            L4::Udp,
+            cut_through,
+            to_lan(cut_through, ENI_CUT_MAC),
+        ),
+        forwarded_unchanged(
+            "cut-through outbound TCP from the EIP",
+            Lan,
+            L4::TcpData,
+            from_cut_through,
+            to_wan(from_cut_through),
+        ),
+        forwarded_unchanged(
+            "multi-EIP inbound ICMP echo request",
+            Wan,
+            L4::IcmpEchoRequest,
+            multi,
+            to_lan(multi, ENI_MULTI_MAC),
+        ),
+        forwarded_unchanged(
+            "multi-EIP outbound UDP from the EIP",
+            Lan,
+            L4::Udp,
+            from_multi,
+            to_wan(from_multi),
+        ),
+        untouched(
+            "cut-through inbound with TTL 1",
+            Wan,
+            frame(Hdr { ttl: 1, ..cut_through }, L4::Udp),
+            XDP_PASS,
+            Verdict::PassTtlExpired,
+        ),
+        // The kernel forwards it along the same route once it has resolved the ENI's MAC.
+        Row {
+            name: "cut-through inbound to an ENI with no neighbour entry",
+            ingress: Wan,
+            input: frame(from_internet(EIP_CUT_UNRESOLVED), L4::Udp),
+            action: XDP_PASS,
+            output: Output::Unchanged,
+            verdict: Verdict::PassNeighbourUnknown,
+            counted_eip: Some(EIP_CUT_UNRESOLVED),
+        },
+        // An EIP as source gives egress only in a visible mode.
+        untouched(
+            "outbound from an unassociated EIP",
+            Lan,
+            frame(from_lan(EIP_UNASSOCIATED, VM_MAC), L4::TcpData),
+            XDP_DROP,
+            Verdict::DropNoEgress,
+        ),
+        untouched(
+            "outbound from a NAT-mode EIP",
+            Lan,
+            frame(from_vm(EIP_VM), L4::TcpData),
+            XDP_DROP,
+            Verdict::DropNoEgress,
+        ),
+        // IPv6 (R23): forwarded unchanged for a public address, dropped for any other.
+        forwarded6(
+            "IPv6 inbound TCP SYN to a public address",
+            Wan,
+            L4v6::TcpSyn,
+            inbound6,
+            to_lan6(inbound6, VM_MAC),
+        ),
+        forwarded6(
+            "IPv6 inbound UDP to a public address",
+            Wan,
+            L4v6::Udp,
+            inbound6,
+            to_lan6(inbound6, VM_MAC),
+        ),
+        forwarded6(
+            "IPv6 inbound ICMPv6 echo request to a public address",
+            Wan,
+            L4v6::EchoRequest,
+            inbound6,
+            to_lan6(inbound6, VM_MAC),
+        ),
+        forwarded6(
+            "IPv6 outbound UDP from a public address",
+            Lan,
+            L4v6::Udp,
+            outbound6,
+            to_wan6(outbound6),
+        ),
+        untouched(
+            "IPv6 inbound to an address without public bandwidth",
+            Wan,
+            frame6(from_internet6(VM6_PRIVATE), L4v6::TcpSyn),
+            XDP_DROP,
+            Verdict::DropIpv6NotPublic,
+        ),
+        untouched(
+            "IPv6 outbound from an address without public bandwidth",
+            Lan,
+            frame6(from_lan6(VM6_PRIVATE, VM6_PRIVATE_MAC), L4v6::Udp),
+            XDP_DROP,
+            Verdict::DropIpv6NotPublic,
+        ),
+        untouched(
+            "IPv6 inbound with hop limit 1",
+            Wan,
+            frame6(Hdr6 { hop_limit: 1, ..inbound6 }, L4v6::Udp),
+            XDP_PASS,
+            Verdict::PassTtlExpired,
+        ),
+        untouched(
+            "IPv6 inbound to a public address with no neighbour entry",
+            Wan,
+            frame6(from_internet6(VM6_UNRESOLVED), L4v6::Udp),
+            XDP_PASS,
+            Verdict::PassNeighbourUnknown,
+        ),
+        untouched(
+            // The kernel answers Packet Too Big; nothing here to translate back.
+            "IPv6 inbound larger than the MTU",
+            Wan,
+            frame6(from_internet6(VM6_SMALL_MTU), L4v6::UdpLarge),
+            XDP_PASS,
+            Verdict::PassTooBig,
+        ),
+        untouched(
+            "IPv6 inbound to the gateway itself",
+            Wan,
+            frame6(from_internet6(GW_WAN6), L4v6::EchoRequest),
+            XDP_PASS,
+            Verdict::PassNotTranslated,
+        ),
+        // Between two VPC hosts: the route leads back out of lan0, not to the Internet.
+        untouched(
+            "IPv6 routed back into the VPC",
+            Lan,
+            frame6(Hdr6 { dst: VM6_PRIVATE, ..outbound6 }, L4v6::Udp),
+            XDP_PASS,
+            Verdict::PassNotTranslated,
+        ),
+        // Neighbour discovery is the kernel's: link-local source, multicast destination.
+        untouched(
+            "IPv6 neighbour solicitation",
+            Wan,
+            frame6(
+                Hdr6 {
+                    eth_dst: multicast_mac(solicited_node(GW_WAN6)),
+                    src: INTERNET_HOST_LINK_LOCAL,
+                    dst: solicited_node(GW_WAN6),
+                    hop_limit: 255,
+                    ..inbound6
+                },
+                L4v6::NeighbourSolicitation,
+            ),
+            XDP_PASS,
+            Verdict::PassNotTranslated,
+        ),
+        untouched(
+            "IPv6 duplicate address detection, from the unspecified address",
+            Lan,
+            frame6(
+                Hdr6 {
+                    eth_dst: multicast_mac(solicited_node(GW_WAN6)),
+                    src: Ipv6Addr::UNSPECIFIED,
+                    dst: solicited_node(GW_WAN6),
+                    hop_limit: 255,
+                    ..outbound6
+                },
+                L4v6::NeighbourSolicitation,
+            ),
+            XDP_PASS,
+            Verdict::PassNotTranslated,
+        ),
+        // A link-local destination is never forwarded, whatever the source.
+        untouched(
+            "IPv6 to a link-local address",
+            Lan,
+            frame6(Hdr6 { dst: INTERNET_HOST_LINK_LOCAL, ..outbound6 }, L4v6::EchoRequest),
+            XDP_PASS,
+            Verdict::PassNotTranslated,
+        ),
         // Malformed frames, all addressed to an associated EIP so that only the defect can
         // explain the drop.
         // Ethertype IPv4, then 12 of the header's 20 bytes.
@@ -442,6 +898,28 @@ fn rows(wan_mac: [u8; 6], lan_mac: [u8; 6]) -> Vec<Row> {
             XDP_DROP,
             Verdict::DropMalformed,
         ),
+        // Ethertype IPv6, then 20 of the fixed header's 40 bytes.
+        untouched(
+            "malformed: truncated IPv6 header",
+            Wan,
+            inbound6_udp[..ETH_LEN + 20].to_vec(),
+            XDP_DROP,
+            Verdict::DropMalformed,
+        ),
+        untouched(
+            "malformed: IPv6 payload length beyond the frame",
+            Wan,
+            patch(inbound6_udp.clone(), ETH_LEN + IPV6_PAYLOAD_LENGTH, &overlong6.to_be_bytes()),
+            XDP_DROP,
+            Verdict::DropMalformed,
+        ),
+        untouched(
+            "malformed: IPv6 ethertype, IPv4 header",
+            Wan,
+            patch(frame(inbound, L4::Udp), ETHER_TYPE, &EtherType::IPV6.0.to_be_bytes()),
+            XDP_DROP,
+            Verdict::DropMalformed,
+        ),
     ]
 }
 
@@ -451,6 +929,12 @@ fn desired_maps() -> DesiredMaps {
     desired.eips.insert(EIP_VM, EipMapping::Nat { private_ip: VM });
     desired.eips.insert(EIP_UNRESOLVED, EipMapping::Nat { private_ip: VM_UNRESOLVED });
     desired.eips.insert(EIP_UNASSOCIATED, EipMapping::Unassociated);
+    desired.eips.insert(EIP_CUT_THROUGH, EipMapping::CutThrough { next_hop: ENI_CUT });
+    desired.eips.insert(EIP_MULTI, EipMapping::MultiEip { next_hop: ENI_MULTI });
+    desired.eips.insert(EIP_CUT_UNRESOLVED, EipMapping::CutThrough { next_hop: ENI_UNRESOLVED });
+    desired.ipv6_public.insert(VM6_PUBLIC);
+    desired.ipv6_public.insert(VM6_UNRESOLVED);
+    desired.ipv6_public.insert(VM6_SMALL_MTU);
     desired
 }
 
@@ -459,30 +943,58 @@ fn desired_maps() -> DesiredMaps {
 fn gateway_netns(suffix: &str) -> Netns {
     let ns = Netns::create(&format!("eipgw-pt-{suffix}")).expect("creating the namespace");
     let setup = || -> anyhow::Result<()> {
-        // No IPv6, so that nothing but the rows reaches the attached program: DAD, router
-        // solicitations and MLD reports from the veth peers would move PassNotTranslated.
-        // `default` is set first so that the veths made next start without it.
+        // Only the rows may reach the attached program, and the veth peers are the only
+        // senders into wan0 and lan0: they stay without IPv6 (no DAD, router solicitations
+        // or MLD reports, which would move PassNotTranslated) and without addresses.
+        // `default` is set first so that the veths made next start without IPv6; wan0 and
+        // lan0 get it back, with addresses that skip DAD and do not wait for it.
         ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
-        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
         ns.ip(&["link", "add", WAN_IF, "type", "veth", "peer", "name", WAN_PEER])?;
         ns.ip(&["link", "add", LAN_IF, "type", "veth", "peer", "name", LAN_PEER])?;
+        for dev in [WAN_IF, LAN_IF] {
+            ns.sysctl(&format!("net.ipv6.conf.{dev}.disable_ipv6"), "0")?;
+            ns.sysctl(&format!("net.ipv6.conf.{dev}.accept_dad"), "0")?;
+            ns.sysctl(&format!("net.ipv6.conf.{dev}.accept_ra"), "0")?;
+        }
         ns.ip(&["addr", "add", "198.51.100.2/24", "dev", WAN_IF])?;
         ns.ip(&["addr", "add", "10.0.1.1/24", "dev", LAN_IF])?;
+        ns.ip(&["-6", "addr", "add", &format!("{GW_WAN6}/64"), "dev", WAN_IF, "nodad"])?;
+        ns.ip(&["-6", "addr", "add", "2001:db8:1::1/64", "dev", LAN_IF, "nodad"])?;
         for dev in [WAN_IF, WAN_PEER, LAN_IF, LAN_PEER] {
             ns.ip(&["link", "set", dev, "up"])?;
         }
         ns.ip(&["route", "add", "default", "via", &INTERNET_HOST.to_string()])?;
+        let unresolved_route = format!("{INTERNET_UNRESOLVED}/32");
+        ns.ip(&["route", "add", &unresolved_route, "via", &WAN_HOP_UNRESOLVED.to_string()])?;
+        ns.ip(&["-6", "route", "add", "default", "via", &INTERNET_HOST6.to_string()])?;
+        // bpf_fib_lookup honours a route's MTU only when it is locked (ip_mtu_from_fib_result,
+        // ip6_mtu_from_fib6).
+        let small_mtu_route = format!("{INTERNET_SMALL_MTU}/32");
+        let via = INTERNET_HOST.to_string();
+        ns.ip(&["route", "add", &small_mtu_route, "via", &via, "mtu", "lock", SMALL_MTU])?;
+        let small_mtu_route = format!("{VM6_SMALL_MTU}/128");
+        ns.ip(&["-6", "route", "add", &small_mtu_route, "dev", LAN_IF, "mtu", "lock", SMALL_MTU])?;
         // bpf_fib_lookup answers BPF_FIB_LKUP_RET_FWD_DISABLED unless the ingress device
         // forwards.
         ns.sysctl("net.ipv4.ip_forward", "1")?;
+        ns.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         for scope in ["all", "default", WAN_IF, LAN_IF] {
             ns.sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0")?;
         }
         // Permanent neighbours: the FIB lookups succeed with MACs the rows know.
-        // VM_UNRESOLVED deliberately has none.
-        let neighbours = [(INTERNET_HOST, INTERNET_HOST_MAC, WAN_IF), (VM, VM_MAC, LAN_IF)];
+        // VM_UNRESOLVED, ENI_UNRESOLVED, WAN_HOP_UNRESOLVED and VM6_UNRESOLVED deliberately
+        // have none.
+        let neighbours = [
+            (INTERNET_HOST.to_string(), INTERNET_HOST_MAC, WAN_IF),
+            (VM.to_string(), VM_MAC, LAN_IF),
+            (ENI_CUT.to_string(), ENI_CUT_MAC, LAN_IF),
+            (ENI_MULTI.to_string(), ENI_MULTI_MAC, LAN_IF),
+            (INTERNET_HOST6.to_string(), INTERNET_HOST_MAC, WAN_IF),
+            (VM6_PUBLIC.to_string(), VM_MAC, LAN_IF),
+            (VM6_PRIVATE.to_string(), VM6_PRIVATE_MAC, LAN_IF),
+        ];
         for (address, mac, dev) in neighbours {
-            let (address, mac) = (address.to_string(), format_mac(mac));
+            let mac = format_mac(mac);
             ns.ip(&["neigh", "add", &address, "lladdr", &mac, "dev", dev, "nud", "permanent"])?;
         }
         Ok(())
@@ -533,7 +1045,7 @@ fn xdp_md(frame_len: usize, ingress_ifindex: u32) -> Vec<u8> {
 
 /// Runs one row and checks everything it states.
 #[track_caller]
-fn check_row(dataplane: &Dataplane, ifindexes: &Ifindexes, row: &Row) {
+fn check_row(dataplane: &Dataplane, ifindexes: &Ifindexes, eips: &[Ipv4Addr], row: &Row) {
     let program = dataplane.program().expect("the loaded program");
     let ingress_ifindex = match row.ingress {
         Ingress::Wan => ifindexes.wan,
@@ -544,6 +1056,7 @@ fn check_row(dataplane: &Dataplane, ifindexes: &Ifindexes, row: &Row) {
     let mut data_out = vec![0; row.input.len() + 256];
 
     let before = verdict_counts(dataplane);
+    let eips_before = eip_counts(dataplane, eips);
     let result = program
         .test_run(TestRunOptions {
             data_in: Some(&row.input),
@@ -553,17 +1066,43 @@ fn check_row(dataplane: &Dataplane, ifindexes: &Ifindexes, row: &Row) {
         })
         .unwrap_or_else(|e| panic!("{}: BPF_PROG_TEST_RUN failed: {e}", row.name));
     let after = verdict_counts(dataplane);
+    let eips_after = eip_counts(dataplane, eips);
     let output = &data_out[..result.data_size_out as usize];
 
     assert_action(row.name, row.action, result.return_value, output);
     match &row.output {
         Output::Unchanged => assert_frame(row.name, "the input, unchanged", &row.input, output),
-        Output::Translated(expected) => {
-            assert_frame(row.name, "the translated frame", expected, output);
+        Output::Rewritten(expected) => {
+            assert_frame(row.name, "the rewritten frame", expected, output);
             assert_checksums(row.name, output);
         }
     }
     assert_counted(row.name, row.verdict, &before, &after);
+    let mut expected_eips = eips_before;
+    if let Some(eip) = row.counted_eip {
+        let (_, counters) = expected_eips
+            .iter_mut()
+            .find(|(address, _)| *address == eip)
+            .unwrap_or_else(|| panic!("{}: {eip} is not in the desired maps", row.name));
+        let bytes = (row.input.len() - ETH_LEN) as u64;
+        match row.ingress {
+            Ingress::Wan => {
+                counters.inbound_packets += 1;
+                counters.inbound_bytes += bytes;
+            }
+            Ingress::Lan => {
+                counters.outbound_packets += 1;
+                counters.outbound_bytes += bytes;
+            }
+        }
+    }
+    assert!(
+        eips_after == expected_eips,
+        "{}: EIP counters are not as expected ({:?} to count it);\nexpected: {expected_eips:?}\n\
+         got: {eips_after:?}",
+        row.name,
+        row.counted_eip
+    );
 }
 
 #[track_caller]
@@ -616,6 +1155,9 @@ fn assert_checksums(row: &str, frame: &[u8]) {
             hex(frame)
         );
     };
+    if frame[ETHER_TYPE..ETH_LEN] == EtherType::IPV6.0.to_be_bytes() {
+        return assert_checksums_ipv6(row, frame, check);
+    }
     let (ip, rest) = Ipv4Header::from_slice(&frame[ETH_LEN..]).unwrap_or_else(|e| {
         panic!("{row}: output IPv4 header does not parse ({e}):\n{}", hex(frame))
     });
@@ -648,6 +1190,46 @@ fn assert_checksums(row: &str, frame: &[u8]) {
         }
         other => panic!("{row}: no checksum to verify for IP protocol {other:?}"),
     }
+}
+
+/// The IPv6 part of [`assert_checksums`]: no header checksum, but the L4 ones cover the
+/// addresses through the pseudo-header, so they show that nothing else changed them.
+#[track_caller]
+fn assert_checksums_ipv6(row: &str, frame: &[u8], check: impl Fn(&str, u16, u16)) {
+    let (ip, rest) = Ipv6Header::from_slice(&frame[ETH_LEN..]).unwrap_or_else(|e| {
+        panic!("{row}: output IPv6 header does not parse ({e}):\n{}", hex(frame))
+    });
+    let payload = &rest[..ip.payload_length as usize];
+    match ip.next_header {
+        IpNumber::TCP => {
+            let (tcp, data) = TcpHeader::from_slice(payload).expect("a TCP header");
+            check("TCP", tcp.checksum, tcp.calc_checksum_ipv6(&ip, data).expect("a checksum"));
+        }
+        IpNumber::UDP => {
+            let (udp, data) = UdpHeader::from_slice(payload).expect("a UDP header");
+            check("UDP", udp.checksum, udp.calc_checksum_ipv6(&ip, data).expect("a checksum"));
+        }
+        IpNumber::IPV6_ICMP => {
+            let (icmp, data) = Icmpv6Header::from_slice(payload).expect("an ICMPv6 header");
+            let computed =
+                icmp.icmp_type.calc_checksum(ip.source, ip.destination, data).expect("a checksum");
+            check("ICMPv6", icmp.checksum, computed);
+        }
+        other => panic!("{row}: no checksum to verify for IPv6 next header {other:?}"),
+    }
+}
+
+/// Every EIP's counters, summed over the CPUs.
+fn eip_counts(dataplane: &Dataplane, eips: &[Ipv4Addr]) -> Vec<(Ipv4Addr, EipCounters)> {
+    eips.iter()
+        .map(|&eip| {
+            let counters = dataplane
+                .eip_counters(eip)
+                .expect("reading the EIP counters")
+                .unwrap_or_else(|| panic!("{eip} has no counters"));
+            (eip, counters)
+        })
+        .collect()
 }
 
 fn verdict_counts(dataplane: &Dataplane) -> Vec<(Verdict, u64)> {
@@ -710,15 +1292,19 @@ fn packet_table() {
     // bpf_fib_lookup routes in that device's. The data plane is dropped on this thread too,
     // before the namespace goes. Each row runs to the end even if an earlier one failed, so
     // that one run reports every failing row.
+    let desired = desired_maps();
+    let eips: Vec<Ipv4Addr> = desired.eips.keys().copied().collect();
     let failed = ns
         .run_in(|| {
             let mut dataplane = Dataplane::open(&options).expect("opening the data plane");
-            dataplane.reconcile(&desired_maps()).expect("writing the EIP maps");
+            dataplane.reconcile(&desired).expect("writing the EIP maps");
             let ifindexes = Ifindexes { wan: ifindex(WAN_IF), lan: ifindex(LAN_IF) };
             rows.iter()
                 .filter(|row| {
-                    panic::catch_unwind(AssertUnwindSafe(|| check_row(&dataplane, &ifindexes, row)))
-                        .is_err()
+                    panic::catch_unwind(AssertUnwindSafe(|| {
+                        check_row(&dataplane, &ifindexes, &eips, row)
+                    }))
+                    .is_err()
                 })
                 .map(|row| row.name)
                 .collect::<Vec<_>>()

@@ -60,8 +60,9 @@ fn columns(kind: &str) -> &'static [&'static str] {
     }
 }
 
+/// The field at a dotted `path` of `value` (the value itself for an empty path), as text.
 fn cell(value: &Value, path: &str) -> String {
-    let field = path.split('.').fold(value, |v, part| &v[part]);
+    let field = if path.is_empty() { value } else { path.split('.').fold(value, |v, part| &v[part]) };
     match field {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),

@@ -194,6 +194,7 @@ pub struct SnatEntry {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "value", rename_all = "snake_case")]
 pub enum SnatSource {
+    #[serde(rename = "vswitch")]
     VSwitch(Id),
     Instance(Id),
     Cidr(Ipv4Net),

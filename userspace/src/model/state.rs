@@ -129,10 +129,10 @@ impl State {
             Kind::Eni => {
                 let eni = self.enis.remove(id)?;
                 for ip in eni.ipv4s() {
-                    self.index.ipv4_owner.remove(&ip);
+                    remove_if(&mut self.index.ipv4_owner, &ip, &eni.id);
                 }
                 for ip in &eni.ipv6 {
-                    self.index.ipv6_owner.remove(ip);
+                    remove_if(&mut self.index.ipv6_owner, ip, &eni.id);
                 }
                 if let Some(instance) = &eni.instance {
                     remove_from_set(&mut self.index.enis_of_instance, instance, &eni.id);
@@ -156,7 +156,7 @@ impl State {
             if add {
                 index.eip_of_private.insert(private_ip, eip);
             } else {
-                index.eip_of_private.remove(&private_ip);
+                remove_if(&mut index.eip_of_private, &private_ip, &eip);
             }
         }
         if let Some(eni) = association.eni() {
@@ -171,7 +171,7 @@ impl State {
                 if add {
                     index.eip_of_instance.insert(instance.clone(), eip);
                 } else {
-                    index.eip_of_instance.remove(instance);
+                    remove_if(&mut index.eip_of_instance, instance, &eip);
                 }
             }
             Association::NatGateway { nat_gateway } => {
@@ -261,6 +261,20 @@ impl State {
             Kind::Eip => self.eips.keys().map(|a| a.to_string()).collect(),
             Kind::NatGateway => self.nat_gateways.keys().cloned().collect(),
         }
+    }
+}
+
+/// Removes `key` from a one-to-one index only while it still points at `value`: when a
+/// transaction rolls back, a resource may be put back (taking the key) before the one that
+/// held the key in between is replaced, and that replacement must not drop the key again.
+fn remove_if<K, Q, V>(map: &mut BTreeMap<K, V>, key: &Q, value: &V)
+where
+    K: Ord + std::borrow::Borrow<Q>,
+    Q: Ord + ?Sized,
+    V: PartialEq,
+{
+    if map.get(key) == Some(value) {
+        map.remove(key);
     }
 }
 

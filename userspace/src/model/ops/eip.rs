@@ -2,7 +2,10 @@
 
 use std::net::Ipv4Addr;
 
-use super::{Executed, check_unicast, dnat_targeting, eip, eni, instance, instance_ipv4s, region};
+use super::{
+    Executed, check_eni_no_dnat, check_no_dnat, check_unicast, eip, eni, instance, instance_ipv4s,
+    region,
+};
 use crate::model::{
     refusal::{Refusal, codes},
     resources::*,
@@ -29,6 +32,13 @@ pub fn allocate(
     }
     if let Some(eni) = state.owner_of_ipv4(address) {
         return Err(Refusal::invalid(format!("{address} is a private address of ENI {}", eni.id)));
+    }
+    // A fixed public IP belongs to its instance until the instance is released (R22).
+    if let Some(instance) = state.instances.values().find(|i| i.fixed_public_ip == Some(address)) {
+        return Err(Refusal::invalid(format!(
+            "{address} is the fixed public IP of instance {}",
+            instance.id
+        )));
     }
     if let Some(vpc) = state.vpcs.values().find(|v| v.cidr.contains(&address)) {
         return Err(Refusal::invalid(format!("{address} is inside VPC {} ({})", vpc.id, vpc.cidr)));
@@ -217,6 +227,14 @@ fn for_instance(state: &State, eip: &Eip, id: &str) -> Result<Association, Refus
         .and_then(|e| state.enis.get(e))
         .ok_or_else(|| Refusal::invalid(format!("instance {id} has no primary ENI")))?;
     check_private_ip_free(state, eip, primary.primary_ip)?;
+    // R07: an EIP on another address of the primary ENI is the instance's EIP too.
+    if let Some(other) = state.eips_of_eni(&primary.id).find(|o| o.address != eip.address) {
+        return Err(Refusal::rule(
+            codes::INSTANCE_HAS_PUBLIC_IP,
+            "R07",
+            format!("instance {id} already has EIP {} on its primary ENI {}", other.address, primary.id),
+        ));
+    }
     check_no_dnat(state, id, &instance_ipv4s(state, id))?;
     Ok(Association::Instance { instance: id.into(), eni: primary.id.clone(), private_ip: primary.primary_ip })
 }
@@ -269,23 +287,33 @@ fn for_eni_nat(
         ));
     }
     if eni.kind == EniKind::Primary {
-        // The table of 001: a primary ENI carries at most one EIP.
+        // R06 and the table of 001: a primary ENI carries at most one EIP.
         if let Some(other) = others.first() {
-            return Err(Refusal::plain(
+            return Err(Refusal::rule(
                 codes::ENI_EIP_LIMIT,
-                format!("primary ENI {eni_id} already has EIP {}; use a secondary ENI for more", other.address),
+                "R06",
+                format!("primary ENI {eni_id} already has EIP {}; more EIPs come through secondary ENIs", other.address),
             ));
         }
     }
     if let Some(instance_id) = &eni.instance {
         let instance = instance(state, instance_id)?;
         if eni.kind == EniKind::Primary {
+            // R07: the primary ENI's EIP is the instance's EIP.
+            if !matches!(instance.state, InstanceState::Running | InstanceState::Stopped) {
+                return Err(Refusal::rule(
+                    codes::INSTANCE_STATE,
+                    "R07",
+                    format!(
+                        "instance {instance_id} is {:?}; associate once it is running or stopped",
+                        instance.state
+                    ),
+                ));
+            }
             check_no_public_ip(state, eip, instance)?;
         }
-        check_no_dnat(state, instance_id, &instance_ipv4s(state, instance_id))?;
-    } else {
-        check_no_dnat(state, eni_id, &eni.ipv4s().collect::<Vec<_>>())?;
     }
+    check_eni_no_dnat(state, eni)?;
     Ok(Association::Eni { eni: eni_id.into(), private_ip })
 }
 
@@ -367,6 +395,7 @@ fn visible_mode_eni<'s>(
             format!("{mode} mode needs a secondary ENI; {eni_id} is a primary ENI"),
         ));
     }
+    check_eni_no_dnat(state, eni)?;
     Ok(eni)
 }
 
@@ -394,21 +423,6 @@ fn check_private_ip_free(state: &State, eip: &Eip, private_ip: Ipv4Addr) -> Resu
             codes::PRIVATE_IP_HAS_EIP,
             "R02",
             format!("private IP {private_ip} already has EIP {}; unassociate it first", other.address),
-        ));
-    }
-    Ok(())
-}
-
-/// R08: the target of a DNAT entry gets no EIP.
-fn check_no_dnat(state: &State, what: &str, ips: &[Ipv4Addr]) -> Result<(), Refusal> {
-    if let Some((gw, entry)) = dnat_targeting(state, ips).next() {
-        return Err(Refusal::rule(
-            codes::DNAT_CONFLICT,
-            "R08",
-            format!(
-                "{what} is the target of DNAT entry {} of NAT gateway {}; remove the entry first",
-                entry.id, gw.id
-            ),
         ));
     }
     Ok(())

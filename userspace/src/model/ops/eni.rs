@@ -6,8 +6,9 @@ use std::{
 };
 
 use super::{
-    Executed, check_eni_changeable, check_id, check_in_vswitch, check_ipv4_free, dnat_targeting,
-    eni, instance, instance_type, ipv6_in, pick_free_ipv4, vswitch,
+    Executed, check_eni_changeable, check_id, check_in_vswitch, check_ipv4_free, check_no_dnat,
+    dnat_targeting, eni, instance, instance_has_eip, instance_ipv4s, instance_type, ipv6_in,
+    pick_free_ipv4, vswitch,
 };
 use crate::model::{
     refusal::{Refusal, codes},
@@ -118,6 +119,15 @@ pub fn attach(txn: &mut Txn, eni_id: &str, instance_id: &str) -> Result<Executed
         ));
     }
     check_address_limits(limits, eni, eni.ipv4_count(), eni.ipv6.len())?;
+    // R08: the ENI brings its EIPs and its addresses along (R21); an EIP and a DNAT entry
+    // must not meet on the instance.
+    let eni_ips: Vec<Ipv4Addr> = eni.ipv4s().collect();
+    if state.eips_of_eni(eni_id).next().is_some() {
+        check_no_dnat(state, &format!("instance {instance_id}"), &instance_ipv4s(state, instance_id))?;
+    }
+    if instance_has_eip(state, instance_id) {
+        check_no_dnat(state, &format!("ENI {eni_id} (instance {instance_id} has an EIP)"), &eni_ips)?;
+    }
     let mut eni = eni.clone();
     eni.instance = Some(instance_id.into());
     txn.put(Resource::Eni(eni));
@@ -242,6 +252,22 @@ pub fn assign_private_ips(
         .iter()
         .filter_map(|(_, ip)| state.eip_of_private_ip(*ip).cloned())
         .collect();
+    // R08: moved EIPs, and moved DNAT targets, must not meet the other on the new holder.
+    let (holder, holder_ips, holder_has_eip) = match &target.instance {
+        Some(i) => (format!("instance {i}"), instance_ipv4s(state, i), instance_has_eip(state, i)),
+        None => (
+            format!("ENI {eni_id}"),
+            target.ipv4s().collect(),
+            state.eips_of_eni(eni_id).next().is_some(),
+        ),
+    };
+    if !moved_eips.is_empty() {
+        check_no_dnat(state, &holder, &holder_ips)?;
+    }
+    if holder_has_eip {
+        let moved: Vec<Ipv4Addr> = moves.iter().map(|(_, ip)| *ip).collect();
+        check_no_dnat(state, &format!("an address moving to {holder}, which has an EIP,"), &moved)?;
+    }
     for (mut owner, ip) in moves {
         owner.secondary_ips.remove(&ip);
         txn.put(Resource::Eni(owner));
@@ -402,7 +428,8 @@ fn check_address_limits(limits: &InstanceType, eni: &Eni, ipv4: usize, ipv6: usi
 }
 
 /// A NAT-mode EIP moving onto an ENI (with its address, R17) must fit that ENI's EIPs:
-/// no visible-mode EIPs there, and at most one on a primary ENI.
+/// no visible-mode EIPs there, and at most one on a primary ENI (whose instance has no
+/// fixed public IP, R07).
 fn check_nat_eip_fits(state: &State, eni_id: &str, eip: &Eip) -> Result<(), Refusal> {
     let others: Vec<&Eip> = state.eips_of_eni(eni_id).filter(|e| e.address != eip.address).collect();
     if others.iter().any(|e| e.association.as_ref().and_then(|a| a.mode()) != Some(AssociationMode::Nat)) {
@@ -410,6 +437,28 @@ fn check_nat_eip_fits(state: &State, eni_id: &str, eip: &Eip) -> Result<(), Refu
             codes::ENI_MODE_CONFLICT,
             format!("ENI {eni_id} carries visible-mode EIPs; EIP {} cannot join in NAT mode", eip.address),
         ));
+    }
+    let target = eni(state, eni_id)?;
+    if target.kind == EniKind::Primary {
+        if let Some(other) = others.first() {
+            return Err(Refusal::plain(
+                codes::ENI_EIP_LIMIT,
+                format!(
+                    "primary ENI {eni_id} already has EIP {}; EIP {} cannot follow its address there",
+                    other.address, eip.address
+                ),
+            ));
+        }
+        // R07: the primary ENI's EIP is its instance's, which must have no fixed public IP.
+        if let Some(instance) = target.instance.as_deref().and_then(|i| state.instances.get(i))
+            && let Some(fixed) = instance.fixed_public_ip
+        {
+            return Err(Refusal::rule(
+                codes::INSTANCE_HAS_PUBLIC_IP,
+                "R07",
+                format!("instance {} has the fixed public IP {fixed}", instance.id),
+            ));
+        }
     }
     Ok(())
 }

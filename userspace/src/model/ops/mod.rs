@@ -252,6 +252,38 @@ fn dnat_targeting<'s>(
     })
 }
 
+/// R08: the target of a DNAT entry gets no EIP (`what` names it in the message).
+fn check_no_dnat(state: &State, what: &str, ips: &[Ipv4Addr]) -> Result<(), Refusal> {
+    if let Some((gw, entry)) = dnat_targeting(state, ips).next() {
+        return Err(Refusal::rule(
+            codes::DNAT_CONFLICT,
+            "R08",
+            format!(
+                "{what} is the target of DNAT entry {} of NAT gateway {}; remove the entry first",
+                entry.id, gw.id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// R08 for an EIP landing on an ENI: neither its instance (any address, when attached) nor
+/// the detached ENI may be a DNAT target.
+fn check_eni_no_dnat(state: &State, eni: &Eni) -> Result<(), Refusal> {
+    match &eni.instance {
+        Some(instance) => {
+            check_no_dnat(state, &format!("instance {instance}"), &instance_ipv4s(state, instance))
+        }
+        None => check_no_dnat(state, &format!("ENI {}", eni.id), &eni.ipv4s().collect::<Vec<_>>()),
+    }
+}
+
+/// Whether an instance has an EIP: directly, or on any of its ENIs.
+fn instance_has_eip(state: &State, instance: &str) -> bool {
+    state.eip_of_instance(instance).is_some()
+        || state.enis_of_instance(instance).any(|e| state.eips_of_eni(&e.id).next().is_some())
+}
+
 /// Every private IPv4 of an instance (all its ENIs).
 fn instance_ipv4s(state: &State, instance: &str) -> Vec<Ipv4Addr> {
     state.enis_of_instance(instance).flat_map(|eni| eni.ipv4s()).collect()

@@ -256,7 +256,7 @@ fn check_gateway_eips(state: &State, gateway_id: &str, eips: &[Ipv4Addr]) -> Res
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Egress {
     /// Its own EIP, first (R08: even where a DNAT entry exists too).
-    Eip(Ipv4Addr),
+    Eip { eip: Ipv4Addr },
     /// The EIP of a DNAT IP mapping to it.
     DnatIpMapping { nat_gateway: Id, eip: Ipv4Addr },
     /// A SNAT entry whose source covers it.
@@ -269,7 +269,7 @@ pub enum Egress {
 /// vSwitch, then the longest CIDR).
 pub fn egress_of(state: &State, ip: Ipv4Addr) -> Egress {
     if let Some(eip) = state.eip_of_private_ip(ip) {
-        return Egress::Eip(eip.address);
+        return Egress::Eip { eip: eip.address };
     }
     if let Some((gw, entry)) =
         dnat_targeting(state, &[ip]).find(|(_, e)| matches!(e.mapping, DnatMapping::Ip { .. }))
