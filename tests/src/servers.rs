@@ -31,9 +31,15 @@ impl Server {
         self.peers.lock().expect("peers lock").clone()
     }
 
-    /// An HTTP server answering every request with `body`.
+    /// An HTTP server on every IPv4 address, answering every request with `body`.
     pub fn http(ns: &Netns, port: u16, body: &'static str) -> anyhow::Result<Self> {
-        Self::tcp(ns, port, move |mut stream, _peer| {
+        Self::http_at(ns, SocketAddr::from(([0, 0, 0, 0], port)), body)
+    }
+
+    /// An HTTP server bound to exactly `at` (an address it only receives on if packets
+    /// reach it addressed so), answering every request with `body`.
+    pub fn http_at(ns: &Netns, at: SocketAddr, body: &'static str) -> anyhow::Result<Self> {
+        Self::tcp(ns, at, move |mut stream, _peer| {
             stream.set_read_timeout(Some(Duration::from_secs(5)))?;
             let mut request = [0u8; 1024];
             let _ = stream.read(&mut request)?;
@@ -74,18 +80,23 @@ impl Server {
 
     /// A TCP server that answers each connection with the source address it saw.
     pub fn tcp_whoami(ns: &Netns, port: u16) -> anyhow::Result<Self> {
-        Self::tcp(ns, port, |mut stream, peer| stream.write_all(peer.ip().to_string().as_bytes()))
+        Self::tcp_whoami_at(ns, SocketAddr::from(([0, 0, 0, 0], port)))
     }
 
-    /// Accepts TCP connections on `port` and hands each to `handle`, one at a time.
+    /// The same, bound to `at` (e.g. an IPv6 address).
+    pub fn tcp_whoami_at(ns: &Netns, at: SocketAddr) -> anyhow::Result<Self> {
+        Self::tcp(ns, at, |mut stream, peer| stream.write_all(peer.ip().to_string().as_bytes()))
+    }
+
+    /// Accepts TCP connections on `at` and hands each to `handle`, one at a time.
     fn tcp(
         ns: &Netns,
-        port: u16,
+        at: SocketAddr,
         handle: impl Fn(TcpStream, SocketAddr) -> std::io::Result<()> + Send + 'static,
     ) -> anyhow::Result<Self> {
         Self::spawn(
             ns,
-            move || TcpListener::bind(("0.0.0.0", port)),
+            move || TcpListener::bind(at),
             move |listener, stop, peers| {
                 listener.set_nonblocking(true)?;
                 while !stop.load(Ordering::Relaxed) {

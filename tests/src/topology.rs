@@ -8,7 +8,7 @@
 //! ```
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
 
@@ -28,6 +28,10 @@ pub const VM_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
 pub const VM_IP2: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 11);
 pub const EIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const EIP2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+/// IPv6 (never translated, R23): the Internet host, and two instance addresses of vSwitch
+/// vsw-1 (2001:db8:1:1::/64) that the `vm` namespace answers on.
+pub const INTERNET_HOST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
+pub const VM_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 1, 0, 0, 0, 0x10);
 pub const WAN_IF: &str = "wan0";
 /// The resources behind the gateway (an `eipctl apply` document): VM_IP and VM_IP2 belong
 /// to instance `vm-1`.
@@ -81,15 +85,21 @@ impl Topology {
         }
 
         inet.ip(&["addr", "add", "198.51.100.1/24", "dev", "eth0"])?;
+        inet.ip(&["addr", "add", "2001:db8:100::1/64", "dev", "eth0", "nodad"])?;
         inet.ip(&["link", "set", "eth0", "up"])?;
         inet.ip(&["route", "add", "203.0.113.0/24", "via", "198.51.100.2"])?;
+        inet.ip(&["-6", "route", "add", "2001:db8:1::/48", "via", "2001:db8:100::2"])?;
 
         gw.ip(&["addr", "add", "198.51.100.2/24", "dev", WAN_IF])?;
         gw.ip(&["addr", "add", "10.0.1.1/24", "dev", LAN_IF])?;
+        // Addresses without duplicate detection are usable at once (no polling for DAD).
+        gw.ip(&["addr", "add", "2001:db8:100::2/64", "dev", WAN_IF, "nodad"])?;
+        gw.ip(&["addr", "add", "2001:db8:1:1::1/64", "dev", LAN_IF, "nodad"])?;
         gw.ip(&["link", "set", WAN_IF, "up"])?;
         gw.ip(&["link", "set", LAN_IF, "up"])?;
         gw.ip(&["route", "add", "default", "via", "198.51.100.1"])?;
         gw.sysctl("net.ipv4.ip_forward", "1")?;
+        gw.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         // A translated packet passed to the kernel (neighbour not yet resolved) carries the
         // EIP as its source on the LAN side: reverse-path filtering would drop it.
         for scope in ["all", "default", WAN_IF, LAN_IF] {
@@ -98,8 +108,10 @@ impl Topology {
 
         vm.ip(&["addr", "add", "10.0.1.10/24", "dev", "eth0"])?;
         vm.ip(&["addr", "add", "10.0.1.11/24", "dev", "eth0"])?;
+        vm.ip(&["addr", "add", "2001:db8:1:1::10/64", "dev", "eth0", "nodad"])?;
         vm.ip(&["link", "set", "eth0", "up"])?;
         vm.ip(&["route", "add", "default", "via", "10.0.1.1"])?;
+        vm.ip(&["-6", "route", "add", "default", "via", "2001:db8:1:1::1"])?;
 
         // These veth ends stand for remote hosts, whose frames arrive on a real gateway with
         // complete checksums. A local stack's veth would hand XDP checksums still to be

@@ -21,7 +21,9 @@ fn readme_examples_print_what_the_readme_shows() {
     let mut in_console = false;
     let mut expected: Option<(String, String)> = None; // (command line, expected output)
     let mut ran = 0;
-    let flush = |expected: &mut Option<(String, String)>, rewritten: &mut String, mismatches: &mut Vec<String>| {
+    let flush = |expected: &mut Option<(String, String)>,
+                 rewritten: &mut String,
+                 mismatches: &mut Vec<String>| {
         if let Some((command, want)) = expected.take() {
             let args: Vec<&str> = command.split_whitespace().skip(1).collect();
             let out = std::process::Command::new(bin_path("eipctl"))
@@ -49,7 +51,9 @@ fn readme_examples_print_what_the_readme_shows() {
                 in_console = false;
                 rewritten.push_str(line);
                 rewritten.push('\n');
-            } else if let Some(command) = line.strip_prefix("$ ").filter(|c| c.starts_with("eipctl ")) {
+            } else if let Some(command) =
+                line.strip_prefix("$ ").filter(|c| c.starts_with("eipctl "))
+            {
                 flush(&mut expected, &mut rewritten, &mut mismatches);
                 expected = Some((command.to_owned(), String::new()));
                 ran += 1;

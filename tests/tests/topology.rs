@@ -13,7 +13,7 @@ use std::{
 use eipgw_tests::{
     AgentProcess, Netns, Topology,
     servers::Server,
-    topology::{EIP, EIP2, INTERNET_HOST, VM_IP, VM_IP2, VPC_DOCUMENT},
+    topology::{EIP, EIP2, INTERNET_HOST, INTERNET_HOST6, VM_IP, VM_IP2, VM_IP6, VPC_DOCUMENT},
 };
 
 const HTTP_PORT: u16 = 8080;
@@ -390,4 +390,133 @@ fn ttl_expiry_is_answered_by_the_kernel_and_oversized_df_packets_are_dropped() {
     assert_eq!(verdict(&agent, "drop_fragmentation_needed"), before + 1);
     // What fits still flows.
     ping(inet, EIP, 1).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// One TCP connection from the instance to the Internet host's whoami server, from the
+/// local address `from`; returns the source address the server saw.
+fn whoami_from(vm: &Netns, from: std::net::IpAddr, to: SocketAddr) -> Result<String, String> {
+    must(vm.run_in(move || {
+        let socket = match from {
+            std::net::IpAddr::V4(_) => {
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            }
+            std::net::IpAddr::V6(_) => {
+                socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        socket.bind(&SocketAddr::new(from, 0).into()).map_err(|e| format!("bind {from}: {e}"))?;
+        socket
+            .connect_timeout(&to.into(), Duration::from_secs(3))
+            .map_err(|e| format!("connect {to}: {e}"))?;
+        let mut stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(Duration::from_secs(3))).map_err(|e| e.to_string())?;
+        let mut seen = String::new();
+        stream.read_to_string(&mut seen).map_err(|e| format!("read: {e}"))?;
+        Ok(seen)
+    }))
+}
+
+fn curl(ns: &Netns, url: &str) -> Result<String, String> {
+    let output = ns
+        .command("curl")
+        .args(["--silent", "--show-error", "--max-time", "3", "--globoff", url])
+        .output()
+        .expect("running curl");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(text(&output))
+    }
+}
+
+#[test]
+fn cut_through_and_multi_eip_deliver_the_eip_unchanged() {
+    const CUT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 30);
+    const MULTI: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 31);
+    let (topology, agent) = setup();
+    let (inet, vm) = (&topology.inet, &topology.vm);
+    // Two secondary ENIs of vm-1. In a visible mode the OS sees the EIP itself (R10, R11):
+    // the instance holds the EIPs as local addresses, next to the ENIs' private ones.
+    must(agent.apply_document(
+        r#"{"requests": [
+            {"op": "create_eni", "id": "eni-cut", "vswitch": "vsw-1", "primary_ip": "10.0.1.60"},
+            {"op": "create_eni", "id": "eni-multi", "vswitch": "vsw-1", "primary_ip": "10.0.1.61"},
+            {"op": "allocate_eip", "address": "203.0.113.30"},
+            {"op": "allocate_eip", "address": "203.0.113.31"},
+            {"op": "associate_eip", "eip": "203.0.113.30", "eni": "eni-cut", "mode": "cut-through"},
+            {"op": "associate_eip", "eip": "203.0.113.31", "eni": "eni-multi", "mode": "multi-eip"},
+            {"op": "attach_eni", "eni": "eni-cut", "instance": "vm-1"},
+            {"op": "attach_eni", "eni": "eni-multi", "instance": "vm-1"}
+        ]}"#,
+    ));
+    for address in ["10.0.1.60/24", "10.0.1.61/24", "203.0.113.30/32", "203.0.113.31/32"] {
+        must(vm.ip(&["addr", "add", address, "dev", "eth0"]));
+    }
+    // Servers bound to the EIPs themselves: they only answer if the destination arrives
+    // unchanged.
+    let _cut = must(Server::http_at(vm, SocketAddr::from((CUT, HTTP_PORT)), BODY));
+    let _multi = must(Server::http_at(vm, SocketAddr::from((MULTI, HTTP_PORT)), BODY));
+    let whoami = must(Server::tcp_whoami(inet, WHOAMI_PORT));
+    let before = verdict(&agent, "forwarded_unchanged");
+
+    for eip in [CUT, MULTI] {
+        assert_eq!(curl_eip(inet, eip).unwrap_or_else(|e| panic!("curl {eip}: {e}")), BODY);
+        let seen = whoami_from(vm, eip.into(), SocketAddr::from((INTERNET_HOST, WHOAMI_PORT)))
+            .unwrap_or_else(|e| panic!("from {eip}: {e}"));
+        assert_eq!(seen, eip.to_string(), "the Internet host saw another source");
+        ping(inet, eip, 2).unwrap_or_else(|e| panic!("ping {eip}: {e}"));
+    }
+    assert!(
+        whoami.peers().iter().all(|p| [CUT, MULTI].map(std::net::IpAddr::V4).contains(&p.ip()))
+    );
+    assert!(verdict(&agent, "forwarded_unchanged") > before);
+    let shown = eip_json(&agent, CUT);
+    assert_eq!(shown["mode"], "cut-through");
+    assert!(shown["counters"]["inbound_packets"].as_u64().unwrap_or(0) > 0, "{shown}");
+
+    // Unassociated: the route and the entry go, and the EIP carries nothing.
+    must(agent.eipctl_ok(&["eip", "unassociate", &CUT.to_string()]));
+    assert!(curl_eip(inet, CUT).is_err(), "a cut-through EIP still answers after unassociate");
+    let routes = must(topology.gw.ip(&["route", "show", "203.0.113.30/32"]));
+    assert!(
+        routes.stdout.is_empty(),
+        "route left behind: {}",
+        String::from_utf8_lossy(&routes.stdout)
+    );
+}
+
+#[test]
+fn ipv6_is_forwarded_untranslated_only_with_public_bandwidth() {
+    let (topology, agent) = setup();
+    let (inet, vm) = (&topology.inet, &topology.vm);
+    let vm6 = VM_IP6.to_string();
+    let _http = must(Server::http_at(vm, SocketAddr::from((VM_IP6, HTTP_PORT)), BODY));
+    let whoami = must(Server::tcp_whoami_at(inet, SocketAddr::from((INTERNET_HOST6, WHOAMI_PORT))));
+    let url = format!("http://[{vm6}]:{HTTP_PORT}/");
+    let to_internet = SocketAddr::from((INTERNET_HOST6, WHOAMI_PORT));
+    must(agent.eipctl_ok(&["eni", "assign-ipv6", "vm-1-eni0", &vm6]));
+
+    // Private-only by default (R23): dropped both ways and counted.
+    let dropped = verdict(&agent, "drop_ipv6_not_public");
+    assert!(curl(inet, &url).is_err(), "IPv6 reached a private-only address");
+    assert!(whoami_from(vm, VM_IP6.into(), to_internet).is_err(), "a private-only address got out");
+    assert!(verdict(&agent, "drop_ipv6_not_public") > dropped);
+
+    // Public bandwidth on: forwarded both ways, and never translated.
+    must(agent.eipctl_ok(&["eni", "ipv6-public", &vm6]));
+    assert_eq!(curl(inet, &url).unwrap_or_else(|e| panic!("curl over IPv6: {e}")), BODY);
+    let seen = whoami_from(vm, VM_IP6.into(), to_internet).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(seen, vm6, "the source was rewritten");
+    assert!(whoami.peers().iter().all(|p| p.ip() == std::net::IpAddr::V6(VM_IP6)));
+    let out = inet
+        .command("ping")
+        .args(["-6", "-c", "2", "-i", "0.2", "-W", "1", &vm6])
+        .output()
+        .expect("ping");
+    assert!(out.status.success(), "ping6 to a public address: {}", text(&out));
+
+    // Off again: dropped again.
+    must(agent.eipctl_ok(&["eni", "ipv6-public", &vm6, "--disable"]));
+    assert!(curl(inet, &url).is_err(), "IPv6 still reaches the address after disable");
 }

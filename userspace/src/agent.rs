@@ -10,7 +10,10 @@ use serde_json::Value;
 use crate::{
     api::{ApiError, ApplyAnswer, ChangeView, Counters, ExecuteAnswer, StatsView},
     dataplane::{Dataplane, DesiredMaps, EipMapping},
-    model::{Association, Change, Egress, Key, Kind, Refusal, Request, Resource, State, describe, egress_of},
+    model::{
+        Association, Change, Egress, Key, Kind, Refusal, Request, Resource, State, describe,
+        egress_of,
+    },
     store::Store,
 };
 
@@ -151,9 +154,9 @@ fn desired_maps(state: &State, eips: &[Ipv4Addr], ipv6: &[Ipv6Addr]) -> DesiredM
         };
         let next_hop = |eni: &str| state.enis.get(eni).map(|e| e.primary_ip);
         let mapping = match &eip.association {
-            Some(Association::Instance { private_ip, .. } | Association::Eni { private_ip, .. }) => {
-                EipMapping::Nat { private_ip: *private_ip }
-            }
+            Some(
+                Association::Instance { private_ip, .. } | Association::Eni { private_ip, .. },
+            ) => EipMapping::Nat { private_ip: *private_ip },
             Some(Association::CutThrough { eni }) => match next_hop(eni) {
                 Some(next_hop) => EipMapping::CutThrough { next_hop },
                 None => EipMapping::Unassociated,

@@ -120,7 +120,15 @@ impl IntoResponse for ApiError {
                 } else {
                     StatusCode::CONFLICT
                 };
-                (status, ErrorBody { kind: ErrorKind::Refused, code: r.code, rule: r.rule, message: r.message })
+                (
+                    status,
+                    ErrorBody {
+                        kind: ErrorKind::Refused,
+                        code: r.code,
+                        rule: r.rule,
+                        message: r.message,
+                    },
+                )
             }
             ApiError::Failed(e) => {
                 log::error!("request failed: {e:#}");
@@ -188,21 +196,31 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         .map_err(|e| ApiError::Refused(Refusal::invalid(format!("malformed request: {e}"))))
 }
 
-async fn execute(AxState(agent): AxState<Shared>, body: Bytes) -> Result<Json<ExecuteAnswer>, ApiError> {
+async fn execute(
+    AxState(agent): AxState<Shared>,
+    body: Bytes,
+) -> Result<Json<ExecuteAnswer>, ApiError> {
     let request: Request = parse(&body)?;
     Ok(Json(agent.lock().await.execute(&request)?))
 }
 
-async fn apply(AxState(agent): AxState<Shared>, body: Bytes) -> Result<Json<ApplyAnswer>, ApiError> {
+async fn apply(
+    AxState(agent): AxState<Shared>,
+    body: Bytes,
+) -> Result<Json<ApplyAnswer>, ApiError> {
     let body: ApplyBody = parse(&body)?;
     Ok(Json(agent.lock().await.apply(&body.requests, body.dry_run)?))
 }
 
 fn kind(name: &str) -> Result<Kind, ApiError> {
-    Kind::from_name(name).ok_or_else(|| ApiError::Refused(Refusal::invalid(format!("no resource kind {name:?}"))))
+    Kind::from_name(name)
+        .ok_or_else(|| ApiError::Refused(Refusal::invalid(format!("no resource kind {name:?}"))))
 }
 
-async fn list(AxState(agent): AxState<Shared>, UrlPath(kind_name): UrlPath<String>) -> Result<Json<Vec<Value>>, ApiError> {
+async fn list(
+    AxState(agent): AxState<Shared>,
+    UrlPath(kind_name): UrlPath<String>,
+) -> Result<Json<Vec<Value>>, ApiError> {
     let kind = kind(&kind_name)?;
     Ok(Json(agent.lock().await.list(kind)?))
 }
@@ -215,10 +233,13 @@ async fn show(
     Ok(Json(agent.lock().await.describe(&Key::new(kind, id))?))
 }
 
-async fn egress(AxState(agent): AxState<Shared>, UrlPath(ip): UrlPath<String>) -> Result<Json<Egress>, ApiError> {
-    let ip: Ipv4Addr = ip
-        .parse()
-        .map_err(|_| ApiError::Refused(Refusal::invalid(format!("{ip:?} is not an IPv4 address"))))?;
+async fn egress(
+    AxState(agent): AxState<Shared>,
+    UrlPath(ip): UrlPath<String>,
+) -> Result<Json<Egress>, ApiError> {
+    let ip: Ipv4Addr = ip.parse().map_err(|_| {
+        ApiError::Refused(Refusal::invalid(format!("{ip:?} is not an IPv4 address")))
+    })?;
     Ok(Json(agent.lock().await.egress(ip)))
 }
 

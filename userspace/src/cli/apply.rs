@@ -6,7 +6,10 @@ use std::{io::IsTerminal as _, path::PathBuf, time::Duration};
 use clap::Args;
 use serde::Deserialize;
 
-use super::{Ctx, output::{self, Output}};
+use super::{
+    Ctx,
+    output::{self, Output},
+};
 use crate::{
     api::{ApplyAnswer, ApplyBody},
     client::CallError,
@@ -40,7 +43,8 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> Result<(), CallError> {
         std::fs::read_to_string(&args.file)
     }
     .map_err(|e| CallError::Usage(format!("reading {}: {e}", args.file.display())))?;
-    let requests = parse(&text).map_err(|e| CallError::Usage(format!("{}: {e}", args.file.display())))?;
+    let requests =
+        parse(&text).map_err(|e| CallError::Usage(format!("{}: {e}", args.file.display())))?;
     let count = requests.len();
 
     // The agent answers once the whole transaction is done; on a terminal show that it is
@@ -72,7 +76,11 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> Result<(), CallError> {
                 .collect();
             output::table(&["CHANGE", "KIND", "ID"], &rows);
             let verb = if answer.applied { "applied" } else { "dry run: nothing changed;" };
-            println!("{verb} {} requests, {} resources changed", answer.requests, answer.changes.len());
+            println!(
+                "{verb} {} requests, {} resources changed",
+                answer.requests,
+                answer.changes.len()
+            );
         }
         Output::Table => {
             // Too many to list: count them by kind and action.
@@ -80,11 +88,17 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> Result<(), CallError> {
             for c in &answer.changes {
                 *counts.entry((c.action.as_str(), c.kind.as_str())).or_default() += 1;
             }
-            let rows: Vec<Vec<String>> =
-                counts.iter().map(|((a, k), n)| vec![a.to_string(), k.to_string(), n.to_string()]).collect();
+            let rows: Vec<Vec<String>> = counts
+                .iter()
+                .map(|((a, k), n)| vec![a.to_string(), k.to_string(), n.to_string()])
+                .collect();
             output::table(&["CHANGE", "KIND", "COUNT"], &rows);
             let verb = if answer.applied { "applied" } else { "dry run: nothing changed;" };
-            println!("{verb} {} requests, {} resources changed", answer.requests, answer.changes.len());
+            println!(
+                "{verb} {} requests, {} resources changed",
+                answer.requests,
+                answer.changes.len()
+            );
         }
     }
     Ok(())

@@ -72,8 +72,8 @@ pub fn run(ctx: &Ctx, command: EipCommand) -> Result<(), CallError> {
         EipCommand::SetBandwidth { eip, bandwidth } => {
             ctx.request(Request::SetEipBandwidth { eip, bandwidth_mbps: bandwidth })
         }
-        EipCommand::Associate { eip, instance, eni, private_ip, mode, allow_reassociation } => {
-            ctx.request(Request::AssociateEip {
+        EipCommand::Associate { eip, instance, eni, private_ip, mode, allow_reassociation } => ctx
+            .request(Request::AssociateEip {
                 eip,
                 instance,
                 eni,
@@ -84,8 +84,7 @@ pub fn run(ctx: &Ctx, command: EipCommand) -> Result<(), CallError> {
                     ModeArg::MultiEip => AssociationMode::MultiEip,
                 }),
                 allow_reassociation,
-            })
-        }
+            }),
         EipCommand::Unassociate { eip } => ctx.request(Request::UnassociateEip { eip }),
         EipCommand::Release { eip } => ctx.request(Request::ReleaseEip { eip }),
         EipCommand::List => ctx.list(Kind::Eip),

@@ -29,9 +29,13 @@ pub enum EniCommand {
         instance: String,
     },
     /// Detach a secondary ENI (it keeps its addresses and EIPs).
-    Detach { eni: String },
+    Detach {
+        eni: String,
+    },
     /// Delete a detached secondary ENI; its EIPs return to `available`.
-    Delete { eni: String },
+    Delete {
+        eni: String,
+    },
     /// Assign secondary private IPv4s, all or none (R16).
     AssignIp {
         eni: String,
@@ -69,7 +73,9 @@ pub enum EniCommand {
         disable: bool,
     },
     List,
-    Show { eni: String },
+    Show {
+        eni: String,
+    },
 }
 
 pub fn run(ctx: &Ctx, command: EniCommand) -> Result<(), CallError> {
@@ -83,7 +89,9 @@ pub fn run(ctx: &Ctx, command: EniCommand) -> Result<(), CallError> {
         EniCommand::AssignIp { eni, ips, count, allow_reassignment } => {
             ctx.request(Request::AssignPrivateIps { eni, ips, count, allow_reassignment })
         }
-        EniCommand::UnassignIp { eni, ips } => ctx.request(Request::UnassignPrivateIps { eni, ips }),
+        EniCommand::UnassignIp { eni, ips } => {
+            ctx.request(Request::UnassignPrivateIps { eni, ips })
+        }
         EniCommand::AssignIpv6 { eni, ips } => ctx.request(Request::AssignIpv6 { eni, ips }),
         EniCommand::UnassignIpv6 { eni, ips } => ctx.request(Request::UnassignIpv6 { eni, ips }),
         EniCommand::Ipv6Public { ip, disable } => {

@@ -36,12 +36,20 @@ pub enum InstanceCommand {
         #[arg(long)]
         fixed_public_ip: Option<Ipv4Addr>,
     },
-    Start { id: String },
-    Stop { id: String },
+    Start {
+        id: String,
+    },
+    Stop {
+        id: String,
+    },
     /// Release the instance: its EIPs return to `available`, secondary ENIs are detached.
-    Release { id: String },
+    Release {
+        id: String,
+    },
     List,
-    Show { id: String },
+    Show {
+        id: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

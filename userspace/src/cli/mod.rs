@@ -91,14 +91,15 @@ impl Ctx {
         }
         match (&answer.subject, self.output) {
             (_, Output::Json) => output::json(&answer),
-            (Some(subject), Output::Table) => output::resources(&[subject.clone()]),
+            (Some(subject), Output::Table) => output::resources(std::slice::from_ref(subject)),
             (None, Output::Table) => println!("done"),
         }
         Ok(())
     }
 
     fn list(&self, kind: Kind) -> Result<(), CallError> {
-        let items: Vec<serde_json::Value> = self.client.get(&format!("/v1/resources/{}", kind.name()))?;
+        let items: Vec<serde_json::Value> =
+            self.client.get(&format!("/v1/resources/{}", kind.name()))?;
         match self.output {
             Output::Json => output::json(&items),
             Output::Table => output::resources(&items),
@@ -107,7 +108,8 @@ impl Ctx {
     }
 
     fn show(&self, kind: Kind, id: &str) -> Result<(), CallError> {
-        let item: serde_json::Value = self.client.get(&format!("/v1/resources/{}/{id}", kind.name()))?;
+        let item: serde_json::Value =
+            self.client.get(&format!("/v1/resources/{}/{id}", kind.name()))?;
         match self.output {
             Output::Json => output::json(&item),
             Output::Table => output::details(&item),
@@ -139,7 +141,9 @@ pub fn main() -> ExitCode {
             match error {
                 CallError::Refused(body) => {
                     match body.rule {
-                        Some(rule) => eprintln!("eipctl: refused by rule {rule}; nothing was changed"),
+                        Some(rule) => {
+                            eprintln!("eipctl: refused by rule {rule}; nothing was changed")
+                        }
                         None => eprintln!("eipctl: refused; nothing was changed"),
                     }
                     ExitCode::from(EXIT_REFUSED)

@@ -23,19 +23,35 @@ pub enum NatGatewayCommand {
         eip_quota: Option<u32>,
     },
     /// Delete a NAT gateway and its entries; its EIPs return to `available`.
-    Delete { id: String },
+    Delete {
+        id: String,
+    },
     /// Give the gateway an available EIP (R24, R28).
-    AddEip { id: String, eip: Ipv4Addr },
+    AddEip {
+        id: String,
+        eip: Ipv4Addr,
+    },
     /// Take an EIP back from the gateway (no entry may use it).
-    RemoveEip { id: String, eip: Ipv4Addr },
+    RemoveEip {
+        id: String,
+        eip: Ipv4Addr,
+    },
     /// Add a SNAT entry: the source reaches the Internet through these EIPs (R25).
     SnatAdd(SnatArgs),
-    SnatRemove { id: String, entry: String },
+    SnatRemove {
+        id: String,
+        entry: String,
+    },
     /// Add a DNAT entry: a port (or every port) of an EIP to a private IP (R26).
     DnatAdd(DnatArgs),
-    DnatRemove { id: String, entry: String },
+    DnatRemove {
+        id: String,
+        entry: String,
+    },
     List,
-    Show { id: String },
+    Show {
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -94,11 +110,17 @@ pub fn run(ctx: &Ctx, command: NatGatewayCommand) -> Result<(), CallError> {
                 (None, None, Some(c)) => SnatSource::Cidr(c),
                 _ => {
                     return Err(CallError::Usage(
-                        "give one source: --source-vswitch, --source-instance or --source-cidr".into(),
+                        "give one source: --source-vswitch, --source-instance or --source-cidr"
+                            .into(),
                     ));
                 }
             };
-            ctx.request(Request::AddSnatEntry { nat_gateway: a.id, id: a.entry, source, eips: a.eips })
+            ctx.request(Request::AddSnatEntry {
+                nat_gateway: a.id,
+                id: a.entry,
+                source,
+                eips: a.eips,
+            })
         }
         NatGatewayCommand::SnatRemove { id, entry } => {
             ctx.request(Request::RemoveSnatEntry { nat_gateway: id, id: entry })
@@ -121,7 +143,12 @@ pub fn run(ctx: &Ctx, command: NatGatewayCommand) -> Result<(), CallError> {
                     ));
                 }
             };
-            ctx.request(Request::AddDnatEntry { nat_gateway: a.id, id: a.entry, eip: a.eip, mapping })
+            ctx.request(Request::AddDnatEntry {
+                nat_gateway: a.id,
+                id: a.entry,
+                eip: a.eip,
+                mapping,
+            })
         }
         NatGatewayCommand::DnatRemove { id, entry } => {
             ctx.request(Request::RemoveDnatEntry { nat_gateway: id, id: entry })

@@ -12,11 +12,17 @@ use crate::{
 #[derive(Debug, Subcommand)]
 pub enum RegionCommand {
     /// Create a region.
-    Create { id: String },
+    Create {
+        id: String,
+    },
     /// Delete an empty region.
-    Delete { id: String },
+    Delete {
+        id: String,
+    },
     List,
-    Show { id: String },
+    Show {
+        id: String,
+    },
 }
 
 pub fn region(ctx: &Ctx, command: RegionCommand) -> Result<(), CallError> {
@@ -44,9 +50,13 @@ pub enum VpcCommand {
         ipv4_gateway: bool,
     },
     /// Delete a VPC that has no vSwitches or NAT gateways.
-    Delete { id: String },
+    Delete {
+        id: String,
+    },
     List,
-    Show { id: String },
+    Show {
+        id: String,
+    },
 }
 
 pub fn vpc(ctx: &Ctx, command: VpcCommand) -> Result<(), CallError> {
@@ -75,9 +85,13 @@ pub enum VswitchCommand {
         ipv6_cidr: Option<Ipv6Net>,
     },
     /// Delete a vSwitch that has no ENIs.
-    Delete { id: String },
+    Delete {
+        id: String,
+    },
     List,
-    Show { id: String },
+    Show {
+        id: String,
+    },
 }
 
 pub fn vswitch(ctx: &Ctx, command: VswitchCommand) -> Result<(), CallError> {
@@ -104,9 +118,13 @@ pub enum InstanceTypeCommand {
         max_ipv6: u32,
     },
     /// Delete an instance type no instance uses.
-    Delete { id: String },
+    Delete {
+        id: String,
+    },
     List,
-    Show { id: String },
+    Show {
+        id: String,
+    },
 }
 
 pub fn instance_type(ctx: &Ctx, command: InstanceTypeCommand) -> Result<(), CallError> {

@@ -40,8 +40,20 @@ fn columns(kind: &str) -> &'static [&'static str] {
         "vpc" => &["id", "region", "cidr", "ipv6_cidr", "ipv4_gateway"],
         "vswitch" => &["id", "vpc", "zone", "cidr", "ipv6_cidr"],
         "instance_type" => &["id", "max_enis", "max_private_ipv4_per_eni", "max_ipv6_per_eni"],
-        "instance" => &["id", "region", "zone", "network", "state", "instance_type", "private_ip", "eip"],
-        "eni" => &["id", "kind", "status", "instance", "vswitch", "primary_ip", "secondary_ips", "ipv6", "eips"],
+        "instance" => {
+            &["id", "region", "zone", "network", "state", "instance_type", "private_ip", "eip"]
+        }
+        "eni" => &[
+            "id",
+            "kind",
+            "status",
+            "instance",
+            "vswitch",
+            "primary_ip",
+            "secondary_ips",
+            "ipv6",
+            "eips",
+        ],
         "eip" => &[
             "address",
             "region",
@@ -62,7 +74,8 @@ fn columns(kind: &str) -> &'static [&'static str] {
 
 /// The field at a dotted `path` of `value` (the value itself for an empty path), as text.
 fn cell(value: &Value, path: &str) -> String {
-    let field = if path.is_empty() { value } else { path.split('.').fold(value, |v, part| &v[part]) };
+    let field =
+        if path.is_empty() { value } else { path.split('.').fold(value, |v, part| &v[part]) };
     match field {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
@@ -83,9 +96,15 @@ pub fn resources(items: &[Value]) {
     let columns = columns(kind);
     let header: Vec<String> = columns
         .iter()
-        .map(|c| c.trim_start_matches("counters.").replace("bound_packets", "_pkts").replace("bound_bytes", "_bytes").to_uppercase())
+        .map(|c| {
+            c.trim_start_matches("counters.")
+                .replace("bound_packets", "_pkts")
+                .replace("bound_bytes", "_bytes")
+                .to_uppercase()
+        })
         .collect();
-    let rows: Vec<Vec<String>> = items.iter().map(|item| columns.iter().map(|c| cell(item, c)).collect()).collect();
+    let rows: Vec<Vec<String>> =
+        items.iter().map(|item| columns.iter().map(|c| cell(item, c)).collect()).collect();
     table(&header.iter().map(String::as_str).collect::<Vec<_>>(), &rows);
 }
 

@@ -88,7 +88,9 @@ impl<K: Pod + Ord, V: Pod + PartialEq> MirroredMap<K, V> {
                     if self.mirror.remove(key).is_some() {
                         match self.map.remove(key) {
                             Ok(()) | Err(MapError::KeyNotFound) => {}
-                            Err(e) => return Err(e).context(format!("deleting from map {}", self.name)),
+                            Err(e) => {
+                                return Err(e).context(format!("deleting from map {}", self.name));
+                            }
                         }
                     }
                 }
@@ -101,7 +103,8 @@ impl<K: Pod + Ord, V: Pod + PartialEq> MirroredMap<K, V> {
         }
         let fd = self.map.map().fd().as_fd().as_raw_fd();
         for (keys, values) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
-            update_batch(fd, keys, values).with_context(|| format!("writing map {} in a batch", self.name))?;
+            update_batch(fd, keys, values)
+                .with_context(|| format!("writing map {} in a batch", self.name))?;
             for (key, value) in keys.iter().zip(values) {
                 self.mirror.insert(*key, *value);
             }
@@ -149,7 +152,11 @@ fn update_batch<K: Pod, V: Pod>(fd: i32, keys: &[K], values: &[V]) -> std::io::R
         return Err(std::io::Error::last_os_error());
     }
     if attr.count as usize != keys.len() {
-        return Err(std::io::Error::other(format!("only {} of {} written", attr.count, keys.len())));
+        return Err(std::io::Error::other(format!(
+            "only {} of {} written",
+            attr.count,
+            keys.len()
+        )));
     }
     Ok(())
 }

@@ -317,7 +317,8 @@ impl Dataplane {
         if let Some(next_hop) = mapping.next_hop() {
             self.routes.replace(address, next_hop)?;
         }
-        let entry = EipEntry { private_addr: ipv4_key(addr.octets()), stats_slot: slot, mode, _pad: 0 };
+        let entry =
+            EipEntry { private_addr: ipv4_key(addr.octets()), stats_slot: slot, mode, _pad: 0 };
         self.eips.set(key, entry);
         if let EipMapping::Nat { private_ip } = mapping {
             let value = PrivateEntry { eip_addr: key, stats_slot: slot };

@@ -72,7 +72,11 @@ mod tests {
         slots.adopt(2, 0);
         let mut handed = vec![slots.allocate(5).unwrap(), slots.allocate(6).unwrap()];
         handed.sort();
-        assert_eq!(handed, vec![(1, true), (2, true)], "free slots below the highest in use may be dirty");
+        assert_eq!(
+            handed,
+            vec![(1, true), (2, true)],
+            "free slots below the highest in use may be dirty"
+        );
         assert_eq!(slots.allocate(7), Some((4, false)));
     }
 }

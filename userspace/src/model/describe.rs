@@ -13,13 +13,17 @@ pub fn describe(state: &State, key: &Key) -> Option<Value> {
         Resource::Eip(eip) => {
             let a = eip.association.as_ref();
             let (resource_type, resource_id) = match a {
-                Some(Association::Instance { instance, .. }) => (Some("instance"), Some(instance.clone())),
+                Some(Association::Instance { instance, .. }) => {
+                    (Some("instance"), Some(instance.clone()))
+                }
                 Some(
                     Association::Eni { eni, .. }
                     | Association::CutThrough { eni }
                     | Association::MultiEip { eni },
                 ) => (Some("eni"), Some(eni.clone())),
-                Some(Association::NatGateway { nat_gateway }) => (Some("nat_gateway"), Some(nat_gateway.clone())),
+                Some(Association::NatGateway { nat_gateway }) => {
+                    (Some("nat_gateway"), Some(nat_gateway.clone()))
+                }
                 None => (None, None),
             };
             json!({

@@ -25,9 +25,8 @@ impl State {
     /// Runs one request as its own transaction: `Ok` with what changed, or the refusal and
     /// the state exactly as before.
     pub fn run(&mut self, request: &Request) -> Result<(Executed, Change), Refusal> {
-        self.run_all(std::slice::from_ref(request)).map(|(mut done, change)| {
-            (done.pop().unwrap_or_default(), change)
-        })
+        self.run_all(std::slice::from_ref(request))
+            .map(|(mut done, change)| (done.pop().unwrap_or_default(), change))
     }
 
     /// Puts back what a committed change replaced (used when the store could not write it).
@@ -54,7 +53,8 @@ impl State {
                 Err(mut refusal) => {
                     txn.rollback();
                     if requests.len() > 1 {
-                        refusal.message = format!("request {} of {}: {}", i + 1, requests.len(), refusal.message);
+                        refusal.message =
+                            format!("request {} of {}: {}", i + 1, requests.len(), refusal.message);
                     }
                     return Err(refusal);
                 }

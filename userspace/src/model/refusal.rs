@@ -16,7 +16,11 @@ pub struct Refusal {
 impl Refusal {
     /// A refusal under `rule` (e.g. "R05"); the message ends naming the rule.
     pub fn rule(code: &str, rule: &str, message: impl Into<String>) -> Self {
-        Self { code: code.into(), rule: Some(rule.into()), message: format!("{} ({rule})", message.into()) }
+        Self {
+            code: code.into(),
+            rule: Some(rule.into()),
+            message: format!("{} ({rule})", message.into()),
+        }
     }
 
     /// A refusal that no numbered rule covers (bad input, unknown resource, dependencies).
@@ -39,7 +43,10 @@ impl Refusal {
     }
 
     pub fn in_use(what: impl std::fmt::Display, by: impl std::fmt::Display) -> Self {
-        Self::plain(codes::DEPENDENCY_VIOLATION, format!("{what} is still used by {by}; remove that first"))
+        Self::plain(
+            codes::DEPENDENCY_VIOLATION,
+            format!("{what} is still used by {by}; remove that first"),
+        )
     }
 }
 

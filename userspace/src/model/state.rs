@@ -212,12 +212,22 @@ impl State {
 
     /// ENIs attached to an instance.
     pub fn enis_of_instance(&self, instance: &str) -> impl Iterator<Item = &Eni> + '_ {
-        self.index.enis_of_instance.get(instance).into_iter().flatten().filter_map(|e| self.enis.get(e))
+        self.index
+            .enis_of_instance
+            .get(instance)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| self.enis.get(e))
     }
 
     /// EIPs owned by a NAT gateway.
     pub fn eips_of_nat_gateway(&self, gateway: &str) -> impl Iterator<Item = &Eip> + '_ {
-        self.index.eips_of_nat_gateway.get(gateway).into_iter().flatten().filter_map(|a| self.eips.get(a))
+        self.index
+            .eips_of_nat_gateway
+            .get(gateway)
+            .into_iter()
+            .flatten()
+            .filter_map(|a| self.eips.get(a))
     }
 
     /// The region an ENI is in (through its vSwitch and VPC).
@@ -246,7 +256,14 @@ impl State {
         let enis = self.enis.values().cloned().map(Resource::Eni);
         let eips = self.eips.values().cloned().map(Resource::Eip);
         let gateways = self.nat_gateways.values().cloned().map(Resource::NatGateway);
-        regions.chain(vpcs).chain(vswitches).chain(types).chain(instances).chain(enis).chain(eips).chain(gateways)
+        regions
+            .chain(vpcs)
+            .chain(vswitches)
+            .chain(types)
+            .chain(instances)
+            .chain(enis)
+            .chain(eips)
+            .chain(gateways)
     }
 
     /// Ids of every resource of one kind.
@@ -278,12 +295,9 @@ where
     }
 }
 
-fn remove_from_set<K: Ord + ?Sized, V: Ord>(
-    map: &mut BTreeMap<K::Owned, BTreeSet<V>>,
-    key: &K,
-    value: &V,
-) where
-    K: ToOwned,
+fn remove_from_set<K, V: Ord>(map: &mut BTreeMap<K::Owned, BTreeSet<V>>, key: &K, value: &V)
+where
+    K: Ord + ToOwned + ?Sized,
     K::Owned: Ord + std::borrow::Borrow<K>,
 {
     if let Some(set) = map.get_mut(key) {

@@ -48,7 +48,9 @@ pub fn allocate(
         Some(id) => region(state, id)?.id.clone(),
         None => match state.regions.keys().collect::<Vec<_>>()[..] {
             [only] => only.clone(),
-            [] => return Err(Refusal::invalid("create a region first (`eipctl region create ID`)")),
+            [] => {
+                return Err(Refusal::invalid("create a region first (`eipctl region create ID`)"));
+            }
             _ => return Err(Refusal::invalid("there are several regions: name one with --region")),
         },
     };
@@ -56,7 +58,11 @@ pub fn allocate(
     Ok(Executed::about(Kind::Eip, address.to_string()))
 }
 
-pub fn set_bandwidth(txn: &mut Txn, address: Ipv4Addr, bandwidth_mbps: Option<u32>) -> Result<Executed, Refusal> {
+pub fn set_bandwidth(
+    txn: &mut Txn,
+    address: Ipv4Addr,
+    bandwidth_mbps: Option<u32>,
+) -> Result<Executed, Refusal> {
     check_bandwidth(bandwidth_mbps)?;
     let mut eip = eip(txn.state(), address)?.clone();
     eip.bandwidth_mbps = bandwidth_mbps;
@@ -78,7 +84,10 @@ pub fn release(txn: &mut Txn, address: Ipv4Addr) -> Result<Executed, Refusal> {
         return Err(Refusal::rule(
             codes::EIP_ASSOCIATED,
             "R04",
-            format!("EIP {address} is associated with {}; unassociate it before releasing it", describe_target(association)),
+            format!(
+                "EIP {address} is associated with {}; unassociate it before releasing it",
+                describe_target(association)
+            ),
         ));
     }
     txn.remove(&Key::new(Kind::Eip, address.to_string()));
@@ -145,7 +154,10 @@ pub fn associate(
         Target::Instance(id) => for_instance(state, current, &id)?,
         Target::PrivateIp(ip) => {
             let owner = state.owner_of_ipv4(ip).ok_or_else(|| {
-                Refusal::plain(codes::IP_NOT_ASSIGNED, format!("no ENI holds the private address {ip}"))
+                Refusal::plain(
+                    codes::IP_NOT_ASSIGNED,
+                    format!("no ENI holds the private address {ip}"),
+                )
             })?;
             for_eni_nat(state, current, &owner.id.clone(), Some(ip))?
         }
@@ -154,7 +166,8 @@ pub fn associate(
             AssociationMode::CutThrough => for_cut_through(state, current, &eni, private_ip)?,
             AssociationMode::MultiEip => {
                 warnings.push(
-                    "multi-EIP visible mode is deprecated for new use; prefer NAT mode (R11)".to_owned(),
+                    "multi-EIP visible mode is deprecated for new use; prefer NAT mode (R11)"
+                        .to_owned(),
                 );
                 for_multi_eip(state, current, &eni, private_ip)?
             }
@@ -186,13 +199,18 @@ pub fn unassociate(txn: &mut Txn, address: Ipv4Addr) -> Result<Executed, Refusal
     let mut eip = eip(txn.state(), address)?.clone();
     match &eip.association {
         None => {
-            return Err(Refusal::plain(codes::EIP_NOT_ASSOCIATED, format!("EIP {address} is not associated")));
+            return Err(Refusal::plain(
+                codes::EIP_NOT_ASSOCIATED,
+                format!("EIP {address} is not associated"),
+            ));
         }
         Some(Association::NatGateway { nat_gateway }) => {
             return Err(Refusal::rule(
                 codes::EIP_USED_BY_NAT_GATEWAY,
                 "R28",
-                format!("EIP {address} belongs to NAT gateway {nat_gateway}: use `eipctl nat-gateway remove-eip`"),
+                format!(
+                    "EIP {address} belongs to NAT gateway {nat_gateway}: use `eipctl nat-gateway remove-eip`"
+                ),
             ));
         }
         Some(_) => {}
@@ -217,7 +235,10 @@ fn for_instance(state: &State, eip: &Eip, id: &str) -> Result<Association, Refus
         return Err(Refusal::rule(
             codes::INSTANCE_STATE,
             "R07",
-            format!("instance {id} is {:?}; associate once it is running or stopped", instance.state),
+            format!(
+                "instance {id} is {:?}; associate once it is running or stopped",
+                instance.state
+            ),
         ));
     }
     check_no_public_ip(state, eip, instance)?;
@@ -232,11 +253,18 @@ fn for_instance(state: &State, eip: &Eip, id: &str) -> Result<Association, Refus
         return Err(Refusal::rule(
             codes::INSTANCE_HAS_PUBLIC_IP,
             "R07",
-            format!("instance {id} already has EIP {} on its primary ENI {}", other.address, primary.id),
+            format!(
+                "instance {id} already has EIP {} on its primary ENI {}",
+                other.address, primary.id
+            ),
         ));
     }
     check_no_dnat(state, id, &instance_ipv4s(state, id))?;
-    Ok(Association::Instance { instance: id.into(), eni: primary.id.clone(), private_ip: primary.primary_ip })
+    Ok(Association::Instance {
+        instance: id.into(),
+        eni: primary.id.clone(),
+        private_ip: primary.primary_ip,
+    })
 }
 
 /// R07: an instance with a fixed public IP, or another direct EIP, gets no EIP.
@@ -279,8 +307,12 @@ fn for_eni_nat(
         ));
     }
     check_private_ip_free(state, eip, private_ip)?;
-    let others: Vec<&Eip> = state.eips_of_eni(eni_id).filter(|e| e.address != eip.address).collect();
-    if others.iter().any(|e| e.association.as_ref().and_then(|a| a.mode()) != Some(AssociationMode::Nat)) {
+    let others: Vec<&Eip> =
+        state.eips_of_eni(eni_id).filter(|e| e.address != eip.address).collect();
+    if others
+        .iter()
+        .any(|e| e.association.as_ref().and_then(|a| a.mode()) != Some(AssociationMode::Nat))
+    {
         return Err(Refusal::plain(
             codes::ENI_MODE_CONFLICT,
             format!("ENI {eni_id} carries visible-mode EIPs; NAT mode cannot be added to it"),
@@ -292,7 +324,10 @@ fn for_eni_nat(
             return Err(Refusal::rule(
                 codes::ENI_EIP_LIMIT,
                 "R06",
-                format!("primary ENI {eni_id} already has EIP {}; more EIPs come through secondary ENIs", other.address),
+                format!(
+                    "primary ENI {eni_id} already has EIP {}; more EIPs come through secondary ENIs",
+                    other.address
+                ),
             ));
         }
     }
@@ -329,7 +364,9 @@ fn for_cut_through(
         return Err(Refusal::rule(
             codes::ENI_ATTACHED,
             "R10",
-            format!("ENI {eni_id} is attached to instance {instance}; cut-through needs it detached at association"),
+            format!(
+                "ENI {eni_id} is attached to instance {instance}; cut-through needs it detached at association"
+            ),
         ));
     }
     if let Some(vpc) = state.vpc_of_eni(eni).filter(|v| v.ipv4_gateway) {
@@ -343,7 +380,10 @@ fn for_cut_through(
         return Err(Refusal::rule(
             codes::ENI_EIP_LIMIT,
             "R10",
-            format!("ENI {eni_id} already has EIP {}; cut-through takes exactly one", other.address),
+            format!(
+                "ENI {eni_id} already has EIP {}; cut-through takes exactly one",
+                other.address
+            ),
         ));
     }
     Ok(Association::CutThrough { eni: eni_id.into() })
@@ -357,8 +397,12 @@ fn for_multi_eip(
     private_ip: Option<Ipv4Addr>,
 ) -> Result<Association, Refusal> {
     visible_mode_eni(state, eip, eni_id, private_ip, "multi-EIP", "R11")?;
-    let others: Vec<&Eip> = state.eips_of_eni(eni_id).filter(|e| e.address != eip.address).collect();
-    if others.iter().any(|e| e.association.as_ref().and_then(|a| a.mode()) != Some(AssociationMode::MultiEip)) {
+    let others: Vec<&Eip> =
+        state.eips_of_eni(eni_id).filter(|e| e.address != eip.address).collect();
+    if others
+        .iter()
+        .any(|e| e.association.as_ref().and_then(|a| a.mode()) != Some(AssociationMode::MultiEip))
+    {
         return Err(Refusal::plain(
             codes::ENI_MODE_CONFLICT,
             format!("ENI {eni_id} carries EIPs in another mode; multi-EIP cannot be added"),
@@ -368,7 +412,9 @@ fn for_multi_eip(
         return Err(Refusal::rule(
             codes::ENI_EIP_LIMIT,
             "R11",
-            format!("ENI {eni_id} already shows {MULTI_EIP_LIMIT} EIPs, the most multi-EIP mode allows"),
+            format!(
+                "ENI {eni_id} already shows {MULTI_EIP_LIMIT} EIPs, the most multi-EIP mode allows"
+            ),
         ));
     }
     Ok(Association::MultiEip { eni: eni_id.into() })
@@ -384,7 +430,9 @@ fn visible_mode_eni<'s>(
     rule: &str,
 ) -> Result<&'s Eni, Refusal> {
     if private_ip.is_some() {
-        return Err(Refusal::invalid(format!("{mode} mode puts the EIP on the ENI itself: omit --private-ip")));
+        return Err(Refusal::invalid(format!(
+            "{mode} mode puts the EIP on the ENI itself: omit --private-ip"
+        )));
     }
     let eni = eni(state, eni_id)?;
     check_eni_region(state, eip, eni)?;
@@ -422,7 +470,10 @@ fn check_private_ip_free(state: &State, eip: &Eip, private_ip: Ipv4Addr) -> Resu
         return Err(Refusal::rule(
             codes::PRIVATE_IP_HAS_EIP,
             "R02",
-            format!("private IP {private_ip} already has EIP {}; unassociate it first", other.address),
+            format!(
+                "private IP {private_ip} already has EIP {}; unassociate it first",
+                other.address
+            ),
         ));
     }
     Ok(())
@@ -430,7 +481,9 @@ fn check_private_ip_free(state: &State, eip: &Eip, private_ip: Ipv4Addr) -> Resu
 
 pub fn describe_target(association: &Association) -> String {
     match association {
-        Association::Instance { instance, private_ip, .. } => format!("instance {instance} ({private_ip})"),
+        Association::Instance { instance, private_ip, .. } => {
+            format!("instance {instance} ({private_ip})")
+        }
         Association::Eni { eni, private_ip } => format!("ENI {eni} ({private_ip})"),
         Association::CutThrough { eni } => format!("ENI {eni} (cut-through)"),
         Association::MultiEip { eni } => format!("ENI {eni} (multi-EIP)"),

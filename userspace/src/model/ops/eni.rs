@@ -79,7 +79,10 @@ pub fn attach(txn: &mut Txn, eni_id: &str, instance_id: &str) -> Result<Executed
     if !matches!(instance.state, InstanceState::Running | InstanceState::Stopped) {
         return Err(Refusal::plain(
             codes::INSTANCE_STATE,
-            format!("instance {instance_id} is {:?}; attach once it is running or stopped", instance.state),
+            format!(
+                "instance {instance_id} is {:?}; attach once it is running or stopped",
+                instance.state
+            ),
         ));
     }
     // R12: same region and zone.
@@ -101,7 +104,11 @@ pub fn attach(txn: &mut Txn, eni_id: &str, instance_id: &str) -> Result<Executed
             ),
         ));
     }
-    let primary_vpc = instance.primary_eni.as_deref().and_then(|p| state.enis.get(p)).and_then(|p| state.vpc_of_eni(p));
+    let primary_vpc = instance
+        .primary_eni
+        .as_deref()
+        .and_then(|p| state.enis.get(p))
+        .and_then(|p| state.vpc_of_eni(p));
     if primary_vpc.map(|v| &v.id) != state.vpc_of_eni(eni).map(|v| &v.id) {
         return Err(Refusal::plain(
             codes::NETWORK_MISMATCH,
@@ -115,7 +122,10 @@ pub fn attach(txn: &mut Txn, eni_id: &str, instance_id: &str) -> Result<Executed
         return Err(Refusal::rule(
             codes::INSTANCE_ENI_LIMIT,
             "R20",
-            format!("instance type {} allows {} ENIs; instance {instance_id} has {attached}", limits.id, limits.max_enis),
+            format!(
+                "instance type {} allows {} ENIs; instance {instance_id} has {attached}",
+                limits.id, limits.max_enis
+            ),
         ));
     }
     check_address_limits(limits, eni, eni.ipv4_count(), eni.ipv6.len())?;
@@ -123,10 +133,18 @@ pub fn attach(txn: &mut Txn, eni_id: &str, instance_id: &str) -> Result<Executed
     // must not meet on the instance.
     let eni_ips: Vec<Ipv4Addr> = eni.ipv4s().collect();
     if state.eips_of_eni(eni_id).next().is_some() {
-        check_no_dnat(state, &format!("instance {instance_id}"), &instance_ipv4s(state, instance_id))?;
+        check_no_dnat(
+            state,
+            &format!("instance {instance_id}"),
+            &instance_ipv4s(state, instance_id),
+        )?;
     }
     if instance_has_eip(state, instance_id) {
-        check_no_dnat(state, &format!("ENI {eni_id} (instance {instance_id} has an EIP)"), &eni_ips)?;
+        check_no_dnat(
+            state,
+            &format!("ENI {eni_id} (instance {instance_id} has an EIP)"),
+            &eni_ips,
+        )?;
     }
     let mut eni = eni.clone();
     eni.instance = Some(instance_id.into());
@@ -145,7 +163,10 @@ pub fn detach(txn: &mut Txn, eni_id: &str) -> Result<Executed, Refusal> {
         ));
     }
     if eni.instance.is_none() {
-        return Err(Refusal::plain(codes::ENI_NOT_ATTACHED, format!("ENI {eni_id} is not attached")));
+        return Err(Refusal::plain(
+            codes::ENI_NOT_ATTACHED,
+            format!("ENI {eni_id} is not attached"),
+        ));
     }
     let mut eni = eni.clone();
     eni.instance = None;
@@ -212,7 +233,10 @@ pub fn assign_private_ips(
         check_in_vswitch(&vswitch, ip)?;
         match state.owner_of_ipv4(ip) {
             Some(owner) if owner.id == target.id => {
-                return Err(Refusal::plain(codes::IP_IN_USE, format!("{ip} is already on ENI {eni_id}")));
+                return Err(Refusal::plain(
+                    codes::IP_IN_USE,
+                    format!("{ip} is already on ENI {eni_id}"),
+                ));
             }
             Some(owner) if owner.primary_ip == ip => {
                 return Err(Refusal::rule(
@@ -225,7 +249,10 @@ pub fn assign_private_ips(
                 return Err(Refusal::rule(
                     codes::IP_IN_USE,
                     "R17",
-                    format!("{ip} is assigned to ENI {}; pass --allow-reassignment to move it", owner.id),
+                    format!(
+                        "{ip} is assigned to ENI {}; pass --allow-reassignment to move it",
+                        owner.id
+                    ),
                 ));
             }
             Some(owner) => {
@@ -245,13 +272,16 @@ pub fn assign_private_ips(
         new_ips.insert(pick_free_ipv4(state, &vswitch, &taken)?);
     }
     if let Some(limits) = limits_of(state, &target)? {
-        check_address_limits(limits, &target, target.ipv4_count() + new_ips.len(), target.ipv6.len())?;
+        check_address_limits(
+            limits,
+            &target,
+            target.ipv4_count() + new_ips.len(),
+            target.ipv6.len(),
+        )?;
     }
     // The moved addresses' EIPs follow them to the new ENI (R17).
-    let moved_eips: Vec<Eip> = moves
-        .iter()
-        .filter_map(|(_, ip)| state.eip_of_private_ip(*ip).cloned())
-        .collect();
+    let moved_eips: Vec<Eip> =
+        moves.iter().filter_map(|(_, ip)| state.eip_of_private_ip(*ip).cloned()).collect();
     // R08: moved EIPs, and moved DNAT targets, must not meet the other on the new holder.
     let (holder, holder_ips, holder_has_eip) = match &target.instance {
         Some(i) => (format!("instance {i}"), instance_ipv4s(state, i), instance_has_eip(state, i)),
@@ -287,7 +317,11 @@ pub fn assign_private_ips(
 
 /// Unassigns secondary private IPv4s, all or none; each one's EIP is disassociated (R18).
 /// The primary address stays (R14).
-pub fn unassign_private_ips(txn: &mut Txn, eni_id: &str, ips: &[Ipv4Addr]) -> Result<Executed, Refusal> {
+pub fn unassign_private_ips(
+    txn: &mut Txn,
+    eni_id: &str,
+    ips: &[Ipv4Addr],
+) -> Result<Executed, Refusal> {
     if ips.is_empty() {
         return Err(Refusal::invalid("name the addresses to unassign"));
     }
@@ -303,7 +337,10 @@ pub fn unassign_private_ips(txn: &mut Txn, eni_id: &str, ips: &[Ipv4Addr]) -> Re
             ));
         }
         if !eni.secondary_ips.contains(ip) {
-            return Err(Refusal::plain(codes::IP_NOT_ASSIGNED, format!("{ip} is not on ENI {eni_id}")));
+            return Err(Refusal::plain(
+                codes::IP_NOT_ASSIGNED,
+                format!("{ip} is not on ENI {eni_id}"),
+            ));
         }
     }
     if let Some((gw, entry)) = dnat_targeting(state, ips).next() {
@@ -312,7 +349,8 @@ pub fn unassign_private_ips(txn: &mut Txn, eni_id: &str, ips: &[Ipv4Addr]) -> Re
             format!("DNAT entry {} of NAT gateway {}", entry.id, gw.id),
         ));
     }
-    let freed: Vec<Eip> = ips.iter().filter_map(|ip| state.eip_of_private_ip(*ip).cloned()).collect();
+    let freed: Vec<Eip> =
+        ips.iter().filter_map(|ip| state.eip_of_private_ip(*ip).cloned()).collect();
     for mut eip in freed {
         eip.association = None;
         txn.put(Resource::Eip(eip));
@@ -368,7 +406,10 @@ pub fn unassign_ipv6(txn: &mut Txn, eni_id: &str, ips: &[Ipv6Addr]) -> Result<Ex
     check_eni_changeable(state, &eni)?;
     for ip in ips {
         if !eni.ipv6.remove(ip) {
-            return Err(Refusal::plain(codes::IP_NOT_ASSIGNED, format!("{ip} is not on ENI {eni_id}")));
+            return Err(Refusal::plain(
+                codes::IP_NOT_ASSIGNED,
+                format!("{ip} is not on ENI {eni_id}"),
+            ));
         }
         eni.ipv6_public.remove(ip);
     }
@@ -403,7 +444,12 @@ fn limits_of<'s>(state: &'s State, eni: &Eni) -> Result<Option<&'s InstanceType>
 }
 
 /// R20: an ENI holding `ipv4` private IPv4s and `ipv6` IPv6 addresses fits the type.
-fn check_address_limits(limits: &InstanceType, eni: &Eni, ipv4: usize, ipv6: usize) -> Result<(), Refusal> {
+fn check_address_limits(
+    limits: &InstanceType,
+    eni: &Eni,
+    ipv4: usize,
+    ipv6: usize,
+) -> Result<(), Refusal> {
     if ipv4 > limits.max_private_ipv4_per_eni as usize {
         return Err(Refusal::rule(
             codes::ENI_PRIVATE_IP_LIMIT,
@@ -431,11 +477,18 @@ fn check_address_limits(limits: &InstanceType, eni: &Eni, ipv4: usize, ipv6: usi
 /// no visible-mode EIPs there, and at most one on a primary ENI (whose instance has no
 /// fixed public IP, R07).
 fn check_nat_eip_fits(state: &State, eni_id: &str, eip: &Eip) -> Result<(), Refusal> {
-    let others: Vec<&Eip> = state.eips_of_eni(eni_id).filter(|e| e.address != eip.address).collect();
-    if others.iter().any(|e| e.association.as_ref().and_then(|a| a.mode()) != Some(AssociationMode::Nat)) {
+    let others: Vec<&Eip> =
+        state.eips_of_eni(eni_id).filter(|e| e.address != eip.address).collect();
+    if others
+        .iter()
+        .any(|e| e.association.as_ref().and_then(|a| a.mode()) != Some(AssociationMode::Nat))
+    {
         return Err(Refusal::plain(
             codes::ENI_MODE_CONFLICT,
-            format!("ENI {eni_id} carries visible-mode EIPs; EIP {} cannot join in NAT mode", eip.address),
+            format!(
+                "ENI {eni_id} carries visible-mode EIPs; EIP {} cannot join in NAT mode",
+                eip.address
+            ),
         ));
     }
     let target = eni(state, eni_id)?;

@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 
 use super::{
-    Executed, check_id, check_in_vswitch, check_ipv4_free, check_unicast, dnat_targeting,
-    instance, instance_ipv4s, instance_type, pick_free_ipv4, region, vswitch,
+    Executed, check_id, check_in_vswitch, check_ipv4_free, check_unicast, dnat_targeting, instance,
+    instance_ipv4s, instance_type, pick_free_ipv4, region, vswitch,
 };
 use crate::model::{
     refusal::{Refusal, codes},
@@ -42,7 +42,10 @@ pub fn create(txn: &mut Txn, request: &Request) -> Result<Executed, Refusal> {
             return Err(Refusal::invalid(format!("{ip} is an EIP; a fixed public IP is not one")));
         }
         if let Some(other) = state.instances.values().find(|i| i.fixed_public_ip == Some(*ip)) {
-            return Err(Refusal::invalid(format!("{ip} is the fixed public IP of instance {}", other.id)));
+            return Err(Refusal::invalid(format!(
+                "{ip} is the fixed public IP of instance {}",
+                other.id
+            )));
         }
     }
     let primary_eni = match (network, vswitch_id) {
@@ -61,14 +64,20 @@ pub fn create(txn: &mut Txn, request: &Request) -> Result<Executed, Refusal> {
                 return Err(Refusal::rule(
                     codes::REGION_MISMATCH,
                     "R12",
-                    format!("vSwitch {vswitch_id} is in region {}, the instance in {region_id}", vpc.region),
+                    format!(
+                        "vSwitch {vswitch_id} is in region {}, the instance in {region_id}",
+                        vpc.region
+                    ),
                 ));
             }
             if vswitch.zone != *zone {
                 return Err(Refusal::rule(
                     codes::ZONE_MISMATCH,
                     "R12",
-                    format!("vSwitch {vswitch_id} is in zone {}, the instance in {zone}", vswitch.zone),
+                    format!(
+                        "vSwitch {vswitch_id} is in zone {}, the instance in {zone}",
+                        vswitch.zone
+                    ),
                 ));
             }
             // R14: the primary private IP is given or picked from the vSwitch.

@@ -79,16 +79,16 @@ pub fn execute(txn: &mut Txn, request: &Request) -> Result<Executed, Refusal> {
         R::AllocateEip { address, region, bandwidth_mbps } => {
             eip::allocate(txn, *address, region.as_deref(), *bandwidth_mbps)
         }
-        R::SetEipBandwidth { eip, bandwidth_mbps } => eip::set_bandwidth(txn, *eip, *bandwidth_mbps),
+        R::SetEipBandwidth { eip, bandwidth_mbps } => {
+            eip::set_bandwidth(txn, *eip, *bandwidth_mbps)
+        }
         R::ReleaseEip { eip } => eip::release(txn, *eip),
         R::AssociateEip { eip, instance, eni, private_ip, mode, allow_reassociation } => {
             let target = eip::Target::from_request(instance, eni, *private_ip, *mode)?;
             eip::associate(txn, *eip, target, *allow_reassociation)
         }
         R::UnassociateEip { eip } => eip::unassociate(txn, *eip),
-        R::CreateNatGateway { id, vpc, eip_quota } => {
-            nat_gateway::create(txn, id, vpc, *eip_quota)
-        }
+        R::CreateNatGateway { id, vpc, eip_quota } => nat_gateway::create(txn, id, vpc, *eip_quota),
         R::DeleteNatGateway { id } => nat_gateway::delete(txn, id),
         R::AddNatGatewayEip { nat_gateway, eip } => nat_gateway::add_eip(txn, nat_gateway, *eip),
         R::RemoveNatGatewayEip { nat_gateway, eip } => {
@@ -169,7 +169,11 @@ fn check_ipv4_free(state: &State, ip: Ipv4Addr) -> Result<(), Refusal> {
 }
 
 /// The lowest usable address of the vSwitch that nobody holds and that is not in `taken`.
-fn pick_free_ipv4(state: &State, vswitch: &VSwitch, taken: &[Ipv4Addr]) -> Result<Ipv4Addr, Refusal> {
+fn pick_free_ipv4(
+    state: &State,
+    vswitch: &VSwitch,
+    taken: &[Ipv4Addr],
+) -> Result<Ipv4Addr, Refusal> {
     vswitch
         .cidr
         .hosts()
@@ -180,7 +184,10 @@ fn pick_free_ipv4(state: &State, vswitch: &VSwitch, taken: &[Ipv4Addr]) -> Resul
                 && !taken.contains(ip)
         })
         .ok_or_else(|| {
-            Refusal::plain(codes::NO_FREE_IP, format!("vSwitch {} has no free address left", vswitch.id))
+            Refusal::plain(
+                codes::NO_FREE_IP,
+                format!("vSwitch {} has no free address left", vswitch.id),
+            )
         })
 }
 
@@ -210,7 +217,7 @@ fn eni<'s>(state: &'s State, id: &str) -> Result<&'s Eni, Refusal> {
     state.enis.get(id).ok_or_else(|| Refusal::not_found(Kind::Eni, id))
 }
 
-fn eip<'s>(state: &'s State, address: Ipv4Addr) -> Result<&'s Eip, Refusal> {
+fn eip(state: &State, address: Ipv4Addr) -> Result<&Eip, Refusal> {
     state.eips.get(&address).ok_or_else(|| {
         Refusal::plain(
             "EIP_NOT_FOUND",
@@ -248,7 +255,10 @@ fn dnat_targeting<'s>(
     ips: &'s [Ipv4Addr],
 ) -> impl Iterator<Item = (&'s NatGateway, &'s DnatEntry)> + 's {
     state.nat_gateways.values().flat_map(move |gw| {
-        gw.dnat_entries.values().filter(move |e| ips.contains(&e.mapping.private_ip())).map(move |e| (gw, e))
+        gw.dnat_entries
+            .values()
+            .filter(move |e| ips.contains(&e.mapping.private_ip()))
+            .map(move |e| (gw, e))
     })
 }
 

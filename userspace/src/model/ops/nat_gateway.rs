@@ -14,7 +14,12 @@ use crate::model::{
 /// R24: EIPs per NAT gateway unless the gateway says otherwise.
 pub const DEFAULT_EIP_QUOTA: u32 = 20;
 
-pub fn create(txn: &mut Txn, id: &str, vpc_id: &str, eip_quota: Option<u32>) -> Result<Executed, Refusal> {
+pub fn create(
+    txn: &mut Txn,
+    id: &str,
+    vpc_id: &str,
+    eip_quota: Option<u32>,
+) -> Result<Executed, Refusal> {
     check_id(Kind::NatGateway, id)?;
     let state = txn.state();
     if state.nat_gateways.contains_key(id) {
@@ -123,7 +128,10 @@ pub fn add_snat(
     let state = txn.state();
     let gateway = nat_gateway(state, gateway_id)?;
     if gateway.snat_entries.contains_key(id) {
-        return Err(Refusal::plain("SNAT_ENTRY_ALREADY_EXISTS", format!("SNAT entry {id} already exists")));
+        return Err(Refusal::plain(
+            "SNAT_ENTRY_ALREADY_EXISTS",
+            format!("SNAT entry {id} already exists"),
+        ));
     }
     let vpc = vpc(state, &gateway.vpc)?;
     let in_vpc = match source {
@@ -144,7 +152,10 @@ pub fn add_snat(
     }
     check_gateway_eips(state, gateway_id, eips)?;
     let mut gateway = gateway.clone();
-    gateway.snat_entries.insert(id.into(), SnatEntry { id: id.into(), source: source.clone(), eips: eips.to_vec() });
+    gateway.snat_entries.insert(
+        id.into(),
+        SnatEntry { id: id.into(), source: source.clone(), eips: eips.to_vec() },
+    );
     txn.put(Resource::NatGateway(gateway));
     Ok(Executed::about(Kind::NatGateway, gateway_id))
 }
@@ -152,7 +163,10 @@ pub fn add_snat(
 pub fn remove_snat(txn: &mut Txn, gateway_id: &str, id: &str) -> Result<Executed, Refusal> {
     let mut gateway = nat_gateway(txn.state(), gateway_id)?.clone();
     if gateway.snat_entries.remove(id).is_none() {
-        return Err(Refusal::plain("SNAT_ENTRY_NOT_FOUND", format!("NAT gateway {gateway_id} has no SNAT entry {id}")));
+        return Err(Refusal::plain(
+            "SNAT_ENTRY_NOT_FOUND",
+            format!("NAT gateway {gateway_id} has no SNAT entry {id}"),
+        ));
     }
     txn.put(Resource::NatGateway(gateway));
     Ok(Executed::about(Kind::NatGateway, gateway_id))
@@ -171,15 +185,24 @@ pub fn add_dnat(
     let state = txn.state();
     let gateway = nat_gateway(state, gateway_id)?;
     if gateway.dnat_entries.contains_key(id) {
-        return Err(Refusal::plain("DNAT_ENTRY_ALREADY_EXISTS", format!("DNAT entry {id} already exists")));
+        return Err(Refusal::plain(
+            "DNAT_ENTRY_ALREADY_EXISTS",
+            format!("DNAT entry {id} already exists"),
+        ));
     }
     check_gateway_eips(state, gateway_id, &[address])?;
-    if let DnatMapping::Port { public_port: 0, .. } | DnatMapping::Port { private_port: 0, .. } = mapping {
+    if let DnatMapping::Port { public_port: 0, .. } | DnatMapping::Port { private_port: 0, .. } =
+        mapping
+    {
         return Err(Refusal::invalid("ports are 1 to 65535"));
     }
     let private_ip = mapping.private_ip();
     let owner = state.owner_of_ipv4(private_ip).ok_or_else(|| {
-        Refusal::rule(codes::IP_NOT_ASSIGNED, "R26", format!("no instance or ENI holds {private_ip}"))
+        Refusal::rule(
+            codes::IP_NOT_ASSIGNED,
+            "R26",
+            format!("no instance or ENI holds {private_ip}"),
+        )
     })?;
     if state.vpc_of_eni(owner).map(|v| v.id.as_str()) != Some(gateway.vpc.as_str()) {
         return Err(Refusal::rule(
@@ -192,20 +215,32 @@ pub fn add_dnat(
     let has_eip = match &owner.instance {
         Some(instance) => {
             state.eip_of_instance(instance).is_some()
-                || state.enis_of_instance(instance).any(|e| state.eips_of_eni(&e.id).next().is_some())
+                || state
+                    .enis_of_instance(instance)
+                    .any(|e| state.eips_of_eni(&e.id).next().is_some())
         }
         None => state.eips_of_eni(&owner.id).next().is_some(),
     };
     if has_eip {
-        let what = owner.instance.as_ref().map_or(format!("ENI {}", owner.id), |i| format!("instance {i}"));
+        let what = owner
+            .instance
+            .as_ref()
+            .map_or(format!("ENI {}", owner.id), |i| format!("instance {i}"));
         return Err(Refusal::rule(
             codes::DNAT_CONFLICT,
             "R08",
-            format!("{what} has an EIP; it cannot also be a DNAT target: unassociate the EIP first"),
+            format!(
+                "{what} has an EIP; it cannot also be a DNAT target: unassociate the EIP first"
+            ),
         ));
     }
     // R28: port claims on the EIP, across every entry of every gateway.
-    for (_, other) in state.nat_gateways.values().flat_map(|g| g.dnat_entries.iter()).filter(|(_, e)| e.eip == address) {
+    for (_, other) in state
+        .nat_gateways
+        .values()
+        .flat_map(|g| g.dnat_entries.iter())
+        .filter(|(_, e)| e.eip == address)
+    {
         let clash = match (&other.mapping, mapping) {
             (DnatMapping::Ip { .. }, _) | (_, DnatMapping::Ip { .. }) => true,
             (
@@ -222,7 +257,9 @@ pub fn add_dnat(
         }
     }
     let mut gateway = gateway.clone();
-    gateway.dnat_entries.insert(id.into(), DnatEntry { id: id.into(), eip: address, mapping: mapping.clone() });
+    gateway
+        .dnat_entries
+        .insert(id.into(), DnatEntry { id: id.into(), eip: address, mapping: mapping.clone() });
     txn.put(Resource::NatGateway(gateway));
     Ok(Executed::about(Kind::NatGateway, gateway_id))
 }
@@ -230,7 +267,10 @@ pub fn add_dnat(
 pub fn remove_dnat(txn: &mut Txn, gateway_id: &str, id: &str) -> Result<Executed, Refusal> {
     let mut gateway = nat_gateway(txn.state(), gateway_id)?.clone();
     if gateway.dnat_entries.remove(id).is_none() {
-        return Err(Refusal::plain("DNAT_ENTRY_NOT_FOUND", format!("NAT gateway {gateway_id} has no DNAT entry {id}")));
+        return Err(Refusal::plain(
+            "DNAT_ENTRY_NOT_FOUND",
+            format!("NAT gateway {gateway_id} has no DNAT entry {id}"),
+        ));
     }
     txn.put(Resource::NatGateway(gateway));
     Ok(Executed::about(Kind::NatGateway, gateway_id))

@@ -65,8 +65,10 @@ pub fn create_vpc(
         if v6 != v6.trunc() {
             return Err(Refusal::invalid(format!("IPv6 CIDR {v6} is not a network address")));
         }
-        if let Some(other) =
-            state.vpcs.values().find(|v| v.ipv6_cidr.is_some_and(|o| o.contains(&v6) || v6.contains(&o)))
+        if let Some(other) = state
+            .vpcs
+            .values()
+            .find(|v| v.ipv6_cidr.is_some_and(|o| o.contains(&v6) || v6.contains(&o)))
         {
             return Err(Refusal::plain(
                 codes::CIDR_CONFLICT,
@@ -106,7 +108,8 @@ pub fn create_vswitch(
     ipv6_cidr: Option<Ipv6Net>,
 ) -> Result<Executed, Refusal> {
     check_id(Kind::VSwitch, id)?;
-    check_id(Kind::VSwitch, zone).map_err(|_| Refusal::invalid(format!("zone {zone:?} is not a valid name")))?;
+    check_id(Kind::VSwitch, zone)
+        .map_err(|_| Refusal::invalid(format!("zone {zone:?} is not a valid name")))?;
     let state = txn.state();
     if state.vswitches.contains_key(id) {
         return Err(Refusal::exists(Kind::VSwitch, id));
@@ -115,22 +118,27 @@ pub fn create_vswitch(
     if cidr != cidr.trunc() || cidr.prefix_len() > 29 || !vpc.cidr.contains(&cidr) {
         return Err(Refusal::plain(
             codes::CIDR_CONFLICT,
-            format!("vSwitch CIDR {cidr} must be a /29 or larger network inside VPC {vpc_id} ({})", vpc.cidr),
+            format!(
+                "vSwitch CIDR {cidr} must be a /29 or larger network inside VPC {vpc_id} ({})",
+                vpc.cidr
+            ),
         ));
     }
-    if let Some(other) = state.vswitches.values().find(|v| v.vpc == vpc_id && overlaps(v.cidr, cidr)) {
+    if let Some(other) =
+        state.vswitches.values().find(|v| v.vpc == vpc_id && overlaps(v.cidr, cidr))
+    {
         return Err(Refusal::plain(
             codes::CIDR_CONFLICT,
             format!("{cidr} overlaps vSwitch {} ({})", other.id, other.cidr),
         ));
     }
-    if let Some(v6) = ipv6_cidr {
-        if !vpc.ipv6_cidr.is_some_and(|net| net.contains(&v6)) || v6 != v6.trunc() {
-            return Err(Refusal::plain(
-                codes::CIDR_CONFLICT,
-                format!("vSwitch IPv6 CIDR {v6} must be a network inside VPC {vpc_id}'s IPv6 CIDR"),
-            ));
-        }
+    if let Some(v6) = ipv6_cidr
+        && (!vpc.ipv6_cidr.is_some_and(|net| net.contains(&v6)) || v6 != v6.trunc())
+    {
+        return Err(Refusal::plain(
+            codes::CIDR_CONFLICT,
+            format!("vSwitch IPv6 CIDR {v6} must be a network inside VPC {vpc_id}'s IPv6 CIDR"),
+        ));
     }
     txn.put(Resource::VSwitch(VSwitch {
         id: id.into(),
@@ -149,7 +157,9 @@ pub fn delete_vswitch(txn: &mut Txn, id: &str) -> Result<Executed, Refusal> {
         return Err(Refusal::in_use(format!("vSwitch {id}"), format!("ENI {}", eni.id)));
     }
     for gw in state.nat_gateways.values() {
-        if let Some(entry) = gw.snat_entries.values().find(|e| e.source == SnatSource::VSwitch(id.into())) {
+        if let Some(entry) =
+            gw.snat_entries.values().find(|e| e.source == SnatSource::VSwitch(id.into()))
+        {
             return Err(Refusal::in_use(
                 format!("vSwitch {id}"),
                 format!("SNAT entry {} of NAT gateway {}", entry.id, gw.id),
@@ -172,7 +182,9 @@ pub fn create_instance_type(
         return Err(Refusal::exists(Kind::InstanceType, id));
     }
     if max_enis == 0 || max_private_ipv4_per_eni == 0 {
-        return Err(Refusal::invalid("an instance type allows at least one ENI and one private IPv4"));
+        return Err(Refusal::invalid(
+            "an instance type allows at least one ENI and one private IPv4",
+        ));
     }
     txn.put(Resource::InstanceType(InstanceType {
         id: id.into(),
