@@ -307,30 +307,7 @@ fn for_eni_nat(
         ));
     }
     check_private_ip_free(state, eip, private_ip)?;
-    let others: Vec<&Eip> =
-        state.eips_of_eni(eni_id).filter(|e| e.address != eip.address).collect();
-    if others
-        .iter()
-        .any(|e| e.association.as_ref().and_then(|a| a.mode()) != Some(AssociationMode::Nat))
-    {
-        return Err(Refusal::plain(
-            codes::ENI_MODE_CONFLICT,
-            format!("ENI {eni_id} carries visible-mode EIPs; NAT mode cannot be added to it"),
-        ));
-    }
-    if eni.kind == EniKind::Primary {
-        // R06 and the table of 001: a primary ENI carries at most one EIP.
-        if let Some(other) = others.first() {
-            return Err(Refusal::rule(
-                codes::ENI_EIP_LIMIT,
-                "R06",
-                format!(
-                    "primary ENI {eni_id} already has EIP {}; more EIPs come through secondary ENIs",
-                    other.address
-                ),
-            ));
-        }
-    }
+    super::check_nat_eip_fits(state, eni, eip)?;
     if let Some(instance_id) = &eni.instance {
         let instance = instance(state, instance_id)?;
         if eni.kind == EniKind::Primary {

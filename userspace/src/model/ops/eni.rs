@@ -55,20 +55,7 @@ pub fn create(
 /// Attaches a detached secondary ENI; it brings its addresses and EIPs along (R21).
 pub fn attach(txn: &mut Txn, eni_id: &str, instance_id: &str) -> Result<Executed, Refusal> {
     let state = txn.state();
-    let eni = eni(state, eni_id)?;
-    if eni.kind == EniKind::Primary {
-        return Err(Refusal::rule(
-            codes::ENI_KIND,
-            "R14",
-            format!("ENI {eni_id} is a primary ENI; it stays with its instance"),
-        ));
-    }
-    if let Some(current) = &eni.instance {
-        return Err(Refusal::plain(
-            codes::ENI_ATTACHED,
-            format!("ENI {eni_id} is attached to instance {current}; detach it first"),
-        ));
-    }
+    let eni = detached_secondary(state, eni_id)?;
     let instance = instance(state, instance_id)?;
     if instance.network == NetworkType::Classic {
         return Err(Refusal::plain(
@@ -177,20 +164,7 @@ pub fn detach(txn: &mut Txn, eni_id: &str) -> Result<Executed, Refusal> {
 /// Deletes a detached secondary ENI; its EIPs return to `available` (R04).
 pub fn delete(txn: &mut Txn, eni_id: &str) -> Result<Executed, Refusal> {
     let state = txn.state();
-    let eni = eni(state, eni_id)?;
-    if eni.kind == EniKind::Primary {
-        return Err(Refusal::rule(
-            codes::ENI_KIND,
-            "R14",
-            format!("ENI {eni_id} is a primary ENI; it is deleted with its instance"),
-        ));
-    }
-    if let Some(instance) = &eni.instance {
-        return Err(Refusal::plain(
-            codes::ENI_ATTACHED,
-            format!("ENI {eni_id} is attached to instance {instance}; detach it first"),
-        ));
-    }
+    let eni = detached_secondary(state, eni_id)?;
     let ips: Vec<Ipv4Addr> = eni.ipv4s().collect();
     if let Some((gw, entry)) = dnat_targeting(state, &ips).next() {
         return Err(Refusal::in_use(
@@ -308,7 +282,7 @@ pub fn assign_private_ips(
     for mut eip in moved_eips {
         if let Some(Association::Eni { private_ip, .. }) = eip.association {
             eip.association = Some(Association::Eni { eni: eni_id.into(), private_ip });
-            check_nat_eip_fits(txn.state(), eni_id, &eip)?;
+            super::check_nat_eip_fits(txn.state(), eni(txn.state(), eni_id)?, &eip)?;
             txn.put(Resource::Eip(eip));
         }
     }
@@ -473,45 +447,22 @@ fn check_address_limits(
     Ok(())
 }
 
-/// A NAT-mode EIP moving onto an ENI (with its address, R17) must fit that ENI's EIPs:
-/// no visible-mode EIPs there, and at most one on a primary ENI (whose instance has no
-/// fixed public IP, R07).
-fn check_nat_eip_fits(state: &State, eni_id: &str, eip: &Eip) -> Result<(), Refusal> {
-    let others: Vec<&Eip> =
-        state.eips_of_eni(eni_id).filter(|e| e.address != eip.address).collect();
-    if others
-        .iter()
-        .any(|e| e.association.as_ref().and_then(|a| a.mode()) != Some(AssociationMode::Nat))
-    {
-        return Err(Refusal::plain(
-            codes::ENI_MODE_CONFLICT,
-            format!(
-                "ENI {eni_id} carries visible-mode EIPs; EIP {} cannot join in NAT mode",
-                eip.address
-            ),
+/// An ENI that may be attached or deleted: a secondary one (a primary ENI lives and dies
+/// with its instance, R14) that is not attached now.
+fn detached_secondary<'s>(state: &'s State, eni_id: &str) -> Result<&'s Eni, Refusal> {
+    let eni = eni(state, eni_id)?;
+    if eni.kind == EniKind::Primary {
+        return Err(Refusal::rule(
+            codes::ENI_KIND,
+            "R14",
+            format!("ENI {eni_id} is a primary ENI; it lives and dies with its instance"),
         ));
     }
-    let target = eni(state, eni_id)?;
-    if target.kind == EniKind::Primary {
-        if let Some(other) = others.first() {
-            return Err(Refusal::plain(
-                codes::ENI_EIP_LIMIT,
-                format!(
-                    "primary ENI {eni_id} already has EIP {}; EIP {} cannot follow its address there",
-                    other.address, eip.address
-                ),
-            ));
-        }
-        // R07: the primary ENI's EIP is its instance's, which must have no fixed public IP.
-        if let Some(instance) = target.instance.as_deref().and_then(|i| state.instances.get(i))
-            && let Some(fixed) = instance.fixed_public_ip
-        {
-            return Err(Refusal::rule(
-                codes::INSTANCE_HAS_PUBLIC_IP,
-                "R07",
-                format!("instance {} has the fixed public IP {fixed}", instance.id),
-            ));
-        }
+    if let Some(current) = &eni.instance {
+        return Err(Refusal::plain(
+            codes::ENI_ATTACHED,
+            format!("ENI {eni_id} is attached to instance {current}; detach it first"),
+        ));
     }
-    Ok(())
+    Ok(eni)
 }

@@ -191,6 +191,48 @@ fn pick_free_ipv4(
         })
 }
 
+/// A NAT-mode EIP may land on `eni` (associated there, or following its address, R17):
+/// no visible-mode EIPs there, and on a primary ENI at most one EIP (R06, the table of
+/// 001), that of an instance without a fixed public IP (R07).
+fn check_nat_eip_fits(state: &State, eni: &Eni, eip: &Eip) -> Result<(), Refusal> {
+    let others: Vec<&Eip> =
+        state.eips_of_eni(&eni.id).filter(|e| e.address != eip.address).collect();
+    if others
+        .iter()
+        .any(|e| e.association.as_ref().and_then(|a| a.mode()) != Some(AssociationMode::Nat))
+    {
+        return Err(Refusal::plain(
+            codes::ENI_MODE_CONFLICT,
+            format!(
+                "ENI {} carries visible-mode EIPs; EIP {} cannot join in NAT mode",
+                eni.id, eip.address
+            ),
+        ));
+    }
+    if eni.kind == EniKind::Primary {
+        if let Some(other) = others.first() {
+            return Err(Refusal::rule(
+                codes::ENI_EIP_LIMIT,
+                "R06",
+                format!(
+                    "primary ENI {} already has EIP {}; more EIPs come through secondary ENIs",
+                    eni.id, other.address
+                ),
+            ));
+        }
+        if let Some(instance) = eni.instance.as_deref().and_then(|i| state.instances.get(i))
+            && let Some(fixed) = instance.fixed_public_ip
+        {
+            return Err(Refusal::rule(
+                codes::INSTANCE_HAS_PUBLIC_IP,
+                "R07",
+                format!("instance {} has the fixed public IP {fixed}", instance.id),
+            ));
+        }
+    }
+    Ok(())
+}
+
 // Lookups that refuse with `<KIND>_NOT_FOUND`.
 
 fn region<'s>(state: &'s State, id: &str) -> Result<&'s Region, Refusal> {
