@@ -5,6 +5,7 @@
 use std::{net::Ipv4Addr, time::Instant};
 
 use aya::maps::{HashMap, Map, MapData};
+use eipgw::client::Client;
 use eipgw_common::{EipEntry, MODE_NAT, PrivateEntry};
 use eipgw_tests::{AgentProcess, Topology, topology::VPC_DOCUMENT};
 use serde_json::{Value, json};
@@ -65,15 +66,31 @@ fn one_document_applies_100k_associations_as_one_transaction() {
     std::fs::write(&path, document().to_string()).expect("writing the document");
     let path = path.to_string_lossy().into_owned();
 
-    // A dry run validates everything and keeps nothing.
-    let dry = must(agent.eipctl_ok(&["--output", "json", "apply", "--dry-run", &path]));
-    let dry: Value = serde_json::from_str(&dry).expect("dry-run json");
-    assert_eq!(dry["applied"], false);
+    // A dry run validates everything and keeps nothing. Asked for progress, the agent
+    // streams how far it has got before the answer (what `eipctl apply` draws as a bar).
+    let document: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut body = document.clone();
+    body["dry_run"] = json!(true);
+    body["progress"] = json!(true);
+    let (mut progress, mut answers) = (Vec::new(), Vec::new());
+    Client::new(agent.socket())
+        .post_lines("/v1/apply", &body, |line| {
+            let event: Value = serde_json::from_slice(line).expect("an NDJSON line");
+            match event.get("progress") {
+                Some(p) => progress.push(p["done"].as_u64().expect("done")),
+                None => answers.push(event),
+            }
+        })
+        .unwrap_or_else(|e| panic!("dry run: {e}"));
+    assert!(progress.len() > 100, "only {} progress lines", progress.len());
+    assert!(progress.is_sorted(), "progress went backwards");
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0]["answer"]["applied"], false);
     let listed = must(agent.eipctl_ok(&["--output", "json", "eip", "list"]));
     assert_eq!(listed.trim(), "[]", "a dry run changed something");
 
     let started = Instant::now();
-    let out = must(agent.eipctl_ok(&["apply", &path]));
+    let out = must(agent.eipctl_ok(&["apply", "--progress", &path]));
     eprintln!("applied in {:.2?}:\n{out}", started.elapsed());
     assert!(out.contains("applied"), "{out}");
 

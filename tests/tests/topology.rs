@@ -471,6 +471,10 @@ fn cut_through_and_multi_eip_deliver_the_eip_unchanged() {
         whoami.peers().iter().all(|p| [CUT, MULTI].map(std::net::IpAddr::V4).contains(&p.ip()))
     );
     assert!(verdict(&agent, "forwarded_unchanged") > before);
+    // R10: the cut-through ENI's own private address no longer carries Internet traffic.
+    let private = Ipv4Addr::new(10, 0, 1, 60);
+    let to_internet = SocketAddr::from((INTERNET_HOST, WHOAMI_PORT));
+    assert!(whoami_from(vm, private.into(), to_internet).is_err(), "{private} still got out");
     let shown = eip_json(&agent, CUT);
     assert_eq!(shown["mode"], "cut-through");
     assert!(shown["counters"]["inbound_packets"].as_u64().unwrap_or(0) > 0, "{shown}");

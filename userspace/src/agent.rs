@@ -8,7 +8,7 @@ use std::{
 use serde_json::Value;
 
 use crate::{
-    api::{ApiError, ApplyAnswer, ChangeView, Counters, ExecuteAnswer, StatsView},
+    api::{ApiError, ApplyAnswer, ChangeView, Counters, ExecuteAnswer, Progress, StatsView},
     dataplane::{Dataplane, DesiredMaps, EipMapping},
     model::{
         Association, Change, Egress, Key, Kind, Refusal, Request, Resource, State, describe,
@@ -55,11 +55,27 @@ impl Agent {
     /// Runs many requests as one transaction (all or nothing); with `dry_run` nothing is
     /// kept and the answer says what would change.
     pub fn apply(&mut self, requests: &[Request], dry_run: bool) -> Result<ApplyAnswer, ApiError> {
-        let (executed, change) = self.state.run_all(requests).map_err(ApiError::Refused)?;
+        self.apply_observed(requests, dry_run, &mut |_| {})
+    }
+
+    /// [`Agent::apply`], reporting how far it has got.
+    pub fn apply_observed(
+        &mut self,
+        requests: &[Request],
+        dry_run: bool,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<ApplyAnswer, ApiError> {
+        let total = requests.len();
+        let (executed, change) = self
+            .state
+            .run_all_observed(requests, |done| progress(Progress::validating(done, total)))
+            .map_err(ApiError::Refused)?;
+        progress(Progress::validating(total, total));
         let changes = change_views(&change, dry_run);
         if dry_run {
             self.state.revert(&change);
         } else {
+            progress(Progress { phase: "storing and writing the maps".into(), done: total, total });
             self.commit(&change)?;
             log::info!("applied {} requests ({} resources changed)", requests.len(), changes.len());
         }

@@ -42,6 +42,33 @@ pub struct ApplyBody {
     pub requests: Vec<Request>,
     #[serde(default)]
     pub dry_run: bool,
+    /// Stream the answer as NDJSON: [`ApplyEvent::Progress`] lines while the transaction
+    /// runs, then one [`ApplyEvent::Answer`] or [`ApplyEvent::Error`].
+    #[serde(default)]
+    pub progress: bool,
+}
+
+/// How far an `apply` has got.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub phase: String,
+    pub done: usize,
+    pub total: usize,
+}
+
+impl Progress {
+    pub fn validating(done: usize, total: usize) -> Self {
+        Self { phase: "validating".into(), done, total }
+    }
+}
+
+/// One line of a streamed `apply` answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyEvent {
+    Progress(Progress),
+    Answer(ApplyAnswer),
+    Error(ErrorBody),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -109,9 +136,10 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, body) = match self {
+impl ApiError {
+    /// The HTTP status and the body this error is answered with.
+    fn status_and_body(self) -> (StatusCode, ErrorBody) {
+        match self {
             ApiError::Refused(r) => {
                 let status = if r.code.ends_with("_NOT_FOUND") {
                     StatusCode::NOT_FOUND
@@ -140,7 +168,17 @@ impl IntoResponse for ApiError {
                 };
                 (StatusCode::INTERNAL_SERVER_ERROR, body)
             }
-        };
+        }
+    }
+
+    pub fn body(self) -> ErrorBody {
+        self.status_and_body().1
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.status_and_body();
         (status, Json(body)).into_response()
     }
 }
@@ -204,12 +242,33 @@ async fn execute(
     Ok(Json(agent.lock().await.execute(&request)?))
 }
 
-async fn apply(
-    AxState(agent): AxState<Shared>,
-    body: Bytes,
-) -> Result<Json<ApplyAnswer>, ApiError> {
+async fn apply(AxState(agent): AxState<Shared>, body: Bytes) -> Result<Response, ApiError> {
     let body: ApplyBody = parse(&body)?;
-    Ok(Json(agent.lock().await.apply(&body.requests, body.dry_run)?))
+    if !body.progress {
+        return Ok(Json(agent.lock().await.apply(&body.requests, body.dry_run)?).into_response());
+    }
+    // The transaction runs on a blocking thread; each event becomes one NDJSON line of a
+    // chunked answer as soon as it happens.
+    let (events, lines) = tokio::sync::mpsc::unbounded_channel::<ApplyEvent>();
+    tokio::task::spawn_blocking(move || {
+        let mut agent = agent.blocking_lock();
+        let mut report = |p: Progress| {
+            let _ = events.send(ApplyEvent::Progress(p));
+        };
+        let last = match agent.apply_observed(&body.requests, body.dry_run, &mut report) {
+            Ok(answer) => ApplyEvent::Answer(answer),
+            Err(e) => ApplyEvent::Error(e.body()),
+        };
+        let _ = events.send(last);
+    });
+    let stream = futures_util::stream::unfold(lines, |mut lines| async move {
+        let event = lines.recv().await?;
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), lines))
+    });
+    let headers = [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")];
+    Ok((headers, axum::body::Body::from_stream(stream)).into_response())
 }
 
 fn kind(name: &str) -> Result<Kind, ApiError> {

@@ -1,7 +1,7 @@
 //! A small, blocking HTTP/1.1 client for the agent's Unix socket (what `eipctl` uses).
 
 use std::{
-    io::{Read as _, Write as _},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
     time::Duration,
@@ -13,6 +13,9 @@ use crate::api::{ErrorBody, ErrorKind};
 
 /// Default socket path, shared by `eipgwd` and `eipctl`.
 pub const DEFAULT_SOCKET: &str = "/run/eipgw/eipgw.sock";
+
+/// How long to wait for the agent's answer (a million-mapping `apply` takes seconds).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Why a call did not succeed. The CLI maps each kind to its own exit code.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,12 @@ pub enum CallError {
 
 pub struct Client {
     socket: PathBuf,
+}
+
+/// What the head of an HTTP/1.1 answer says that matters here.
+struct Head {
+    status: u16,
+    chunked: bool,
 }
 
 impl Client {
@@ -57,26 +66,82 @@ impl Client {
         Ok(())
     }
 
+    /// POSTs `body` and hands each line of a streamed (chunked, NDJSON) answer to `on_line`
+    /// as it arrives.
+    pub fn post_lines<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+        mut on_line: impl FnMut(&[u8]),
+    ) -> Result<(), CallError> {
+        let (head, mut reader) = self.send("POST", path, Some(body))?;
+        if !(200..300).contains(&head.status) || !head.chunked {
+            let payload = self.read_rest(&mut reader)?;
+            if !(200..300).contains(&head.status) {
+                return Err(self.error_from(head.status, &payload));
+            }
+            payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()).for_each(on_line);
+            return Ok(());
+        }
+        let mut pending = Vec::new();
+        loop {
+            let chunk = self.read_chunk(&mut reader)?;
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                on_line(&pending[..end]);
+                pending.drain(..=end);
+            }
+            if chunk.is_empty() {
+                if !pending.is_empty() {
+                    on_line(&pending);
+                }
+                return Ok(());
+            }
+        }
+    }
+
     fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
         body: Option<&B>,
     ) -> Result<T, CallError> {
-        let unreachable = |what: &str, e: &dyn std::fmt::Display| {
-            CallError::Unreachable(format!(
-                "{what} {}: {e} (is eipgwd running? set --api-socket or EIPGW_SOCKET)",
-                self.socket.display()
-            ))
+        let (head, mut reader) = self.send(method, path, body)?;
+        let payload = if head.chunked {
+            let mut all = Vec::new();
+            loop {
+                let chunk = self.read_chunk(&mut reader)?;
+                if chunk.is_empty() {
+                    break all;
+                }
+                all.extend_from_slice(&chunk);
+            }
+        } else {
+            self.read_rest(&mut reader)?
         };
-        let mut stream =
-            UnixStream::connect(&self.socket).map_err(|e| unreachable("cannot connect to", &e))?;
+        if !(200..300).contains(&head.status) {
+            return Err(self.error_from(head.status, &payload));
+        }
+        let payload = if payload.is_empty() { b"null".as_slice() } else { &payload };
+        serde_json::from_slice(payload).map_err(|e| self.unreachable("unexpected answer from", &e))
+    }
+
+    /// Sends one request (`Connection: close`) and reads the status line and headers; the
+    /// reader is left at the start of the body.
+    fn send<B: Serialize>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<(Head, BufReader<UnixStream>), CallError> {
+        let mut stream = UnixStream::connect(&self.socket)
+            .map_err(|e| self.unreachable("cannot connect to", &e))?;
         stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .map_err(|e| unreachable("socket", &e))?;
+            .set_read_timeout(Some(ANSWER_TIMEOUT))
+            .map_err(|e| self.unreachable("socket", &e))?;
         let body = match body {
             Some(b) => {
-                serde_json::to_vec(b).map_err(|e| unreachable("encoding a request for", &e))?
+                serde_json::to_vec(b).map_err(|e| self.unreachable("encoding a request for", &e))?
             }
             None => Vec::new(),
         };
@@ -88,36 +153,69 @@ impl Client {
         stream
             .write_all(head.as_bytes())
             .and_then(|()| stream.write_all(&body))
-            .map_err(|e| unreachable("writing to", &e))?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).map_err(|e| unreachable("reading from", &e))?;
-        let (status, payload) = split_response(&response)
-            .ok_or_else(|| unreachable("malformed answer from", &"HTTP"))?;
-        if (200..300).contains(&status) {
-            let payload = if payload.is_empty() { b"null".as_slice() } else { payload };
-            return serde_json::from_slice(payload)
-                .map_err(|e| unreachable("unexpected answer from", &e));
+            .map_err(|e| self.unreachable("writing to", &e))?;
+        let mut reader = BufReader::new(stream);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            let n =
+                reader.read_line(&mut line).map_err(|e| self.unreachable("reading from", &e))?;
+            if n == 0 || line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
         }
-        let error: ErrorBody = serde_json::from_slice(payload).map_err(|_| {
-            unreachable(
+        let head =
+            parse_head(&head).ok_or_else(|| self.unreachable("malformed answer from", &"HTTP"))?;
+        Ok((head, reader))
+    }
+
+    fn read_rest(&self, reader: &mut BufReader<UnixStream>) -> Result<Vec<u8>, CallError> {
+        let mut payload = Vec::new();
+        reader.read_to_end(&mut payload).map_err(|e| self.unreachable("reading from", &e))?;
+        Ok(payload)
+    }
+
+    /// One chunk of a chunked body (RFC 9112, 7.1); empty for the last one.
+    fn read_chunk(&self, reader: &mut BufReader<UnixStream>) -> Result<Vec<u8>, CallError> {
+        let mut size_line = String::new();
+        reader.read_line(&mut size_line).map_err(|e| self.unreachable("reading from", &e))?;
+        let size = usize::from_str_radix(size_line.trim().split(';').next().unwrap_or(""), 16)
+            .map_err(|_| self.unreachable("malformed chunk from", &size_line.trim()))?;
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk).map_err(|e| self.unreachable("reading from", &e))?;
+        chunk.truncate(size);
+        Ok(chunk)
+    }
+
+    fn unreachable(&self, what: &str, e: &dyn std::fmt::Display) -> CallError {
+        CallError::Unreachable(format!(
+            "{what} {}: {e} (is eipgwd running? set --api-socket or EIPGW_SOCKET)",
+            self.socket.display()
+        ))
+    }
+
+    fn error_from(&self, status: u16, payload: &[u8]) -> CallError {
+        match serde_json::from_slice::<ErrorBody>(payload) {
+            Ok(error) => match error.kind {
+                ErrorKind::Refused => CallError::Refused(error),
+                ErrorKind::Failed => CallError::Failed(error),
+            },
+            Err(_) => self.unreachable(
                 &format!("HTTP {status} ({}) from", String::from_utf8_lossy(payload).trim()),
                 &"no error body",
-            )
-        })?;
-        Err(match error.kind {
-            ErrorKind::Refused => CallError::Refused(error),
-            ErrorKind::Failed => CallError::Failed(error),
-        })
+            ),
+        }
     }
 }
 
-/// Status code and body of a complete HTTP/1.1 response with a Content-Length (which is
-/// what the agent always sends).
-fn split_response(response: &[u8]) -> Option<(u16, &[u8])> {
-    let end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&response[..end]).ok()?;
+fn parse_head(head: &str) -> Option<Head> {
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, &response[end + 4..]))
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    Some(Head { status, chunked })
 }
 
 #[cfg(test)]
@@ -125,9 +223,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn splits_status_and_body() {
-        let raw = b"HTTP/1.1 409 Conflict\r\ncontent-length: 2\r\n\r\n{}";
-        assert_eq!(split_response(raw), Some((409, b"{}".as_slice())));
-        assert_eq!(split_response(b"garbage"), None);
+    fn reads_status_and_chunking_from_the_head() {
+        let head = parse_head("HTTP/1.1 409 Conflict\r\ncontent-length: 2\r\n").unwrap();
+        assert_eq!((head.status, head.chunked), (409, false));
+        let head = parse_head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n").unwrap();
+        assert_eq!((head.status, head.chunked), (200, true));
+        assert!(parse_head("garbage").is_none());
     }
 }

@@ -11,7 +11,7 @@ use super::{
     output::{self, Output},
 };
 use crate::{
-    api::{ApplyAnswer, ApplyBody},
+    api::{ApplyAnswer, ApplyBody, ApplyEvent, ErrorKind},
     client::CallError,
     model::Request,
 };
@@ -26,6 +26,9 @@ pub struct ApplyArgs {
     /// Validate everything and print what would change, but keep nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Stream progress from the agent (the default on a terminal, where it draws a bar).
+    #[arg(long)]
+    progress: bool,
 }
 
 /// The document: a list of requests, bare or under `requests`.
@@ -45,23 +48,14 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> Result<(), CallError> {
     .map_err(|e| CallError::Usage(format!("reading {}: {e}", args.file.display())))?;
     let requests =
         parse(&text).map_err(|e| CallError::Usage(format!("{}: {e}", args.file.display())))?;
-    let count = requests.len();
 
-    // The agent answers once the whole transaction is done; on a terminal show that it is
-    // working and how far along the document is.
-    let progress = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new_spinner().with_message(format!(
-            "{} {count} requests as one transaction",
-            if args.dry_run { "validating" } else { "applying" }
-        ));
-        bar.enable_steady_tick(Duration::from_millis(100));
-        bar
-    });
-    let answer: Result<ApplyAnswer, CallError> =
-        ctx.client.post("/v1/apply", &ApplyBody { requests, dry_run: args.dry_run });
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
+    let progress = args.progress || std::io::stderr().is_terminal();
+    let answer = if progress {
+        apply_with_progress(ctx, ApplyBody { requests, dry_run: args.dry_run, progress: true })
+    } else {
+        ctx.client
+            .post("/v1/apply", &ApplyBody { requests, dry_run: args.dry_run, progress: false })
+    };
     let answer = answer?;
     for warning in &answer.warnings {
         eprintln!("eipctl: warning: {warning}");
@@ -102,6 +96,42 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> Result<(), CallError> {
         }
     }
     Ok(())
+}
+
+/// Sends the document asking for a streamed answer, and draws the agent's progress lines
+/// as a bar (on a terminal; elsewhere the bar stays hidden).
+fn apply_with_progress(ctx: &Ctx, body: ApplyBody) -> Result<ApplyAnswer, CallError> {
+    let bar = indicatif::ProgressBar::new(body.requests.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>12} [{bar:40}] {pos}/{len} requests {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let mut last = None;
+    let mut malformed = None;
+    ctx.client.post_lines("/v1/apply", &body, |line| match serde_json::from_slice(line) {
+        Ok(ApplyEvent::Progress(p)) => {
+            bar.set_message(p.phase);
+            bar.set_position(p.done as u64);
+        }
+        Ok(event) => last = Some(event),
+        Err(e) => malformed = Some(e.to_string()),
+    })?;
+    bar.finish_and_clear();
+    match (last, malformed) {
+        (Some(ApplyEvent::Answer(answer)), _) => Ok(answer),
+        (Some(ApplyEvent::Error(error)), _) => Err(match error.kind {
+            ErrorKind::Refused => CallError::Refused(error),
+            ErrorKind::Failed => CallError::Failed(error),
+        }),
+        (_, Some(e)) => {
+            Err(CallError::Unreachable(format!("malformed progress from the agent: {e}")))
+        }
+        _ => Err(CallError::Unreachable("the agent ended the answer without a result".into())),
+    }
 }
 
 /// JSON when it parses as JSON, otherwise YAML (a superset), so errors speak of the format

@@ -45,9 +45,22 @@ impl State {
 
     /// Runs several requests as one transaction (`eipctl apply`): all or nothing.
     pub fn run_all(&mut self, requests: &[Request]) -> Result<(Vec<Executed>, Change), Refusal> {
+        self.run_all_observed(requests, |_| {})
+    }
+
+    /// [`State::run_all`], telling `progress` how many requests are done now and then.
+    pub fn run_all_observed(
+        &mut self,
+        requests: &[Request],
+        mut progress: impl FnMut(usize),
+    ) -> Result<(Vec<Executed>, Change), Refusal> {
+        const EVERY: usize = 1000;
         let mut txn = Txn::begin(self);
         let mut done = Vec::with_capacity(requests.len());
         for (i, request) in requests.iter().enumerate() {
+            if i % EVERY == 0 {
+                progress(i);
+            }
             match execute(&mut txn, request) {
                 Ok(executed) => done.push(executed),
                 Err(mut refusal) => {
