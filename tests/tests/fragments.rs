@@ -26,11 +26,12 @@ fn datagram(seed: u8) -> Vec<u8> {
     (0..SIZE).map(|i| (i as u32 * 7 + u32::from(seed)) as u8).collect()
 }
 
+/// What a receiver thread ends with: the datagram and its source, or what went wrong.
+type Received = std::thread::JoinHandle<anyhow::Result<Result<(Vec<u8>, SocketAddr), String>>>;
+
 /// Receives one datagram on `port` in `ns` (bound before this returns) and returns it with
 /// its source.
-fn receiver(
-    ns: &Netns,
-) -> std::thread::JoinHandle<anyhow::Result<Result<(Vec<u8>, SocketAddr), String>>> {
+fn receiver(ns: &Netns) -> Received {
     let (bound, ready) = std::sync::mpsc::channel();
     let handle = ns.spawn(move || {
         let socket = UdpSocket::bind(("0.0.0.0", PORT)).map_err(|e| e.to_string())?;
