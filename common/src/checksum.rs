@@ -45,6 +45,90 @@ pub const fn udp_replace_u32(check: u16, old: u32, new: u32) -> u16 {
     }
 }
 
+/// The checksum of data whose 16-bit words (as they sit in memory) add up to `sum`: for a
+/// header built from scratch, which has no old checksum to update.
+#[inline(always)]
+pub const fn finish(sum: u32) -> u16 {
+    !fold(sum)
+}
+
+/// The word that a trailing odd byte counts as: padded with a zero byte after it (RFC 1071).
+#[inline(always)]
+pub const fn odd_byte(byte: u8) -> u16 {
+    u16::from_ne_bytes([byte, 0])
+}
+
+/// The Internet checksum of `bytes`, in memory order, computed in full: for a header built
+/// from scratch on the stack. Fine for anything shorter than 128 KiB (the accumulator
+/// cannot overflow).
+#[inline(always)]
+pub fn checksum(bytes: &[u8]) -> u16 {
+    let (words, rest) = bytes.as_chunks::<2>();
+    let mut sum = 0u32;
+    for word in words {
+        sum += u16::from_ne_bytes(*word) as u32;
+    }
+    if let [byte] = rest {
+        sum += odd_byte(*byte) as u32;
+    }
+    finish(sum)
+}
+
+/// The checksum in the L4 header of the packet an ICMP error quotes, if the quote holds it,
+/// as it sits in memory.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum QuotedL4 {
+    /// Not in the quote: ICMP (its checksum does not cover the addresses), a later
+    /// fragment, any other protocol, or a quote that ends before the field (a TCP checksum
+    /// is at bytes 16..18, beyond the 8 bytes RFC 792 requires).
+    None,
+    Tcp(u16),
+    /// 0 means "no checksum" and stays 0.
+    Udp(u16),
+}
+
+/// The checksums an address change in an ICMP error's quoted packet touches, each as it
+/// sits in memory.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct QuotedChecksums {
+    /// The ICMP error's own checksum. It covers the whole quote, so it follows every word
+    /// that changes there; it does not cover the outer IP header.
+    pub icmp: u16,
+    /// The quoted IPv4 header's checksum.
+    pub ip: u16,
+    /// The quoted L4 header's checksum, whose pseudo-header holds the address.
+    pub l4: QuotedL4,
+}
+
+/// The checksums after an address of the packet quoted in an ICMP error changed from `old`
+/// to `new` (RFC 5508 §4.2): the quoted IPv4 header's, the quoted L4 header's (its
+/// pseudo-header), and the ICMP checksum, which must follow the address and both of those
+/// changes, since all of them lie inside the ICMP message.
+///
+/// Each changed field is a whole number of 16-bit words of the ICMP checksum: the ICMP
+/// header is 8 bytes, so the quoted IPv4 header starts at an even offset in the message,
+/// and its addresses (+12, +16), its checksum (+10), the quoted L4 header (+IHL×4) and the
+/// UDP (+6) or TCP (+16) checksum in it all sit at even offsets too. Word-wise incremental
+/// updates are therefore exact; no byte-shifted variant is needed.
+#[inline(always)]
+pub const fn quoted_address_change(sums: QuotedChecksums, old: u32, new: u32) -> QuotedChecksums {
+    let ip = replace_u32(sums.ip, old, new);
+    let icmp = replace_u32(sums.icmp, old, new);
+    let icmp = replace_u16(icmp, sums.ip, ip);
+    let (icmp, l4) = match sums.l4 {
+        QuotedL4::None => (icmp, QuotedL4::None),
+        QuotedL4::Tcp(check) => {
+            let updated = replace_u32(check, old, new);
+            (replace_u16(icmp, check, updated), QuotedL4::Tcp(updated))
+        }
+        QuotedL4::Udp(check) => {
+            let updated = udp_replace_u32(check, old, new);
+            (replace_u16(icmp, check, updated), QuotedL4::Udp(updated))
+        }
+    };
+    QuotedChecksums { icmp, ip, l4 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,8 +241,152 @@ mod tests {
         }
     }
 
+    /// An ICMP destination unreachable (port) message that quotes `quote`, as etherparse
+    /// builds it, with its checksum computed in full.
+    fn icmp_error(quote: &[u8]) -> Vec<u8> {
+        let kind = etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        );
+        let mut out = etherparse::Icmpv4Header::with_checksum(kind, quote).to_bytes().to_vec();
+        out.extend_from_slice(quote);
+        out
+    }
+
+    /// The ICMP-error case: the source of a quoted UDP or TCP packet changes from `old` to
+    /// `new` (as in an error about a packet a VPC host sent through its EIP), with the
+    /// quote cut after `quoted_len` bytes. Rewriting the address and applying
+    /// `quoted_address_change` to the words as they sit in memory must give exactly the
+    /// message etherparse builds about the packet with the new address.
+    fn quoted_case(
+        proto: u8,
+        udp_checksum: bool,
+        old: [u8; 4],
+        new: [u8; 4],
+        dst: [u8; 4],
+        payload: &[u8],
+        quoted_len: usize,
+    ) {
+        let packet = |src: [u8; 4]| {
+            let b = PacketBuilder::ipv4(src, dst, 64);
+            let mut out = Vec::new();
+            if proto == 17 {
+                b.udp(5353, 53).write(&mut out, payload).unwrap();
+                if !udp_checksum {
+                    out[26..28].copy_from_slice(&[0, 0]);
+                }
+            } else {
+                b.tcp(40_000, 443, 7, 1024).write(&mut out, payload).unwrap();
+            }
+            let end = quoted_len.min(out.len());
+            out.truncate(end);
+            out
+        };
+        let before = icmp_error(&packet(old));
+        let expected = icmp_error(&packet(new));
+
+        // The quote starts after the 8-byte ICMP header; no IPv4 options here.
+        const Q: usize = 8;
+        let l4 = match proto {
+            17 if before.len() >= Q + 28 => QuotedL4::Udp(word(&before, Q + 26)),
+            6 if before.len() >= Q + 38 => QuotedL4::Tcp(word(&before, Q + 36)),
+            _ => QuotedL4::None,
+        };
+        let sums = QuotedChecksums { icmp: word(&before, 2), ip: word(&before, Q + 10), l4 };
+        let updated = quoted_address_change(sums, addr(old), addr(new));
+        let mut got = before.clone();
+        got[Q + 12..Q + 16].copy_from_slice(&new);
+        got[2..4].copy_from_slice(&updated.icmp.to_ne_bytes());
+        got[Q + 10..Q + 12].copy_from_slice(&updated.ip.to_ne_bytes());
+        match updated.l4 {
+            QuotedL4::Udp(c) => got[Q + 26..Q + 28].copy_from_slice(&c.to_ne_bytes()),
+            QuotedL4::Tcp(c) => got[Q + 36..Q + 38].copy_from_slice(&c.to_ne_bytes()),
+            QuotedL4::None => {}
+        }
+        if !udp_checksum && proto == 17 && matches!(l4, QuotedL4::Udp(_)) {
+            assert_eq!(updated.l4, QuotedL4::Udp(0), "a UDP checksum of 0 must stay 0");
+        }
+        for (at, what) in [(2, "ICMP"), (Q + 10, "quoted IPv4"), (Q + 26, "UDP"), (Q + 36, "TCP")] {
+            if at + 2 <= got.len() {
+                assert!(
+                    same_checksum(word(&got, at), word(&expected, at)),
+                    "{what} checksum: got {:#06x}, full computation {:#06x}",
+                    word(&got, at),
+                    word(&expected, at)
+                );
+            }
+        }
+        let (mut got_norm, mut expected_norm) = (got.clone(), expected.clone());
+        for at in [2, Q + 10, Q + 26, Q + 36] {
+            if at + 2 <= got.len() {
+                got_norm[at..at + 2].copy_from_slice(&[0, 0]);
+                expected_norm[at..at + 2].copy_from_slice(&[0, 0]);
+            }
+        }
+        assert_eq!(got_norm, expected_norm, "bytes other than the checksums differ");
+    }
+
+    #[test]
+    fn quoted_udp_full_datagram() {
+        let payload = b"a DNS query, or close enough";
+        quoted_case(17, true, [203, 0, 113, 10], [10, 0, 1, 10], [198, 51, 100, 1], payload, 512);
+    }
+
+    #[test]
+    fn quoted_udp_first_8_bytes_and_checksum_0() {
+        let payload = b"a DNS query, or close enough";
+        for udp_checksum in [true, false] {
+            let (eip, private, peer) = ([203, 0, 113, 10], [10, 0, 1, 10], [198, 51, 100, 1]);
+            quoted_case(17, udp_checksum, eip, private, peer, payload, 28);
+        }
+    }
+
+    #[test]
+    fn quoted_tcp_first_8_bytes_leaves_the_tcp_checksum_alone() {
+        let (eip, private, peer) = ([203, 0, 113, 10], [10, 0, 1, 10], [198, 51, 100, 1]);
+        quoted_case(6, true, eip, private, peer, b"GET / HTTP/1.0\r\n\r\n", 28);
+    }
+
+    #[test]
+    fn checksum_of_a_fresh_header_matches_etherparse() {
+        let mut h = Ipv4Header::new(
+            36,
+            64,
+            etherparse::IpNumber::ICMP,
+            [198, 51, 100, 2],
+            [198, 51, 100, 1],
+        )
+        .unwrap();
+        let bytes = h.to_bytes();
+        h.header_checksum = h.calc_header_checksum();
+        assert_eq!(u16::from_be(checksum(&bytes)), h.header_checksum);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn quoted_rewrite_matches_full_recomputation(
+            udp in any::<bool>(),
+            udp_checksum in any::<bool>(),
+            old in any::<[u8; 4]>(),
+            new in any::<[u8; 4]>(),
+            dst in any::<[u8; 4]>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+            quoted_len in 20usize..128,
+        ) {
+            let proto = if udp { 17 } else { 6 };
+            // A quote that ends inside the L4 checksum holds half of a field that is not
+            // updated (nor is there a whole one to update): no expectation to state.
+            let split_at = if udp { 20 + 7 } else { 20 + 17 };
+            prop_assume!(quoted_len != split_at);
+            quoted_case(proto, udp_checksum, old, new, dst, &payload, quoted_len);
+        }
+
+        #[test]
+        fn full_checksum_matches_etherparse(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let reference = etherparse::checksum::Sum16BitWords::new().add_slice(&bytes).ones_complement();
+            prop_assert_eq!(checksum(&bytes), reference, "both as they sit in memory");
+        }
 
         #[test]
         fn address_rewrite_matches_full_recomputation(

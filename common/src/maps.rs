@@ -92,7 +92,8 @@ pub struct EipCounters {
 }
 const _: () = assert!(core::mem::size_of::<EipCounters>() == 32);
 
-/// Value of [`MAP_CONFIG`] at index 0: which interface is which.
+/// Value of [`MAP_CONFIG`] at index 0: which interface is which, and the gateway's own
+/// address on each.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct GatewayConfig {
@@ -100,8 +101,62 @@ pub struct GatewayConfig {
     pub wan_ifindex: u32,
     /// Interface facing the VPC.
     pub lan_ifindex: u32,
+    /// The gateway's IPv4 address on the WAN interface (network byte order): the source of
+    /// the ICMP errors it sends as a router to the Internet. 0: none; the program then
+    /// sends none from this side (a TTL that expires goes to the kernel, an oversized DF
+    /// packet is dropped).
+    pub wan_addr: u32,
+    /// The same on the LAN interface, for the errors it sends into the VPC.
+    pub lan_addr: u32,
 }
-const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 8);
+const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 16);
+
+/// At most this many ICMP errors per second and CPU does the program send as a router
+/// (time exceeded, fragmentation needed), so that a flood of expiring or oversized packets
+/// cannot turn the gateway into an amplifier (RFC 1812 §4.3.2.8)...
+pub const ICMP_ERRORS_PER_SECOND: u64 = 100;
+/// ...and at most this many at once, after a quiet second.
+pub const ICMP_ERROR_BURST: u64 = 100;
+
+/// The value of the program's per-CPU ICMP error budget (one entry): a token bucket kept as
+/// nanoseconds of credit, so that refilling it needs no division. Only the program uses it;
+/// it lives here so that its arithmetic is tested on the host.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct IcmpErrorBudget {
+    /// Credit saved up: each error costs [`IcmpErrorBudget::COST_NS`], and the credit never
+    /// exceeds [`IcmpErrorBudget::CAPACITY_NS`].
+    pub credit_ns: u64,
+    /// `bpf_ktime_get_ns()` when `credit_ns` was last brought up to date.
+    pub updated_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<IcmpErrorBudget>() == 16);
+
+impl IcmpErrorBudget {
+    /// What one error costs.
+    pub const COST_NS: u64 = 1_000_000_000 / ICMP_ERRORS_PER_SECOND;
+    /// The most credit there can be: a full burst.
+    pub const CAPACITY_NS: u64 = ICMP_ERROR_BURST * Self::COST_NS;
+
+    /// Whether one more error may be sent at `now_ns` (a monotonic clock); if so, its cost
+    /// is spent. A budget never used before (all zero) starts full.
+    #[inline(always)]
+    pub fn spend(&mut self, now_ns: u64) -> bool {
+        let elapsed = now_ns.saturating_sub(self.updated_ns);
+        let credit = match self.credit_ns.saturating_add(elapsed) {
+            credit if credit > Self::CAPACITY_NS => Self::CAPACITY_NS,
+            credit => credit,
+        };
+        self.updated_ns = now_ns;
+        if credit >= Self::COST_NS {
+            self.credit_ns = credit - Self::COST_NS;
+            true
+        } else {
+            self.credit_ns = credit;
+            false
+        }
+    }
+}
 
 /// Why a frame was dropped, or passed to the kernel without translation. The discriminant is
 /// the index into [`MAP_VERDICT_COUNTERS`].
@@ -117,11 +172,17 @@ pub enum Verdict {
     DropNoEgress = 2,
     /// Drop: the route lookup said blackhole, unreachable or prohibited.
     DropUnroutable = 3,
-    /// Drop: IPv4 with DF set, larger than the egress MTU (ICMP generation: issue 4).
+    /// Drop: IPv4 with DF set, larger than the egress MTU, that the program does not answer
+    /// itself ([`Verdict::IcmpFragNeededSent`]): a visible-mode EIP's, or one that must get
+    /// no ICMP error (RFC 1812 §4.3.2.7), or when the gateway has no address on the ingress
+    /// interface.
     DropFragmentationNeeded = 4,
     /// Drop: the egress interface is not one the gateway can redirect to.
     DropNoEgressDevice = 5,
-    /// Pass: TTL (IPv6: hop limit) would expire here; the kernel answers as a router.
+    /// Pass: TTL (IPv6: hop limit) would expire here, and the program does not answer itself
+    /// ([`Verdict::IcmpTimeExceededSent`]): IPv6, a visible-mode EIP, a packet that must get
+    /// no ICMP error (RFC 1812 §4.3.2.7), or no gateway address on the ingress interface. The
+    /// kernel, as the router, answers or drops it.
     PassTtlExpired = 6,
     /// Pass: the next hop's MAC address is unknown; the kernel resolves it and forwards.
     PassNeighbourUnknown = 7,
@@ -140,10 +201,23 @@ pub enum Verdict {
     /// Pass: larger than the egress MTU; the kernel fragments it (IPv4 without DF, after
     /// translation) or answers ICMPv6 Packet Too Big.
     PassTooBig = 12,
+    /// Drop: an ICMP error for an EIP's traffic whose quoted packet is not that EIP's flow
+    /// (inbound: its source is not the EIP; outbound: its destination is not the private
+    /// address), so there is no mapping to translate it by (RFC 5508).
+    DropIcmpErrorUnmatched = 13,
+    /// XDP_TX: a NAT-mode EIP's IPv4 packet with TTL <= 1, answered with ICMP time exceeded
+    /// from the gateway's address on the ingress interface.
+    IcmpTimeExceededSent = 14,
+    /// XDP_TX: a NAT-mode EIP's IPv4 packet with DF set and larger than the egress MTU,
+    /// answered with ICMP fragmentation needed and the next-hop MTU (RFC 1191).
+    IcmpFragNeededSent = 15,
+    /// Drop: the packet called for one of those ICMP errors, but this CPU's error budget
+    /// ([`ICMP_ERRORS_PER_SECOND`], burst [`ICMP_ERROR_BURST`]) is spent.
+    DropIcmpRateLimited = 16,
 }
 
 impl Verdict {
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 17;
     pub const ALL: [Verdict; Self::COUNT as usize] = [
         Verdict::DropMalformed,
         Verdict::DropEipNotAssociated,
@@ -158,6 +232,10 @@ impl Verdict {
         Verdict::ForwardedUnchanged,
         Verdict::DropIpv6NotPublic,
         Verdict::PassTooBig,
+        Verdict::DropIcmpErrorUnmatched,
+        Verdict::IcmpTimeExceededSent,
+        Verdict::IcmpFragNeededSent,
+        Verdict::DropIcmpRateLimited,
     ];
 
     /// Stable name used by the API and the CLI.
@@ -176,6 +254,10 @@ impl Verdict {
             Verdict::ForwardedUnchanged => "forwarded_unchanged",
             Verdict::DropIpv6NotPublic => "drop_ipv6_not_public",
             Verdict::PassTooBig => "pass_too_big",
+            Verdict::DropIcmpErrorUnmatched => "drop_icmp_error_unmatched",
+            Verdict::IcmpTimeExceededSent => "icmp_time_exceeded_sent",
+            Verdict::IcmpFragNeededSent => "icmp_frag_needed_sent",
+            Verdict::DropIcmpRateLimited => "drop_icmp_rate_limited",
         }
     }
 }
@@ -199,4 +281,61 @@ mod pod {
     unsafe impl aya::Pod for super::EipCounters {}
     unsafe impl aya::Pod for super::GatewayConfig {}
     unsafe impl aya::Pod for super::Ipv6Key {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Some time after boot, as `bpf_ktime_get_ns()` would say.
+    const T0: u64 = 3_600 * 1_000_000_000;
+
+    fn spend_all(budget: &mut IcmpErrorBudget, now_ns: u64, tries: u64) -> u64 {
+        (0..tries).filter(|_| budget.spend(now_ns)).count() as u64
+    }
+
+    #[test]
+    fn a_fresh_budget_allows_one_burst_and_then_nothing() {
+        let mut budget = IcmpErrorBudget::default();
+        assert_eq!(spend_all(&mut budget, T0, 1_000), ICMP_ERROR_BURST);
+        assert!(!budget.spend(T0 + IcmpErrorBudget::COST_NS - 1));
+    }
+
+    #[test]
+    fn credit_comes_back_at_the_configured_rate() {
+        let mut budget = IcmpErrorBudget::default();
+        spend_all(&mut budget, T0, 1_000);
+        // One error's worth of time, one error; half a second, half the rate.
+        assert!(budget.spend(T0 + IcmpErrorBudget::COST_NS));
+        assert!(!budget.spend(T0 + IcmpErrorBudget::COST_NS));
+        let later = T0 + IcmpErrorBudget::COST_NS + 500_000_000;
+        assert_eq!(spend_all(&mut budget, later, 1_000), ICMP_ERRORS_PER_SECOND / 2);
+    }
+
+    #[test]
+    fn a_long_quiet_spell_saves_up_no_more_than_one_burst() {
+        let mut budget = IcmpErrorBudget::default();
+        spend_all(&mut budget, T0, 1_000);
+        assert_eq!(spend_all(&mut budget, T0 + 3_600 * 1_000_000_000, 1_000), ICMP_ERROR_BURST);
+    }
+
+    #[test]
+    fn a_clock_that_seems_to_go_back_refills_nothing() {
+        // Per-CPU state and one clock, but be safe: no underflow, no credit.
+        let mut budget = IcmpErrorBudget::default();
+        spend_all(&mut budget, T0, 1_000);
+        assert!(!budget.spend(T0 - 1_000_000_000));
+    }
+
+    #[test]
+    fn verdict_table_is_complete_and_in_index_order() {
+        assert_eq!(Verdict::ALL.len(), Verdict::COUNT as usize);
+        for (index, verdict) in Verdict::ALL.iter().enumerate() {
+            assert_eq!(*verdict as usize, index, "{}", verdict.name());
+        }
+        let mut names: Vec<&str> = Verdict::ALL.iter().map(|v| v.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Verdict::ALL.len(), "verdict names are not unique");
+    }
 }

@@ -61,6 +61,8 @@ pub fn deliver<F: Hop>(
             on_its_way();
             Ok(Outcome::pass(Verdict::PassTooBig))
         }
+        // IPv4 with DF set: a NAT-mode EIP's is answered before it gets here
+        // (`icmp::answer`); a visible-mode EIP's is dropped.
         Route::TooBig { .. } => Ok(Outcome::drop(Verdict::DropFragmentationNeeded)),
         Route::Local | Route::Unroutable => Ok(Outcome::drop(Verdict::DropUnroutable)),
     }

@@ -8,6 +8,7 @@ use crate::{
     CONFIG, EIPS, PRIVATE_IPS,
     counters::{Direction, count_eip},
     forward::{Outcome, deliver},
+    icmp::{self, RouterError},
     ipv6,
     packet::{self, Ipv4Frame, Malformed, Network, parse_ipv4},
     route::{self, Egress, Flow, Route},
@@ -23,16 +24,16 @@ pub fn process(ctx: &XdpContext) -> Result<Outcome, Malformed> {
         Network::Ipv4 => {
             let frame = parse_ipv4(ctx)?;
             match ingress(ctx) {
-                Some(Ingress::Wan { .. }) => inbound(ctx, &frame),
-                Some(Ingress::Lan { wan }) => outbound(ctx, &frame, wan),
+                Some(Ingress::Wan { own_addr, .. }) => inbound(ctx, &frame, own_addr),
+                Some(Ingress::Lan { wan, own_addr }) => outbound(ctx, &frame, wan, own_addr),
                 None => Ok(Outcome::pass(Verdict::PassNotTranslated)),
             }
         }
         Network::Ipv6 => {
             let frame = ipv6::parse(ctx)?;
             match ingress(ctx) {
-                Some(Ingress::Wan { lan }) => ipv6::inbound(ctx, &frame, lan),
-                Some(Ingress::Lan { wan }) => ipv6::outbound(ctx, &frame, wan),
+                Some(Ingress::Wan { lan, .. }) => ipv6::inbound(ctx, &frame, lan),
+                Some(Ingress::Lan { wan, .. }) => ipv6::outbound(ctx, &frame, wan),
                 None => Ok(Outcome::pass(Verdict::PassNotTranslated)),
             }
         }
@@ -40,11 +41,12 @@ pub fn process(ctx: &XdpContext) -> Result<Outcome, Malformed> {
     }
 }
 
-/// The side a frame came in on, with the ifindex of the other side: where a frame that
-/// crosses the gateway leaves.
+/// The side a frame came in on, with the ifindex of the other side (where a frame that
+/// crosses the gateway leaves) and the gateway's own IPv4 address on this side (where the
+/// ICMP errors it sends as a router come from; 0 if it has none).
 enum Ingress {
-    Wan { lan: u32 },
-    Lan { wan: u32 },
+    Wan { lan: u32, own_addr: u32 },
+    Lan { wan: u32, own_addr: u32 },
 }
 
 /// `None` before the agent has configured the interfaces, or for a frame that came in on
@@ -54,9 +56,9 @@ fn ingress(ctx: &XdpContext) -> Option<Ingress> {
     let config = CONFIG.get(0)?;
     let ifindex = ctx.ingress_ifindex() as u32;
     if ifindex == config.wan_ifindex {
-        Some(Ingress::Wan { lan: config.lan_ifindex })
+        Some(Ingress::Wan { lan: config.lan_ifindex, own_addr: config.wan_addr })
     } else if ifindex == config.lan_ifindex {
-        Some(Ingress::Lan { wan: config.wan_ifindex })
+        Some(Ingress::Lan { wan: config.wan_ifindex, own_addr: config.lan_addr })
     } else {
         None
     }
@@ -65,9 +67,11 @@ fn ingress(ctx: &XdpContext) -> Option<Ingress> {
 /// The address change NAT mode makes; visible modes make none.
 #[derive(Copy, Clone)]
 enum Rewrite {
-    /// Inbound: the destination EIP becomes this private address.
+    /// Inbound: the destination EIP becomes this private address (and in an ICMP error,
+    /// the quoted source, the packet the private host sent).
     Destination(u32),
-    /// Outbound: the private source becomes this EIP.
+    /// Outbound: the private source becomes this EIP (and in an ICMP error, the quoted
+    /// destination, the packet the private host received).
     Source(u32),
 }
 
@@ -75,8 +79,18 @@ impl Rewrite {
     #[inline(always)]
     fn apply(self, frame: &Ipv4Frame) {
         match self {
-            Rewrite::Destination(addr) => frame.set_dst(addr),
-            Rewrite::Source(addr) => frame.set_src(addr),
+            Rewrite::Destination(addr) => {
+                frame.set_dst(addr);
+                if let Some(quoted) = &frame.quoted {
+                    quoted.set_src(addr);
+                }
+            }
+            Rewrite::Source(addr) => {
+                frame.set_src(addr);
+                if let Some(quoted) = &frame.quoted {
+                    quoted.set_dst(addr);
+                }
+            }
         }
     }
 }
@@ -89,9 +103,10 @@ fn is_visible(entry: &EipEntry) -> bool {
 
 /// From the Internet, to an associated EIP: in NAT mode the destination becomes the private
 /// address and the route is the private address's; in a visible mode the frame goes on
-/// unchanged along the kernel route the agent installs for the EIP itself.
+/// unchanged along the kernel route the agent installs for the EIP itself. `own_addr` is
+/// the gateway's WAN address.
 #[inline(always)]
-fn inbound(ctx: &XdpContext, frame: &Ipv4Frame) -> Result<Outcome, Malformed> {
+fn inbound(ctx: &XdpContext, frame: &Ipv4Frame, own_addr: u32) -> Result<Outcome, Malformed> {
     let dst = frame.dst();
     // SAFETY: the value is copied out at once; the agent replaces entries whole.
     let Some(entry) = (unsafe { EIPS.get(&dst) }).copied() else {
@@ -99,6 +114,13 @@ fn inbound(ctx: &XdpContext, frame: &Ipv4Frame) -> Result<Outcome, Malformed> {
     };
     // The address the frame leaves with, and so the one it is routed by.
     let (rewrite, routed_to) = if entry.mode == MODE_NAT {
+        // An ICMP error for the EIP is about a packet the EIP sent: anything else has no
+        // mapping to translate it by (RFC 5508 §3.1).
+        if let Some(quoted) = &frame.quoted
+            && quoted.src() != dst
+        {
+            return Ok(Outcome::drop(Verdict::DropIcmpErrorUnmatched));
+        }
         (Some(Rewrite::Destination(entry.private_addr)), entry.private_addr)
     } else if is_visible(&entry) {
         (None, dst)
@@ -106,20 +128,24 @@ fn inbound(ctx: &XdpContext, frame: &Ipv4Frame) -> Result<Outcome, Malformed> {
         return Ok(Outcome::drop(Verdict::DropEipNotAssociated));
     };
     if frame.ttl() <= 1 {
-        // The kernel, as the router, answers with ICMP time exceeded.
-        return Ok(Outcome::pass(Verdict::PassTtlExpired));
+        return ttl_expired(ctx, frame, rewrite, own_addr);
     }
     let flow = Flow::V4 { src: frame.src(), dst: routed_to, tos: frame.tos() };
     let route = route::lookup(ctx, &flow, frame.proto(), frame.total_len);
-    translate(ctx, frame, route, rewrite, entry.stats_slot, Direction::Inbound)
+    translate(ctx, frame, route, rewrite, entry.stats_slot, Direction::Inbound, own_addr)
 }
 
 /// From the VPC: traffic routed to the Internet leaves with its EIP as the source (NAT
 /// mode), or unchanged when its source is itself an EIP in a visible mode; any other source
 /// has no egress. Traffic for the gateway itself, or routed back into the VPC, is the
-/// kernel's.
+/// kernel's. `own_addr` is the gateway's LAN address.
 #[inline(always)]
-fn outbound(ctx: &XdpContext, frame: &Ipv4Frame, wan_ifindex: u32) -> Result<Outcome, Malformed> {
+fn outbound(
+    ctx: &XdpContext,
+    frame: &Ipv4Frame,
+    wan_ifindex: u32,
+    own_addr: u32,
+) -> Result<Outcome, Malformed> {
     let src = frame.src();
     let flow = Flow::V4 { src, dst: frame.dst(), tos: frame.tos() };
     let route = route::lookup(ctx, &flow, frame.proto(), frame.total_len);
@@ -134,6 +160,13 @@ fn outbound(ctx: &XdpContext, frame: &Ipv4Frame, wan_ifindex: u32) -> Result<Out
     }
     // SAFETY: the value is copied out at once; the agent replaces entries whole.
     let (rewrite, stats_slot) = if let Some(private) = unsafe { PRIVATE_IPS.get(&src) }.copied() {
+        // An ICMP error from the private host is about a packet it received, sent to it
+        // (RFC 5508 §3.1; a host sends its errors from the address the packet came to).
+        if let Some(quoted) = &frame.quoted
+            && quoted.dst() != src
+        {
+            return Ok(Outcome::drop(Verdict::DropIcmpErrorUnmatched));
+        }
         (Some(Rewrite::Source(private.eip_addr)), private.stats_slot)
     } else {
         // SAFETY: as above.
@@ -143,13 +176,33 @@ fn outbound(ctx: &XdpContext, frame: &Ipv4Frame, wan_ifindex: u32) -> Result<Out
         }
     };
     if frame.ttl() <= 1 {
-        return Ok(Outcome::pass(Verdict::PassTtlExpired));
+        return ttl_expired(ctx, frame, rewrite, own_addr);
     }
-    translate(ctx, frame, route, rewrite, stats_slot, Direction::Outbound)
+    translate(ctx, frame, route, rewrite, stats_slot, Direction::Outbound, own_addr)
+}
+
+/// A frame whose TTL would expire here. A NAT-mode EIP's gets ICMP time exceeded from
+/// `own_addr`: the kernel would see it only untranslated and could route it nowhere. A
+/// visible-mode EIP's goes to the kernel, which answers as the router itself, as it does
+/// whatever the program may not answer.
+#[inline(always)]
+fn ttl_expired(
+    ctx: &XdpContext,
+    frame: &Ipv4Frame,
+    rewrite: Option<Rewrite>,
+    own_addr: u32,
+) -> Result<Outcome, Malformed> {
+    let kernel = Outcome::pass(Verdict::PassTtlExpired);
+    match rewrite {
+        Some(_) => icmp::answer(ctx, frame, RouterError::TimeExceeded, own_addr, kernel),
+        None => Ok(kernel),
+    }
 }
 
 /// Sends an EIP's frame on along `route`, translated by `rewrite` (NAT mode) or unchanged
-/// (visible modes, `None`), and books it under the EIP's counters once it is on its way.
+/// (visible modes, `None`), and books it under the EIP's counters once it is on its way. A
+/// NAT-mode frame with DF set that does not fit the egress MTU is answered with ICMP
+/// fragmentation needed from `own_addr` instead, about the packet as it arrived.
 #[inline(always)]
 fn translate(
     ctx: &XdpContext,
@@ -158,7 +211,15 @@ fn translate(
     rewrite: Option<Rewrite>,
     stats_slot: u32,
     direction: Direction,
+    own_addr: u32,
 ) -> Result<Outcome, Malformed> {
+    if let (Route::TooBig { mtu, .. }, Some(_)) = (&route, rewrite)
+        && !frame.may_fragment()
+    {
+        let error = RouterError::FragmentationNeeded { mtu: *mtu };
+        let unanswered = Outcome::drop(Verdict::DropFragmentationNeeded);
+        return icmp::answer(ctx, frame, error, own_addr, unanswered);
+    }
     let verdict = match rewrite {
         Some(_) => Verdict::Translated,
         None => Verdict::ForwardedUnchanged,

@@ -3,13 +3,17 @@
 //! Attached to the gateway's WAN and LAN interfaces. Per frame: parse → classify by ingress
 //! interface → look up the mapping → route (`bpf_fib_lookup`) → rewrite → redirect. EIPs in
 //! a visible mode (cut-through, multi-EIP) and public IPv6 addresses take the same path
-//! without the rewrite. Every return is a deliberate action with a counted [`Verdict`].
+//! without the rewrite. ICMP errors crossing the gateway have their quoted packet
+//! translated too; a NAT-mode EIP's packet that expires here or does not fit is answered
+//! with an ICMP error sent back with XDP_TX. Every return is a deliberate action with a
+//! counted [`Verdict`].
 #![no_std]
 #![no_main]
 
 mod counters;
 mod forward;
 mod gateway;
+mod icmp;
 mod ipv6;
 mod packet;
 mod route;
@@ -21,7 +25,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use eipgw_common::{
-    DEFAULT_MAX_MAPPINGS, EipCounters, EipEntry, GatewayConfig, Ipv6Key, PrivateEntry, Verdict,
+    DEFAULT_MAX_MAPPINGS, EipCounters, EipEntry, GatewayConfig, IcmpErrorBudget, Ipv6Key,
+    PrivateEntry, Verdict,
 };
 
 // Every map is pinned by name so that a restarted agent finds the same maps (and the same
@@ -40,6 +45,10 @@ static CONFIG: Array<GatewayConfig> = Array::pinned(1, 0);
 static EGRESS_DEVICES: DevMapHash = DevMapHash::pinned(64, 0);
 #[map]
 static IPV6_PUBLIC: HashMap<Ipv6Key, u32> = HashMap::pinned(DEFAULT_MAX_MAPPINGS, 0);
+/// The budget of ICMP errors the program sends as a router, per CPU. The one map that is
+/// not pinned: a restarted agent may as well start with a full budget, and no agent reads it.
+#[map]
+static ICMP_ERROR_BUDGET: PerCpuArray<IcmpErrorBudget> = PerCpuArray::with_max_entries(1, 0);
 
 #[xdp]
 pub fn eipgw(ctx: XdpContext) -> u32 {

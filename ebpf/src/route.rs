@@ -41,9 +41,10 @@ pub enum Route {
     Forward { ifindex: u32, smac: [u8; 6], dmac: [u8; 6] },
     /// Forward out of `ifindex`, but the next hop's MAC is not resolved yet.
     NeighbourUnknown { ifindex: u32 },
-    /// Larger than the MTU of `ifindex`, the interface it would leave through (0 in the
-    /// unlikely case that the lookup without the MTU check finds no way out).
-    TooBig { ifindex: u32 },
+    /// Larger than `mtu`, the MTU towards the next hop through `ifindex`, the interface it
+    /// would leave through (0 in the unlikely case that the lookup without the MTU check
+    /// finds no way out).
+    TooBig { ifindex: u32, mtu: u16 },
     /// Addressed to this host (or broadcast/multicast, or IPv6 link-scoped): not ours to
     /// forward.
     Local,
@@ -103,13 +104,16 @@ pub fn lookup(ctx: &XdpContext, flow: &Flow, proto: u8, tot_len: u16) -> Route {
             // MTU, a union) and left the addresses as they were. (A second lookup made by
             // the caller from its `Flow` instead got the program refused by the verifier:
             // LLVM shifted a stack pointer it had left in an unused register.)
+            // SAFETY: on FRAG_NEEDED the kernel writes the MTU over `tot_len` (a union of
+            // two u16s, so reading either is sound).
+            let mtu = unsafe { params.__bindgen_anon_1.mtu_result };
             params.__bindgen_anon_1.tot_len = 0;
             params.ifindex = ingress;
             let ifindex = match fib_lookup(ctx, &mut params) {
                 BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => params.ifindex,
                 _ => 0,
             };
-            Route::TooBig { ifindex }
+            Route::TooBig { ifindex, mtu }
         }
         BPF_FIB_LKUP_RET_NOT_FWDED => Route::Local,
         _ => Route::Unroutable,
@@ -130,7 +134,7 @@ impl Route {
         match *self {
             Route::Forward { ifindex, .. }
             | Route::NeighbourUnknown { ifindex }
-            | Route::TooBig { ifindex } => match ifindex {
+            | Route::TooBig { ifindex, .. } => match ifindex {
                 0 => Egress::Unknown,
                 _ => Egress::Interface(ifindex),
             },

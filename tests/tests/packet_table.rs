@@ -19,7 +19,11 @@
 //!   198.51.100.3 with no neighbour entry        10.0.1.98, 10.0.1.99, 2001:db8:1::12
 //!   192.0.2.200/32 via 198.51.100.1             with no neighbour entry
 //!     mtu lock 1280                             2001:db8:1::13/128 dev lan0 mtu lock 1280
+//!                                               10.0.1.13/32 dev lan0 mtu lock 1280
 //! ```
+//!
+//! The gateway's own addresses, 198.51.100.2 and 10.0.1.1, are where the ICMP errors it
+//! sends as a router come from; the test writes them into the CONFIG map itself.
 //!
 //! `reconcile` adds the routes of the visible-mode EIPs itself (`203.0.113.20/32 via
 //! 10.0.1.20 dev lan0` and so on).
@@ -31,14 +35,21 @@ use std::{
     panic::{self, AssertUnwindSafe},
 };
 
-use aya::programs::{TestRun as _, TestRunOptions, XdpMode};
+use aya::{
+    maps::{Array, MapData},
+    programs::{TestRun as _, TestRunOptions, XdpMode},
+};
 use eipgw::dataplane::{Dataplane, DataplaneOptions, DesiredMaps, EipMapping};
-use eipgw_common::{EipCounters, Verdict};
+use eipgw_common::{
+    EipCounters, GatewayConfig, ICMP_ERROR_BURST, ICMP_ERRORS_PER_SECOND, MAP_CONFIG, PIN_DIR_NAME,
+    Verdict, ipv4_key,
+};
 use eipgw_tests::{BpffsMount, Netns, require_root, unique_suffix};
 use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, Ethernet2Header, IcmpEchoHeader,
-    Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type, IpFragOffset, IpNumber, Ipv4Header,
+    Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type, IpDscp, IpFragOffset, IpNumber, Ipv4Header,
     Ipv4Options, Ipv6FlowLabel, Ipv6Header, TcpHeader, UdpHeader,
+    icmpv4::{DestUnreachableHeader, TimeExceededCode},
 };
 
 const WAN_IF: &str = "wan0";
@@ -51,6 +62,8 @@ const INTERNET_HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const INTERNET_HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 /// The gateway's own WAN address.
 const GW_WAN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+/// The gateway's own LAN address.
+const GW_LAN: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
 /// Associated with [`VM`].
 const EIP_VM: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 /// Associated with [`VM_UNRESOLVED`].
@@ -70,6 +83,12 @@ const WAN_HOP_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
 /// An Internet destination whose route has an MTU of [`SMALL_MTU`].
 const INTERNET_SMALL_MTU: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 200);
 const SMALL_MTU: &str = "1280";
+/// Associated with [`VM_SMALL_MTU`], whose route has an MTU of [`SMALL_MTU`].
+const EIP_SMALL_MTU: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 13);
+const VM_SMALL_MTU: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 13);
+/// Another address of [`VM`]'s subnet, without an EIP: what an ICMP error about someone
+/// else's flow names.
+const VM_OTHER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 11);
 
 /// Cut-through (R10) to [`ENI_CUT`], the primary address of a secondary ENI.
 const EIP_CUT_THROUGH: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
@@ -102,6 +121,7 @@ const INTERNET_HOST_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 
 /// `enum xdp_action` (include/uapi/linux/bpf.h).
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
 
 /// Header sizes and the field offsets the malformed rows corrupt.
@@ -115,6 +135,10 @@ const UDP_LENGTH: usize = 4;
 
 /// NOP, NOP, NOP, end of options (RFC 791): IHL 6, so the L4 header starts at byte 24.
 const IPV4_OPTIONS: [u8; 4] = [1, 1, 1, 0];
+/// RFC 792: an ICMP error quotes the IPv4 header and (at least) the first 8 bytes after it.
+const QUOTED_L4_BYTES: usize = 8;
+/// TTL of a packet that crossed one router on the way to the host that quotes it.
+const TTL_AT_HOST: u8 = 63;
 
 const TCP_DATA: &[u8] = b"GET / HTTP/1.0\r\n\r\n";
 const UDP_DATA: &[u8] = b"a DNS query, or close enough";
@@ -248,6 +272,92 @@ fn icmp_echo(kind: fn(IcmpEchoHeader) -> Icmpv4Type) -> Vec<u8> {
     let icmp = Icmpv4Header::with_checksum(kind(IcmpEchoHeader { id: 0x1234, seq: 7 }), ICMP_DATA);
     let mut out = icmp.to_bytes().to_vec();
     out.extend_from_slice(ICMP_DATA);
+    out
+}
+
+fn port_unreachable() -> Icmpv4Type {
+    Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port)
+}
+
+fn ttl_exceeded() -> Icmpv4Type {
+    Icmpv4Type::TimeExceeded(TimeExceededCode::TtlExceededInTransit)
+}
+
+fn fragmentation_needed(next_hop_mtu: u16) -> Icmpv4Type {
+    Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded { next_hop_mtu })
+}
+
+/// The IPv4 packet of [`frame`] without its Ethernet header: what an ICMP error quotes.
+fn ip_packet(hdr: Hdr, l4: L4) -> Vec<u8> {
+    frame(hdr, l4)[ETH_LEN..].to_vec()
+}
+
+/// The first `len` bytes of `packet`, as the sender of an ICMP error may cut its quote.
+fn cut(mut packet: Vec<u8>, len: usize) -> Vec<u8> {
+    packet.truncate(len);
+    packet
+}
+
+/// An Ethernet + IPv4 frame carrying an ICMP error of `kind` that quotes `quote`, with every
+/// checksum computed by etherparse.
+fn icmp_error(hdr: Hdr, kind: Icmpv4Type, quote: &[u8]) -> Vec<u8> {
+    let icmp = Icmpv4Header::with_checksum(kind, quote);
+    let (src, dst) = (hdr.src.octets(), hdr.dst.octets());
+    let mut ip = Ipv4Header::new(0, hdr.ttl, IpNumber::ICMP, src, dst).expect("an IPv4 header");
+    ip.options = Ipv4Options::try_from(hdr.options).expect("options: 4-byte multiple, <= 40");
+    ip.set_payload_len(icmp.header_len() + quote.len()).expect("an IPv4 payload length");
+    let eth = Ethernet2Header {
+        source: hdr.eth_src,
+        destination: hdr.eth_dst,
+        ether_type: EtherType::IPV4,
+    };
+    let mut out = eth.to_bytes().to_vec();
+    ip.write(&mut out).expect("writing to a Vec");
+    out.extend_from_slice(&icmp.to_bytes());
+    out.extend_from_slice(quote);
+    out
+}
+
+/// The ICMP error the gateway sends as a router about the frame `input`: from its address
+/// `from` back to the sender over the link the frame came from (the MACs swapped), with
+/// precedence 6 (CS6, RFC 1812 §4.3.2.5), TTL 64, DF set and ID 0 (an atomic datagram, RFC
+/// 6864), quoting the packet as it arrived: its IPv4 header and the 8 bytes after it.
+fn router_error(input: &[u8], from: Ipv4Addr, kind: Icmpv4Type) -> Vec<u8> {
+    let (eth, _) = Ethernet2Header::from_slice(input).expect("an Ethernet header");
+    let (ip, _) = Ipv4Header::from_slice(&input[ETH_LEN..]).expect("an IPv4 header");
+    let quote_len = (ip.header_len() + QUOTED_L4_BYTES).min(usize::from(ip.total_len));
+    let quote = &input[ETH_LEN..ETH_LEN + quote_len];
+    let icmp = Icmpv4Header::with_checksum(kind, quote);
+    let mut error =
+        Ipv4Header::new(0, 64, IpNumber::ICMP, from.octets(), ip.source).expect("an IPv4 header");
+    error.dscp = IpDscp::CS6;
+    error.set_payload_len(icmp.header_len() + quote.len()).expect("an IPv4 payload length");
+    let eth = Ethernet2Header {
+        source: eth.destination,
+        destination: eth.source,
+        ether_type: EtherType::IPV4,
+    };
+    let mut out = eth.to_bytes().to_vec();
+    error.write(&mut out).expect("writing to a Vec");
+    out.extend_from_slice(&icmp.to_bytes());
+    out.extend_from_slice(quote);
+    out
+}
+
+/// A frame whose IPv4 payload is `payload` bytes of IP protocol 253 (RFC 3692, for
+/// experiments): a protocol the gateway knows nothing of, with a length of its choosing.
+fn experimental_frame(hdr: Hdr, payload: &[u8]) -> Vec<u8> {
+    let (src, dst) = (hdr.src.octets(), hdr.dst.octets());
+    let mut ip = Ipv4Header::new(0, hdr.ttl, IpNumber(253), src, dst).expect("an IPv4 header");
+    ip.set_payload_len(payload.len()).expect("an IPv4 payload length");
+    let eth = Ethernet2Header {
+        source: hdr.eth_src,
+        destination: hdr.eth_dst,
+        ether_type: EtherType::IPV4,
+    };
+    let mut out = eth.to_bytes().to_vec();
+    ip.write(&mut out).expect("writing to a Vec");
+    out.extend_from_slice(payload);
     out
 }
 
@@ -461,6 +571,46 @@ fn forwarded6(name: &'static str, ingress: Ingress, l4: L4v6, input: Hdr6, outpu
     }
 }
 
+/// An ICMP error crossing the gateway: the outer header translated as any frame's, and the
+/// quoted packet from `quote_in` to `quote_out` (built independently), with the quoted
+/// IPv4 and L4 checksums and the ICMP checksum fixed.
+fn translated_error(
+    name: &'static str,
+    ingress: Ingress,
+    (input, output): (Hdr, Hdr),
+    kind: Icmpv4Type,
+    quote_in: &[u8],
+    quote_out: &[u8],
+) -> Row {
+    let eip = match ingress {
+        Ingress::Wan => input.dst,
+        Ingress::Lan => output.src,
+    };
+    Row {
+        name,
+        ingress,
+        input: icmp_error(input, kind.clone(), quote_in),
+        action: XDP_REDIRECT,
+        output: Output::Rewritten(icmp_error(output, kind, quote_out)),
+        verdict: Verdict::Translated,
+        counted_eip: Some(eip),
+    }
+}
+
+/// A frame the gateway answers as a router with an ICMP error from `from`, sent back out
+/// of the interface it came in on; no EIP counts it, as nothing crossed.
+fn answered(
+    name: &'static str,
+    ingress: Ingress,
+    input: Vec<u8>,
+    from: Ipv4Addr,
+    kind: Icmpv4Type,
+    verdict: Verdict,
+) -> Row {
+    let output = Output::Rewritten(router_error(&input, from, kind));
+    Row { name, ingress, input, action: XDP_TX, output, verdict, counted_eip: None }
+}
+
 /// A frame the program must not modify.
 fn untouched(
     name: &'static str,
@@ -550,6 +700,23 @@ fn rows(wan_mac: [u8; 6], lan_mac: [u8; 6]) -> Vec<Row> {
     // A payload length 8 bytes longer than what `inbound6_udp` carries.
     let overlong6 = (inbound6_udp.len() - ETH_LEN - Ipv6Header::LEN + 8) as u16;
 
+    // What ICMP errors quote: a packet the instance sent, as the Internet host received it
+    // (with the EIP as its source) and as the instance sent it; and a packet for the
+    // instance, as the Internet host sent it (to the EIP) and as the instance received it.
+    let sent_by_vm = |src: Ipv4Addr, l4: L4| {
+        ip_packet(Hdr { src, dst: INTERNET_HOST, ttl: TTL_AT_HOST, ..outbound }, l4)
+    };
+    let sent_to_vm = |dst: Ipv4Addr, l4: L4| {
+        ip_packet(Hdr { src: INTERNET_HOST, dst, ttl: TTL_AT_HOST, ..inbound }, l4)
+    };
+    // The least an ICMP error quotes (RFC 792).
+    let header_and_8 = IPV4_LEN + QUOTED_L4_BYTES;
+    let quoting_options = |src: Ipv4Addr| {
+        let hdr =
+            Hdr { src, dst: INTERNET_HOST, ttl: TTL_AT_HOST, options: &IPV4_OPTIONS, ..outbound };
+        ip_packet(hdr, L4::Udp)
+    };
+
     vec![
         // Translated both ways, for each protocol whose checksum the rewrite must fix
         // (TCP, UDP) or must leave alone (ICMP: its checksum does not cover IP addresses).
@@ -566,6 +733,79 @@ fn rows(wan_mac: [u8; 6], lan_mac: [u8; 6]) -> Vec<Row> {
             L4::IcmpEchoReply,
             outbound,
             to_internet(outbound),
+        ),
+        // ICMP errors crossing the gateway (RFC 5508): the quoted packet is translated the
+        // other way round from the outer one, and its IPv4 checksum, its L4 checksum (when
+        // the quote holds it) and the ICMP checksum follow. Linux hosts and routers quote
+        // as much as fits in 576 bytes, so the whole datagram; RFC 792 asks only for the
+        // header and 8 bytes.
+        translated_error(
+            "inbound ICMP port unreachable about UDP the instance sent",
+            Wan,
+            (inbound, to_vm(inbound)),
+            port_unreachable(),
+            &sent_by_vm(EIP_VM, L4::Udp),
+            &sent_by_vm(VM, L4::Udp),
+        ),
+        // The quoted UDP checksum 0 ("none") stays 0.
+        translated_error(
+            "inbound ICMP port unreachable about UDP without checksum, 8 bytes quoted",
+            Wan,
+            (inbound, to_vm(inbound)),
+            port_unreachable(),
+            &cut(sent_by_vm(EIP_VM, L4::UdpWithoutChecksum), header_and_8),
+            &cut(sent_by_vm(VM, L4::UdpWithoutChecksum), header_and_8),
+        ),
+        // The TCP checksum lies beyond the 8 bytes: not in the quote, nothing to fix.
+        translated_error(
+            "inbound ICMP time exceeded about TCP, 8 bytes quoted",
+            Wan,
+            (inbound, to_vm(inbound)),
+            ttl_exceeded(),
+            &cut(sent_by_vm(EIP_VM, L4::TcpSyn), header_and_8),
+            &cut(sent_by_vm(VM, L4::TcpSyn), header_and_8),
+        ),
+        // A quote that holds it has its TCP checksum fixed like a UDP one.
+        translated_error(
+            "inbound ICMP fragmentation needed about TCP, whole segment quoted",
+            Wan,
+            (inbound, to_vm(inbound)),
+            fragmentation_needed(1400),
+            &sent_by_vm(EIP_VM, L4::TcpData),
+            &sent_by_vm(VM, L4::TcpData),
+        ),
+        // The quoted header's own IHL places its L4 header.
+        translated_error(
+            "inbound ICMP port unreachable quoting a header with options",
+            Wan,
+            (inbound, to_vm(inbound)),
+            port_unreachable(),
+            &quoting_options(EIP_VM),
+            &quoting_options(VM),
+        ),
+        translated_error(
+            "outbound ICMP port unreachable from the instance about an inbound flow",
+            Lan,
+            (outbound, to_internet(outbound)),
+            port_unreachable(),
+            &sent_to_vm(VM, L4::Udp),
+            &sent_to_vm(EIP_VM, L4::Udp),
+        ),
+        // An error for the EIP about a packet it did not send has no mapping to translate
+        // it by; the same for one from the instance about a packet it was not sent.
+        untouched(
+            "inbound ICMP error about another address's packet",
+            Wan,
+            icmp_error(inbound, port_unreachable(), &sent_by_vm(EIP_UNRESOLVED, L4::Udp)),
+            XDP_DROP,
+            Verdict::DropIcmpErrorUnmatched,
+        ),
+        untouched(
+            "outbound ICMP error about a packet to another address",
+            Lan,
+            icmp_error(outbound, port_unreachable(), &sent_to_vm(VM_OTHER, L4::Udp)),
+            XDP_DROP,
+            Verdict::DropIcmpErrorUnmatched,
         ),
         // The L4 header is found past the options, not at a fixed 20 bytes.
         forwarded("inbound TCP, IPv4 options", Wan, L4::TcpSyn, with_options, to_vm(with_options)),
@@ -602,11 +842,64 @@ fn rows(wan_mac: [u8; 6], lan_mac: [u8; 6]) -> Vec<Row> {
             XDP_DROP,
             Verdict::DropNoEgress,
         ),
-        // The kernel, as the router, sends ICMP time exceeded; it needs the frame as it came.
-        untouched(
+        // The gateway is the router hop where the TTL runs out: it answers from its own
+        // address on that side, quoting the packet as it came (untranslated).
+        answered(
             "inbound with TTL 1",
             Wan,
             frame(Hdr { ttl: 1, ..inbound }, L4::Udp),
+            GW_WAN,
+            ttl_exceeded(),
+            Verdict::IcmpTimeExceededSent,
+        ),
+        answered(
+            "outbound with TTL 1",
+            Lan,
+            frame(Hdr { ttl: 1, ..outbound }, L4::TcpData),
+            GW_LAN,
+            ttl_exceeded(),
+            Verdict::IcmpTimeExceededSent,
+        ),
+        // The quote is the header with its options and 8 bytes more.
+        answered(
+            "inbound with TTL 1, IPv4 options",
+            Wan,
+            frame(Hdr { ttl: 1, ..with_options }, L4::TcpSyn),
+            GW_WAN,
+            ttl_exceeded(),
+            Verdict::IcmpTimeExceededSent,
+        ),
+        // Less than 8 bytes after the header: the quote ends with the packet, at an odd
+        // length that the ICMP checksum pads.
+        answered(
+            "inbound with TTL 1, 3 bytes of payload",
+            Wan,
+            experimental_frame(Hdr { ttl: 1, ..inbound }, b"odd"),
+            GW_WAN,
+            ttl_exceeded(),
+            Verdict::IcmpTimeExceededSent,
+        ),
+        // No ICMP error about an ICMP error (RFC 1122 §3.2.2), nor to a multicast group
+        // (RFC 1812 §4.3.2.7): the kernel gets them, and drops them without a word.
+        untouched(
+            "inbound ICMP error with TTL 1",
+            Wan,
+            icmp_error(Hdr { ttl: 1, ..inbound }, port_unreachable(), &sent_by_vm(EIP_VM, L4::Udp)),
+            XDP_PASS,
+            Verdict::PassTtlExpired,
+        ),
+        untouched(
+            "outbound to a multicast group with TTL 1",
+            Lan,
+            frame(
+                Hdr {
+                    eth_dst: [0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb],
+                    dst: Ipv4Addr::new(224, 0, 0, 251),
+                    ttl: 1,
+                    ..outbound
+                },
+                L4::Udp,
+            ),
             XDP_PASS,
             Verdict::PassTtlExpired,
         ),
@@ -635,13 +928,25 @@ fn rows(wan_mac: [u8; 6], lan_mac: [u8; 6]) -> Vec<Row> {
             counted_eip: Some(EIP_VM),
         },
         // DF set and larger than the route's MTU: the first lookup names no interface, and
-        // the program must still find out that the packet was leaving through wan0.
-        untouched(
+        // the program must still find out that the packet was leaving through wan0. The
+        // sender learns the MTU of the next hop (RFC 1191) about the packet it sent.
+        answered(
             "outbound larger than the MTU, DF set",
             Lan,
             frame(Hdr { dst: INTERNET_SMALL_MTU, ..outbound }, L4::UdpLarge),
-            XDP_DROP,
-            Verdict::DropFragmentationNeeded,
+            GW_LAN,
+            fragmentation_needed(1280),
+            Verdict::IcmpFragNeededSent,
+        ),
+        // And inbound, about the packet sent to the EIP, so that the Internet host lowers
+        // its path MTU to the EIP.
+        answered(
+            "inbound larger than the MTU, DF set",
+            Wan,
+            frame(from_internet(EIP_SMALL_MTU), L4::UdpLarge),
+            GW_WAN,
+            fragmentation_needed(1280),
+            Verdict::IcmpFragNeededSent,
         ),
         // Without DF the kernel may fragment it: translated, then passed (TTL untouched,
         // the kernel's forwarding takes it off).
@@ -898,6 +1203,13 @@ fn rows(wan_mac: [u8; 6], lan_mac: [u8; 6]) -> Vec<Row> {
             XDP_DROP,
             Verdict::DropMalformed,
         ),
+        untouched(
+            "malformed: ICMP error quoting 12 bytes of an IPv4 header",
+            Wan,
+            icmp_error(inbound, port_unreachable(), &cut(sent_by_vm(EIP_VM, L4::Udp), 12)),
+            XDP_DROP,
+            Verdict::DropMalformed,
+        ),
         // Ethertype IPv6, then 20 of the fixed header's 40 bytes.
         untouched(
             "malformed: truncated IPv6 header",
@@ -928,6 +1240,7 @@ fn desired_maps() -> DesiredMaps {
     let mut desired = DesiredMaps::default();
     desired.eips.insert(EIP_VM, EipMapping::Nat { private_ip: VM });
     desired.eips.insert(EIP_UNRESOLVED, EipMapping::Nat { private_ip: VM_UNRESOLVED });
+    desired.eips.insert(EIP_SMALL_MTU, EipMapping::Nat { private_ip: VM_SMALL_MTU });
     desired.eips.insert(EIP_UNASSOCIATED, EipMapping::Unassociated);
     desired.eips.insert(EIP_CUT_THROUGH, EipMapping::CutThrough { next_hop: ENI_CUT });
     desired.eips.insert(EIP_MULTI, EipMapping::MultiEip { next_hop: ENI_MULTI });
@@ -974,6 +1287,8 @@ fn gateway_netns(suffix: &str) -> Netns {
         ns.ip(&["route", "add", &small_mtu_route, "via", &via, "mtu", "lock", SMALL_MTU])?;
         let small_mtu_route = format!("{VM6_SMALL_MTU}/128");
         ns.ip(&["-6", "route", "add", &small_mtu_route, "dev", LAN_IF, "mtu", "lock", SMALL_MTU])?;
+        let small_mtu_route = format!("{VM_SMALL_MTU}/32");
+        ns.ip(&["route", "add", &small_mtu_route, "dev", LAN_IF, "mtu", "lock", SMALL_MTU])?;
         // bpf_fib_lookup answers BPF_FIB_LKUP_RET_FWD_DISABLED unless the ingress device
         // forwards.
         ns.sysctl("net.ipv4.ip_forward", "1")?;
@@ -1121,7 +1436,7 @@ fn action_name(action: u32) -> String {
         0 => "XDP_ABORTED".into(),
         XDP_DROP => "XDP_DROP".into(),
         XDP_PASS => "XDP_PASS".into(),
-        3 => "XDP_TX".into(),
+        XDP_TX => "XDP_TX".into(),
         XDP_REDIRECT => "XDP_REDIRECT".into(),
         other => format!("unknown action {other}"),
     }
@@ -1187,8 +1502,47 @@ fn assert_checksums(row: &str, frame: &[u8]) {
             let (icmp, data) = Icmpv4Header::from_slice(payload).expect("an ICMP header");
             let computed = Icmpv4Header::with_checksum(icmp.icmp_type.clone(), data).checksum;
             check("ICMP", icmp.checksum, computed);
+            if matches!(
+                icmp.icmp_type,
+                Icmpv4Type::DestinationUnreachable(_)
+                    | Icmpv4Type::TimeExceeded(_)
+                    | Icmpv4Type::ParameterProblem(_)
+            ) {
+                assert_quote_checksums(row, frame, data, check);
+            }
         }
         other => panic!("{row}: no checksum to verify for IP protocol {other:?}"),
+    }
+}
+
+/// The checksums inside an ICMP error's quote: the quoted IPv4 header's, and the quoted
+/// TCP or UDP checksum when the quote holds the whole segment or datagram (a cut quote's
+/// covers bytes that are not there; the byte comparison shows it is what it should be).
+#[track_caller]
+fn assert_quote_checksums(row: &str, frame: &[u8], quote: &[u8], check: impl Fn(&str, u16, u16)) {
+    let (ip, rest) = Ipv4Header::from_slice(quote).unwrap_or_else(|e| {
+        panic!("{row}: the quoted IPv4 header does not parse ({e}):\n{}", hex(frame))
+    });
+    check("quoted IPv4 header", ip.header_checksum, ip.calc_header_checksum());
+    let Ok(payload_len) = ip.payload_len() else { return };
+    if ip.is_fragmenting_payload() || rest.len() < usize::from(payload_len) {
+        return;
+    }
+    let payload = &rest[..usize::from(payload_len)];
+    match ip.protocol {
+        IpNumber::TCP => {
+            let (tcp, data) = TcpHeader::from_slice(payload).expect("a quoted TCP header");
+            let computed = tcp.calc_checksum_ipv4(&ip, data).expect("a TCP checksum");
+            check("quoted TCP", tcp.checksum, computed);
+        }
+        IpNumber::UDP => {
+            let (udp, data) = UdpHeader::from_slice(payload).expect("a quoted UDP header");
+            if udp.checksum != 0 {
+                let computed = udp.calc_checksum_ipv4(&ip, data).expect("a UDP checksum");
+                check("quoted UDP", udp.checksum, computed);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -1294,12 +1648,25 @@ fn packet_table() {
     // that one run reports every failing row.
     let desired = desired_maps();
     let eips: Vec<Ipv4Addr> = desired.eips.keys().copied().collect();
+    let flood = frame(
+        Hdr {
+            eth_src: INTERNET_HOST_MAC,
+            eth_dst: mac_of(&ns, WAN_IF),
+            src: INTERNET_HOST,
+            dst: EIP_VM,
+            ttl: 1,
+            options: &[],
+        },
+        L4::Udp,
+    );
     let failed = ns
         .run_in(|| {
             let mut dataplane = Dataplane::open(&options).expect("opening the data plane");
             dataplane.reconcile(&desired).expect("writing the EIP maps");
+            write_own_addresses(bpffs.path());
             let ifindexes = Ifindexes { wan: ifindex(WAN_IF), lan: ifindex(LAN_IF) };
-            rows.iter()
+            let mut failed: Vec<&str> = rows
+                .iter()
                 .filter(|row| {
                     panic::catch_unwind(AssertUnwindSafe(|| {
                         check_row(&dataplane, &ifindexes, &eips, row)
@@ -1307,13 +1674,88 @@ fn packet_table() {
                     .is_err()
                 })
                 .map(|row| row.name)
-                .collect::<Vec<_>>()
+                .collect();
+            let rate_limit = panic::catch_unwind(AssertUnwindSafe(|| {
+                check_rate_limit(&dataplane, &ifindexes, &flood)
+            }));
+            if rate_limit.is_err() {
+                failed.push("rate limit of the ICMP errors the gateway sends");
+            }
+            failed
         })
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert!(
         failed.is_empty(),
         "{} of {} rows failed (each one's message is above): {failed:#?}",
         failed.len(),
-        rows.len()
+        rows.len() + 1
+    );
+}
+
+/// Writes the gateway's own addresses into the CONFIG map that `Dataplane::open` made, so
+/// that the rows do not depend on how the agent learns them.
+fn write_own_addresses(bpffs: &std::path::Path) {
+    let pin = bpffs.join(PIN_DIR_NAME).join(MAP_CONFIG);
+    let map = MapData::from_pin(&pin).unwrap_or_else(|e| panic!("opening {}: {e}", pin.display()));
+    let map = aya::maps::Map::from_map_data(map).expect("the CONFIG map");
+    let mut config: Array<MapData, GatewayConfig> = Array::try_from(map).expect("an array");
+    let current = config.get(&0, 0).expect("reading CONFIG");
+    let wan_addr = ipv4_key(GW_WAN.octets());
+    let lan_addr = ipv4_key(GW_LAN.octets());
+    config.set(0, &GatewayConfig { wan_addr, lan_addr, ..current }, 0).expect("writing CONFIG");
+}
+
+/// Pins the calling thread to one CPU, so that every run meets the same per-CPU state.
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET and sched_setaffinity (for
+    // the calling thread) get a valid one.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(rc, 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
+}
+
+/// A flood of frames that each call for time exceeded, on one CPU whose budget has had a
+/// quiet second to fill: a burst of errors goes out, then only as many as the rate lets
+/// back in while the flood lasts, and every other frame is dropped and counted.
+#[track_caller]
+fn check_rate_limit(dataplane: &Dataplane, ifindexes: &Ifindexes, input: &[u8]) {
+    const FLOOD: u64 = 3 * ICMP_ERROR_BURST;
+    pin_to_cpu(0);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let program = dataplane.program().expect("the loaded program");
+    let ctx = xdp_md(input.len(), ifindexes.wan);
+    let before = verdict_counts(dataplane);
+    let started = std::time::Instant::now();
+    for _ in 0..FLOOD {
+        let mut data_out = vec![0; input.len() + 256];
+        program
+            .test_run(TestRunOptions {
+                data_in: Some(input),
+                data_out: Some(&mut data_out),
+                ctx_in: Some(&ctx),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN failed: {e}"));
+    }
+    let elapsed = started.elapsed();
+    let after = verdict_counts(dataplane);
+    let moved = |verdict: Verdict| {
+        let count = |counts: &[(Verdict, u64)]| {
+            counts.iter().find(|(v, _)| *v == verdict).map(|(_, n)| *n).unwrap_or(0)
+        };
+        count(&after) - count(&before)
+    };
+    let (sent, limited) =
+        (moved(Verdict::IcmpTimeExceededSent), moved(Verdict::DropIcmpRateLimited));
+    assert_eq!(sent + limited, FLOOD, "every frame of the flood is answered or dropped");
+    // Credit comes back continuously: one error's worth per 1/rate seconds.
+    let refilled = (elapsed.as_nanos() * u128::from(ICMP_ERRORS_PER_SECOND) / 1_000_000_000) as u64;
+    assert!(
+        (ICMP_ERROR_BURST..=ICMP_ERROR_BURST + refilled + 1).contains(&sent),
+        "{sent} errors sent for {FLOOD} frames in {elapsed:?}: expected the burst of \
+         {ICMP_ERROR_BURST} and at most {refilled} more"
     );
 }

@@ -352,14 +352,15 @@ fn agent_restart_keeps_mappings_and_a_running_transfer() {
 }
 
 #[test]
-fn ttl_expiry_is_answered_by_the_kernel_and_oversized_df_packets_are_dropped() {
+fn ttl_expiry_and_oversized_df_packets_are_answered_by_the_gateway() {
     let (topology, agent) = setup();
     let (inet, vm) = (&topology.inet, &topology.vm);
     allocate_and_associate(&agent, EIP, VM_IP);
     ping(inet, EIP, 1).unwrap_or_else(|e| panic!("{e}"));
 
     // TTL 1 arriving at the gateway: it is the router hop, so it answers time exceeded
-    // from its own address, in each direction.
+    // from its own address, in each direction. The program sends it (the kernel could not:
+    // it would see the inbound packet only untranslated, addressed to the EIP).
     let expired = |ns: &Netns, target: Ipv4Addr, router: &str| {
         let out = ns
             .command("ping")
@@ -373,23 +374,124 @@ fn ttl_expiry_is_answered_by_the_kernel_and_oversized_df_packets_are_dropped() {
             text(&out)
         );
     };
-    let before = verdict(&agent, "pass_ttl_expired");
+    let (sent, passed) =
+        (verdict(&agent, "icmp_time_exceeded_sent"), verdict(&agent, "pass_ttl_expired"));
     expired(inet, EIP, "198.51.100.2");
     expired(vm, INTERNET_HOST, "10.0.1.1");
-    assert_eq!(verdict(&agent, "pass_ttl_expired"), before + 2);
+    assert_eq!(verdict(&agent, "icmp_time_exceeded_sent"), sent + 2);
+    assert_eq!(verdict(&agent, "pass_ttl_expired"), passed, "the kernel answered instead");
 
-    // A smaller MTU towards the VPC: a DF packet that does not fit is not forwarded.
+    // A smaller MTU towards the VPC: a DF packet that does not fit is answered with
+    // fragmentation needed and the MTU of the next hop (RFC 1191), from the WAN address.
     must(topology.gw.ip(&["link", "set", "lan0", "mtu", "1280"]));
-    let before = verdict(&agent, "drop_fragmentation_needed");
+    let before = verdict(&agent, "icmp_frag_needed_sent");
     let out = inet
         .command("ping")
         .args(["-c", "1", "-W", "1", "-M", "do", "-s", "1400", &EIP.to_string()])
         .output()
         .expect("ping");
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "an oversized DF packet got through: {}", text(&out));
-    assert_eq!(verdict(&agent, "drop_fragmentation_needed"), before + 1);
+    assert!(
+        stdout.contains("From 198.51.100.2") && stdout.contains("mtu = 1280"),
+        "expected fragmentation needed (mtu = 1280) from the gateway: {}",
+        text(&out)
+    );
+    assert_eq!(verdict(&agent, "icmp_frag_needed_sent"), before + 1);
     // What fits still flows.
     ping(inet, EIP, 1).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn tracepath_shows_the_gateway_hop_and_path_mtu_discovery_finishes_a_transfer() {
+    const TOTAL: usize = 2 << 20;
+    const PORT: u16 = 9200;
+    let (topology, agent) = setup();
+    let (inet, vm) = (&topology.inet, &topology.vm);
+    allocate_and_associate(&agent, EIP, VM_IP);
+    ping(inet, EIP, 1).unwrap_or_else(|e| panic!("{e}"));
+
+    // tracepath through the EIP: hop 1 is the gateway, whose time exceeded comes from its
+    // WAN address; hop 2 is the instance, whose port unreachable (an ICMP error about a
+    // packet it was sent) leaves with the EIP as source and the EIP in the quote.
+    let translated = verdict(&agent, "translated");
+    let out = inet
+        .command("tracepath")
+        .args(["-n", "-m", "4", &EIP.to_string()])
+        .output()
+        .expect("running tracepath (iputils-tracepath)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let hop = |n: u32, address: &str| {
+        stdout.lines().any(|line| {
+            let mut words = line.split_whitespace();
+            words.next() == Some(&format!("{n}:")) && words.next() == Some(address)
+        })
+    };
+    assert!(
+        hop(1, "198.51.100.2") && hop(2, &EIP.to_string()) && stdout.contains("reached"),
+        "expected the gateway as hop 1 and the EIP reached at hop 2: {}",
+        text(&out)
+    );
+    assert!(verdict(&agent, "translated") > translated, "the instance's error was not translated");
+
+    // A smaller MTU towards the VPC, and a large upload from the Internet to the
+    // instance: Linux TCP sets DF, so the transfer finishes only if the gateway tells the
+    // sender the MTU (fragmentation needed, about the packet sent to the EIP) and the
+    // sender lowers its path MTU to the EIP.
+    must(topology.gw.ip(&["link", "set", "lan0", "mtu", "1280"]));
+    let frag_needed = verdict(&agent, "icmp_frag_needed_sent");
+    let receiver = vm.spawn(|| -> Result<usize, String> {
+        let listener = std::net::TcpListener::bind(("0.0.0.0", PORT)).map_err(|e| e.to_string())?;
+        let (mut stream, _) = listener.accept().map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
+        let mut received = 0usize;
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let n = stream.read(&mut buf).map_err(|e| format!("read after {received}: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            if let Some(i) = (0..n).find(|&i| buf[i] != ((received + i) % 251) as u8) {
+                return Err(format!("corrupt byte at {}", received + i));
+            }
+            received += n;
+        }
+        stream.write_all(received.to_string().as_bytes()).map_err(|e| e.to_string())?;
+        Ok(received)
+    });
+    let sent = must(inet.run_in(|| -> Result<String, String> {
+        let target = SocketAddr::from((EIP, PORT));
+        let mut stream = (0..50)
+            .find_map(|_| {
+                TcpStream::connect_timeout(&target, Duration::from_secs(1)).ok().or_else(|| {
+                    // The receiver may not be listening yet; refused comes back at once.
+                    std::thread::sleep(Duration::from_millis(50));
+                    None
+                })
+            })
+            .ok_or("could not connect to the EIP")?;
+        stream.set_write_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
+        let data: Vec<u8> = (0..TOTAL).map(|i| (i % 251) as u8).collect();
+        // A path MTU black hole shows as a send that stalls until the timeout.
+        stream.write_all(&data).map_err(|e| format!("send stalled (black hole?): {e}"))?;
+        stream.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).map_err(|e| format!("no answer (black hole?): {e}"))?;
+        Ok(answer)
+    }));
+    let received = receiver.join().expect("receiver thread").expect("netns");
+    let sent = sent.unwrap_or_else(|e| panic!("upload through the EIP: {e}"));
+    let received = received.unwrap_or_else(|e| panic!("receiver: {e}"));
+    assert_eq!((received, sent), (TOTAL, TOTAL.to_string()), "the transfer did not finish whole");
+    assert!(
+        verdict(&agent, "icmp_frag_needed_sent") > frag_needed,
+        "the transfer finished without fragmentation needed: was DF clear?"
+    );
+    // And the sender learnt the MTU for the EIP.
+    let route = must(inet.ip(&["route", "get", &EIP.to_string()]));
+    let route = String::from_utf8_lossy(&route.stdout);
+    assert!(route.contains("mtu 1280"), "no path MTU of 1280 for the EIP: {route}");
 }
 
 /// One TCP connection from the instance to the Internet host's whoami server, from the

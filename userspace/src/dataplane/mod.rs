@@ -102,7 +102,10 @@ impl Dataplane {
         let (wan_ifindex, lan_ifindex) = (ifindexes[0], ifindexes[1]);
 
         let mut config: Array<MapData, GatewayConfig> = take_map(&mut ebpf, MAP_CONFIG)?;
-        config.set(0, &GatewayConfig { wan_ifindex, lan_ifindex }, 0)?;
+        // The addresses the program sends its ICMP errors from, as read now: an address
+        // added later is not seen until the next start.
+        let (wan_addr, lan_addr) = (interface_ipv4(&options.wan)?, interface_ipv4(&options.lan)?);
+        config.set(0, &GatewayConfig { wan_ifindex, lan_ifindex, wan_addr, lan_addr }, 0)?;
         let mut devices: DevMapHash<MapData> = take_map(&mut ebpf, MAP_EGRESS_DEVICES)?;
         for ifindex in [wan_ifindex, lan_ifindex] {
             devices
@@ -350,6 +353,38 @@ fn interface_index(ifname: &str) -> anyhow::Result<u32> {
         bail!("no interface named {ifname} in this network namespace");
     }
     Ok(index)
+}
+
+/// The first IPv4 address of `ifname` as it sits in a header (see `ipv4_key`), or 0 if it
+/// has none (the program then leaves the ICMP errors it would send from it to the kernel).
+fn interface_ipv4(ifname: &str) -> anyhow::Result<u32> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, freed below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("listing interface addresses");
+    }
+    let mut found = 0;
+    let mut entry = list;
+    while !entry.is_null() {
+        // SAFETY: a node of the list getifaddrs made; its name is NUL-terminated, and an
+        // AF_INET address is a sockaddr_in.
+        unsafe {
+            let ifa = &*entry;
+            let addr = ifa.ifa_addr;
+            if !addr.is_null()
+                && i32::from((*addr).sa_family) == libc::AF_INET
+                && std::ffi::CStr::from_ptr(ifa.ifa_name).to_bytes() == ifname.as_bytes()
+            {
+                // s_addr is in network byte order: the header's bytes, as the maps keep them.
+                found = (*addr.cast::<libc::sockaddr_in>()).sin_addr.s_addr;
+                break;
+            }
+            entry = ifa.ifa_next;
+        }
+    }
+    // SAFETY: the list getifaddrs returned, freed once.
+    unsafe { libc::freeifaddrs(list) };
+    Ok(found)
 }
 
 /// Attaches `program` to `ifname` through a pinned bpf_link. If a link is pinned already
