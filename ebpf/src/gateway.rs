@@ -73,6 +73,9 @@ enum Rewrite {
     /// Outbound: the private source becomes this EIP (and in an ICMP error, the quoted
     /// destination, the packet the private host received).
     Source(u32),
+    /// Hairpin, from one instance to another's EIP: both at once, so the target sees the
+    /// sender's EIP and its replies come back through the gateway too.
+    Both { src: u32, dst: u32 },
 }
 
 impl Rewrite {
@@ -90,6 +93,11 @@ impl Rewrite {
                 if let Some(quoted) = &frame.quoted {
                     quoted.set_dst(addr);
                 }
+            }
+            // ICMP errors never take the hairpin (see `outbound`): outer addresses only.
+            Rewrite::Both { src, dst } => {
+                frame.set_src(src);
+                frame.set_dst(dst);
             }
         }
     }
@@ -147,18 +155,30 @@ fn outbound(
     own_addr: u32,
 ) -> Result<Outcome, Malformed> {
     let src = frame.src();
-    let flow = Flow::V4 { src, dst: frame.dst(), tos: frame.tos() };
-    let route = route::lookup(ctx, &flow, frame.proto(), frame.total_len);
-    match route.egress() {
-        Egress::Local => return Ok(Outcome::pass(Verdict::PassNotTranslated)),
-        Egress::Interface(ifindex) if ifindex != wan_ifindex => {
-            return Ok(Outcome::pass(Verdict::PassNotTranslated));
-        }
-        // Towards the Internet, or no route: without an egress right it is dropped either
-        // way.
-        Egress::Interface(_) | Egress::Unknown => {}
+    // Hairpin: to another instance's NAT-mode EIP, the frame turns round here towards the
+    // target's private address, with the sender's EIP as its source so that the answer
+    // turns round here too. One path with the Internet-bound case: a second copy of it
+    // makes the program too large for the verifier to explore.
+    // SAFETY: values are copied out at once; the agent replaces entries whole.
+    let target = unsafe { EIPS.get(&frame.dst()) }.copied().filter(|t| t.mode == MODE_NAT);
+    if target.is_some() && frame.quoted.is_some() {
+        return Ok(Outcome::drop(Verdict::DropIcmpErrorUnmatched));
     }
-    // SAFETY: the value is copied out at once; the agent replaces entries whole.
+    let routed_to = target.map_or(frame.dst(), |t| t.private_addr);
+    let flow = Flow::V4 { src, dst: routed_to, tos: frame.tos() };
+    let route = route::lookup(ctx, &flow, frame.proto(), frame.total_len);
+    if target.is_none() {
+        match route.egress() {
+            Egress::Local => return Ok(Outcome::pass(Verdict::PassNotTranslated)),
+            Egress::Interface(ifindex) if ifindex != wan_ifindex => {
+                return Ok(Outcome::pass(Verdict::PassNotTranslated));
+            }
+            // Towards the Internet, or no route: without an egress right it is dropped
+            // either way.
+            Egress::Interface(_) | Egress::Unknown => {}
+        }
+    }
+    // SAFETY: as above.
     let (rewrite, stats_slot) = if let Some(private) = unsafe { PRIVATE_IPS.get(&src) }.copied() {
         // An ICMP error from the private host is about a packet it received, sent to it
         // (RFC 5508 §3.1; a host sends its errors from the address the packet came to).
@@ -167,18 +187,34 @@ fn outbound(
         {
             return Ok(Outcome::drop(Verdict::DropIcmpErrorUnmatched));
         }
-        (Some(Rewrite::Source(private.eip_addr)), private.stats_slot)
+        let rewrite = match target {
+            Some(t) => Rewrite::Both { src: private.eip_addr, dst: t.private_addr },
+            None => Rewrite::Source(private.eip_addr),
+        };
+        (Some(rewrite), private.stats_slot)
     } else {
         // SAFETY: as above.
         match unsafe { EIPS.get(&src) }.copied() {
-            Some(eip) if is_visible(&eip) => (None, eip.stats_slot),
+            // A visible-mode EIP as source stays as it is.
+            Some(eip) if is_visible(&eip) => {
+                (target.map(|t| Rewrite::Destination(t.private_addr)), eip.stats_slot)
+            }
+            // No public address to be answered at: no egress, hairpin or not.
             _ => return Ok(Outcome::drop(Verdict::DropNoEgress)),
         }
     };
     if frame.ttl() <= 1 {
         return ttl_expired(ctx, frame, rewrite, own_addr);
     }
-    translate(ctx, frame, route, rewrite, stats_slot, Direction::Outbound, own_addr)
+    let bytes = frame.total_len as u64;
+    let outcome = translate(ctx, frame, route, rewrite, stats_slot, Direction::Outbound, own_addr)?;
+    // The target EIP received it, as if from the Internet.
+    if let Some(t) = target
+        && matches!(outcome.verdict, Verdict::Translated | Verdict::PassNeighbourUnknown)
+    {
+        count_eip(t.stats_slot, Direction::Inbound, bytes);
+    }
+    Ok(outcome)
 }
 
 /// A frame whose TTL would expire here. A NAT-mode EIP's gets ICMP time exceeded from

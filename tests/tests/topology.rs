@@ -626,3 +626,50 @@ fn ipv6_is_forwarded_untranslated_only_with_public_bandwidth() {
     must(agent.eipctl_ok(&["eni", "ipv6-public", &vm6, "--disable"]));
     assert!(curl(inet, &url).is_err(), "IPv6 still reaches the address after disable");
 }
+
+#[test]
+fn an_instance_reaches_another_instance_through_its_eip() {
+    const VM2_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 12);
+    let (topology, agent) = setup();
+    let vm = &topology.vm;
+    // A second instance; the `vm` namespace answers for it too.
+    must(agent.eipctl_ok(&[
+        "instance",
+        "create",
+        "vm-2",
+        "--region",
+        "local",
+        "--zone",
+        "zone-a",
+        "--type",
+        "small",
+        "--vswitch",
+        "vsw-1",
+        "--private-ip",
+        &VM2_IP.to_string(),
+    ]));
+    must(vm.ip(&["addr", "add", "10.0.1.12/24", "dev", "eth0"]));
+    for (eip, instance) in [(EIP, "vm-1"), (EIP2, "vm-2")] {
+        must(agent.eipctl_ok(&["eip", "allocate", &eip.to_string()]));
+        must(agent.eipctl_ok(&["eip", "associate", &eip.to_string(), "--instance", instance]));
+    }
+    // vm-2 serves on its private address only; vm-1 connects to vm-2's EIP. The gateway
+    // turns the connection round: vm-2 sees vm-1's EIP, and its answers come back the same
+    // way, so vm-1 talks to vm-2's EIP throughout.
+    let server = must(Server::tcp_whoami_at(vm, SocketAddr::from((VM2_IP, WHOAMI_PORT))));
+    let seen = whoami_from(vm, VM_IP.into(), SocketAddr::from((EIP2, WHOAMI_PORT)))
+        .unwrap_or_else(|e| panic!("hairpin connection: {e}"));
+    assert_eq!(seen, EIP.to_string(), "vm-2 saw the connection come from {seen}");
+    assert_eq!(
+        server.peers().iter().map(|p| p.ip()).collect::<Vec<_>>(),
+        vec![std::net::IpAddr::V4(EIP)]
+    );
+    let shown = eip_json(&agent, EIP2);
+    assert!(shown["counters"]["inbound_packets"].as_u64().unwrap_or(0) > 0, "{shown}");
+    // Without an EIP of its own an instance has no address to be answered at.
+    must(agent.eipctl_ok(&["eip", "unassociate", &EIP.to_string()]));
+    assert!(
+        whoami_from(vm, VM_IP.into(), SocketAddr::from((EIP2, WHOAMI_PORT))).is_err(),
+        "a source without an EIP got through the hairpin"
+    );
+}
