@@ -496,7 +496,7 @@ fn patch(mut frame: Vec<u8>, offset: usize, bytes: &[u8]) -> Vec<u8> {
     frame
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ingress {
     Wan,
     Lan,
@@ -962,6 +962,27 @@ fn rows(wan_mac: [u8; 6], lan_mac: [u8; 6]) -> Vec<Row> {
             verdict: Verdict::PassTooBig,
             counted_eip: Some(EIP_VM),
         },
+        // Hairpin (issue 4): the instance to an EIP, here its own. Both addresses change,
+        // so the answer comes back through the gateway too; it leaves where it came in.
+        Row {
+            name: "hairpin: from the instance to an EIP",
+            ingress: Lan,
+            input: frame(Hdr { dst: EIP_VM, ..outbound }, L4::TcpSyn),
+            action: XDP_TX,
+            output: Output::Rewritten(frame(
+                Hdr {
+                    eth_src: lan_mac,
+                    eth_dst: VM_MAC,
+                    src: EIP_VM,
+                    dst: VM,
+                    ttl: outbound.ttl - 1,
+                    ..outbound
+                },
+                L4::TcpSyn,
+            )),
+            verdict: Verdict::Translated,
+            counted_eip: Some(EIP_VM),
+        },
         // Visible modes (R10, R11): no rewrite at all, the EIP is routed to its ENI.
         forwarded_unchanged(
             "cut-through inbound TCP SYN",
@@ -1410,6 +1431,21 @@ fn check_row(dataplane: &Dataplane, ifindexes: &Ifindexes, eips: &[Ipv4Addr], ro
                 counters.outbound_bytes += bytes;
             }
         }
+    }
+    // Hairpin: a frame from the VPC to an EIP also arrives at that EIP, as if from the
+    // Internet.
+    let dst_at = ETH_LEN + 16;
+    let hairpin_target = (row.ingress == Ingress::Lan
+        && matches!(row.verdict, Verdict::Translated | Verdict::PassNeighbourUnknown)
+        && row.input.len() >= dst_at + 4)
+        .then(|| Ipv4Addr::from(<[u8; 4]>::try_from(&row.input[dst_at..dst_at + 4]).unwrap()))
+        .filter(|dst| eips.contains(dst));
+    if let Some(target) = hairpin_target
+        && let Some((_, counters)) =
+            expected_eips.iter_mut().find(|(address, _)| *address == target)
+    {
+        counters.inbound_packets += 1;
+        counters.inbound_bytes += (row.input.len() - ETH_LEN) as u64;
     }
     assert!(
         eips_after == expected_eips,
