@@ -273,8 +273,10 @@ fn agent_restart_keeps_mappings_and_a_running_transfer() {
     allocate_and_associate(&agent, EIP, VM_IP);
 
     // The instance streams a deterministic pattern to whoever connects.
-    let sender = vm.spawn(|| -> Result<(), String> {
-        let listener = std::net::TcpListener::bind(("0.0.0.0", 9100)).map_err(|e| e.to_string())?;
+    // Bound here, before anyone connects; the socket stays in `vm` on the thread too.
+    let listener =
+        must(vm.run_in(|| std::net::TcpListener::bind(("0.0.0.0", 9100)))).expect("binding in vm");
+    let sender = std::thread::spawn(move || -> Result<(), String> {
         let (mut stream, _) = listener.accept().map_err(|e| e.to_string())?;
         let block: Vec<u8> = (0..65_536u32).map(|i| (i % 251) as u8).collect();
         for _ in 0..TOTAL / block.len() {
@@ -289,15 +291,8 @@ fn agent_restart_keeps_mappings_and_a_running_transfer() {
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let receiver = inet.spawn(move || -> Result<usize, String> {
         let target = SocketAddr::from((EIP, 9100));
-        let mut stream = (0..50)
-            .find_map(|_| {
-                TcpStream::connect_timeout(&target, Duration::from_secs(1)).ok().or_else(|| {
-                    // The sender may not be listening yet; connect refused comes back at once.
-                    std::thread::sleep(Duration::from_millis(50));
-                    None
-                })
-            })
-            .ok_or("could not connect to the EIP")?;
+        let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(3))
+            .map_err(|e| format!("connecting to the EIP: {e}"))?;
         stream.set_read_timeout(Some(Duration::from_secs(15))).map_err(|e| e.to_string())?;
         let mut received = 0usize;
         let mut next_phase = PHASE;
@@ -340,7 +335,7 @@ fn agent_restart_keeps_mappings_and_a_running_transfer() {
         .expect("receiver thread")
         .expect("netns")
         .unwrap_or_else(|e| panic!("transfer failed: {e}\nagent log:\n{}", agent.log_text()));
-    sender.join().expect("sender thread").expect("netns").unwrap_or_else(|e| panic!("{e}"));
+    sender.join().expect("sender thread").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(received, TOTAL);
 
     // The restarted agent still has the mapping and the counters carried on.
@@ -440,8 +435,9 @@ fn tracepath_shows_the_gateway_hop_and_path_mtu_discovery_finishes_a_transfer() 
     // sender lowers its path MTU to the EIP.
     must(topology.gw.ip(&["link", "set", "lan0", "mtu", "1280"]));
     let frag_needed = verdict(&agent, "icmp_frag_needed_sent");
-    let receiver = vm.spawn(|| -> Result<usize, String> {
-        let listener = std::net::TcpListener::bind(("0.0.0.0", PORT)).map_err(|e| e.to_string())?;
+    let listener =
+        must(vm.run_in(|| std::net::TcpListener::bind(("0.0.0.0", PORT)))).expect("binding in vm");
+    let receiver = std::thread::spawn(move || -> Result<usize, String> {
         let (mut stream, _) = listener.accept().map_err(|e| e.to_string())?;
         stream.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
         let mut received = 0usize;
@@ -461,15 +457,8 @@ fn tracepath_shows_the_gateway_hop_and_path_mtu_discovery_finishes_a_transfer() 
     });
     let sent = must(inet.run_in(|| -> Result<String, String> {
         let target = SocketAddr::from((EIP, PORT));
-        let mut stream = (0..50)
-            .find_map(|_| {
-                TcpStream::connect_timeout(&target, Duration::from_secs(1)).ok().or_else(|| {
-                    // The receiver may not be listening yet; refused comes back at once.
-                    std::thread::sleep(Duration::from_millis(50));
-                    None
-                })
-            })
-            .ok_or("could not connect to the EIP")?;
+        let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(3))
+            .map_err(|e| format!("connecting to the EIP: {e}"))?;
         stream.set_write_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
         stream.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
         let data: Vec<u8> = (0..TOTAL).map(|i| (i % 251) as u8).collect();
@@ -480,7 +469,7 @@ fn tracepath_shows_the_gateway_hop_and_path_mtu_discovery_finishes_a_transfer() 
         stream.read_to_string(&mut answer).map_err(|e| format!("no answer (black hole?): {e}"))?;
         Ok(answer)
     }));
-    let received = receiver.join().expect("receiver thread").expect("netns");
+    let received = receiver.join().expect("receiver thread");
     let sent = sent.unwrap_or_else(|e| panic!("upload through the EIP: {e}"));
     let received = received.unwrap_or_else(|e| panic!("receiver: {e}"));
     assert_eq!((received, sent), (TOTAL, TOTAL.to_string()), "the transfer did not finish whole");
