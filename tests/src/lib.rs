@@ -7,6 +7,7 @@
 //! routed to the host's own interfaces.
 
 pub mod agent;
+pub mod gateway_ns;
 pub mod netns;
 pub mod servers;
 pub mod topology;

@@ -30,67 +30,22 @@
 //! just frame `n` of it. `EIPGW_FUZZ_ITERATIONS` changes how many frames run.
 
 use std::{
-    ffi::CString,
     fmt::Write as _,
     net::{Ipv4Addr, Ipv6Addr},
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
 use aya::programs::{TestRun as _, TestRunOptions, XdpMode};
-use eipgw::dataplane::{Dataplane, DataplaneOptions, DesiredMaps, EipMapping};
-use eipgw_tests::{BpffsMount, Netns, require_root, unique_suffix};
+use eipgw::dataplane::{Dataplane, DataplaneOptions};
+use eipgw_tests::gateway_ns::*;
+use eipgw_tests::{BpffsMount, require_root, unique_suffix};
 use etherparse::{
     Icmpv4Header, Ipv4HeaderSlice, Ipv6HeaderSlice, NetSlice, SlicedPacket, TcpHeaderSlice,
     TransportSlice, UdpHeaderSlice, checksum::Sum16BitWords,
 };
 
-const WAN_IF: &str = "wan0";
-const LAN_IF: &str = "lan0";
-const WAN_PEER: &str = "wanp";
-const LAN_PEER: &str = "lanp";
-
 // The addresses of `packet_table.rs`, with the same roles.
-const INTERNET_HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const INTERNET_HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const GW_WAN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
-const GW_LAN: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
-const EIP_VM: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-const EIP_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
-const EIP_UNASSOCIATED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 12);
-const EIP_CUT_THROUGH: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
-const EIP_MULTI: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 21);
-const EIP_CUT_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 22);
-const VM: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
-const VM_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
-const VM_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 99);
-const VM_WITHOUT_EIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 50);
-const ENI_CUT: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 20);
-const ENI_CUT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x14];
-const ENI_MULTI: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 21);
-const ENI_MULTI_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x15];
-const ENI_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 98);
-/// Routed through a WAN next hop ([`WAN_HOP_UNRESOLVED`]) with no neighbour entry.
-const INTERNET_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const WAN_HOP_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
-/// Its route has an MTU of [`SMALL_MTU`]: large frames to it take the too-big paths.
-const INTERNET_SMALL_MTU: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 200);
-const SMALL_MTU: &str = "1280";
 
-const INTERNET_HOST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
-const GW_WAN6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2);
-const GW_LAN6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
-const VM6_PUBLIC: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
-const VM6_PRIVATE: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x11);
-const VM6_PRIVATE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
-const VM6_UNRESOLVED: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x12);
-const VM6_SMALL_MTU: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x13);
-
-/// `enum xdp_action` (include/uapi/linux/bpf.h).
-const XDP_ABORTED: u32 = 0;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
 const ACTION_NAMES: [&str; 5] = ["XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT"];
 
 const ETH_LEN: usize = 14;
@@ -1602,107 +1557,6 @@ fn hex(bytes: &[u8]) -> String {
 
 // --- The namespace, as in packet_table.rs -----------------------------------------------
 
-fn desired_maps() -> DesiredMaps {
-    let mut desired = DesiredMaps::default();
-    desired.eips.insert(EIP_VM, EipMapping::Nat { private_ip: VM });
-    desired.eips.insert(EIP_UNRESOLVED, EipMapping::Nat { private_ip: VM_UNRESOLVED });
-    desired.eips.insert(EIP_UNASSOCIATED, EipMapping::Unassociated);
-    desired.eips.insert(EIP_CUT_THROUGH, EipMapping::CutThrough { next_hop: ENI_CUT });
-    desired.eips.insert(EIP_MULTI, EipMapping::MultiEip { next_hop: ENI_MULTI });
-    desired.eips.insert(EIP_CUT_UNRESOLVED, EipMapping::CutThrough { next_hop: ENI_UNRESOLVED });
-    desired.ipv6_public.insert(VM6_PUBLIC);
-    desired.ipv6_public.insert(VM6_UNRESOLVED);
-    desired.ipv6_public.insert(VM6_SMALL_MTU);
-    desired
-}
-
-/// The namespace of `packet_table.rs`: wan0 and lan0 with their veth peers, static
-/// neighbours, a next hop without one, and small-MTU routes. Deleted on drop.
-fn gateway_netns(suffix: &str) -> Netns {
-    let ns = Netns::create(&format!("eipgw-fz-{suffix}")).expect("creating the namespace");
-    let setup = || -> anyhow::Result<()> {
-        // The veth peers stay without IPv6, so nothing but the test frames reaches the
-        // program (see packet_table.rs).
-        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
-        ns.ip(&["link", "add", WAN_IF, "type", "veth", "peer", "name", WAN_PEER])?;
-        ns.ip(&["link", "add", LAN_IF, "type", "veth", "peer", "name", LAN_PEER])?;
-        for dev in [WAN_IF, LAN_IF] {
-            ns.sysctl(&format!("net.ipv6.conf.{dev}.disable_ipv6"), "0")?;
-            ns.sysctl(&format!("net.ipv6.conf.{dev}.accept_dad"), "0")?;
-            ns.sysctl(&format!("net.ipv6.conf.{dev}.accept_ra"), "0")?;
-        }
-        ns.ip(&["addr", "add", &format!("{GW_WAN}/24"), "dev", WAN_IF])?;
-        ns.ip(&["addr", "add", &format!("{GW_LAN}/24"), "dev", LAN_IF])?;
-        ns.ip(&["-6", "addr", "add", &format!("{GW_WAN6}/64"), "dev", WAN_IF, "nodad"])?;
-        ns.ip(&["-6", "addr", "add", &format!("{GW_LAN6}/64"), "dev", LAN_IF, "nodad"])?;
-        for dev in [WAN_IF, WAN_PEER, LAN_IF, LAN_PEER] {
-            ns.ip(&["link", "set", dev, "up"])?;
-        }
-        let via = INTERNET_HOST.to_string();
-        ns.ip(&["route", "add", "default", "via", &via])?;
-        let unresolved_route = format!("{INTERNET_UNRESOLVED}/32");
-        ns.ip(&["route", "add", &unresolved_route, "via", &WAN_HOP_UNRESOLVED.to_string()])?;
-        ns.ip(&["-6", "route", "add", "default", "via", &INTERNET_HOST6.to_string()])?;
-        // Locked, or bpf_fib_lookup ignores the route's MTU.
-        let small_mtu_route = format!("{INTERNET_SMALL_MTU}/32");
-        ns.ip(&["route", "add", &small_mtu_route, "via", &via, "mtu", "lock", SMALL_MTU])?;
-        let small_mtu_route = format!("{VM6_SMALL_MTU}/128");
-        ns.ip(&["-6", "route", "add", &small_mtu_route, "dev", LAN_IF, "mtu", "lock", SMALL_MTU])?;
-        ns.sysctl("net.ipv4.ip_forward", "1")?;
-        ns.sysctl("net.ipv6.conf.all.forwarding", "1")?;
-        for scope in ["all", "default", WAN_IF, LAN_IF] {
-            ns.sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0")?;
-        }
-        let neighbours = [
-            (INTERNET_HOST.to_string(), INTERNET_HOST_MAC, WAN_IF),
-            (VM.to_string(), VM_MAC, LAN_IF),
-            (ENI_CUT.to_string(), ENI_CUT_MAC, LAN_IF),
-            (ENI_MULTI.to_string(), ENI_MULTI_MAC, LAN_IF),
-            (INTERNET_HOST6.to_string(), INTERNET_HOST_MAC, WAN_IF),
-            (VM6_PUBLIC.to_string(), VM_MAC, LAN_IF),
-            (VM6_PRIVATE.to_string(), VM6_PRIVATE_MAC, LAN_IF),
-        ];
-        for (address, mac, dev) in neighbours {
-            let mac = mac.map(|octet| format!("{octet:02x}")).join(":");
-            ns.ip(&["neigh", "add", &address, "lladdr", &mac, "dev", dev, "nud", "permanent"])?;
-        }
-        Ok(())
-    };
-    setup().unwrap_or_else(|e| panic!("setting up namespace {}: {e:#}", ns.name()));
-    ns
-}
-
-fn mac_of(ns: &Netns, ifname: &str) -> [u8; 6] {
-    let output = ns
-        .ip(&["-j", "link", "show", "dev", ifname])
-        .unwrap_or_else(|e| panic!("reading the MAC of {ifname}: {e:#}"));
-    let links: serde_json::Value = serde_json::from_slice(&output.stdout).expect("ip -j output");
-    let text = links[0]["address"].as_str().expect("an address in `ip -j link` output");
-    let octets: Vec<u8> =
-        text.split(':').map(|octet| u8::from_str_radix(octet, 16).expect("a hex octet")).collect();
-    octets.try_into().unwrap_or_else(|_| panic!("{ifname} has MAC {text}, not 6 octets"))
-}
-
-/// The ifindex of an interface in the calling thread's namespace.
-fn ifindex(ifname: &str) -> u32 {
-    let name = CString::new(ifname).expect("no NUL in an interface name");
-    // SAFETY: `name` is a valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    assert_ne!(index, 0, "no interface {ifname} in this thread's namespace");
-    index
-}
-
-/// `struct xdp_md` for `ctx_in` (include/uapi/linux/bpf.h): data, data_end, data_meta,
-/// ingress_ifindex, rx_queue_index, egress_ifindex.
-fn xdp_md(frame_len: usize, ingress_ifindex: u32) -> [u8; 24] {
-    let fields = [0, frame_len as u32, 0, ingress_ifindex, 0, 0];
-    let mut ctx = [0; 24];
-    for (chunk, field) in ctx.as_chunks_mut::<4>().0.iter_mut().zip(fields) {
-        *chunk = field.to_ne_bytes();
-    }
-    ctx
-}
-
 // --- The run ----------------------------------------------------------------------------
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -1857,7 +1711,7 @@ fn a_million_random_frames() {
     // Made before the namespace, so dropped after it (see packet_table.rs).
     let bpffs = BpffsMount::create(&std::env::temp_dir().join(format!("eipgw-fz-{suffix}")))
         .expect("mounting a bpffs");
-    let ns = gateway_netns(&suffix);
+    let ns = gateway_netns("eipgw-fz", &suffix);
     let macs = Macs { wan: mac_of(&ns, WAN_IF), lan: mac_of(&ns, LAN_IF) };
     let options = DataplaneOptions {
         wan: WAN_IF.into(),

@@ -29,7 +29,6 @@
 //! 10.0.1.20 dev lan0` and so on).
 
 use std::{
-    ffi::CString,
     fmt::Write as _,
     net::{Ipv4Addr, Ipv6Addr},
     panic::{self, AssertUnwindSafe},
@@ -39,12 +38,13 @@ use aya::{
     maps::{Array, MapData},
     programs::{TestRun as _, TestRunOptions, XdpMode},
 };
-use eipgw::dataplane::{Dataplane, DataplaneOptions, DesiredMaps, EipMapping};
+use eipgw::dataplane::{Dataplane, DataplaneOptions};
 use eipgw_common::{
     EipCounters, GatewayConfig, ICMP_ERROR_BURST, ICMP_ERRORS_PER_SECOND, MAP_CONFIG, PIN_DIR_NAME,
     Verdict, ipv4_key,
 };
-use eipgw_tests::{BpffsMount, Netns, require_root, unique_suffix};
+use eipgw_tests::gateway_ns::*;
+use eipgw_tests::{BpffsMount, require_root, unique_suffix};
 use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, Ethernet2Header, IcmpEchoHeader,
     Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type, IpDscp, IpFragOffset, IpNumber, Ipv4Header,
@@ -52,77 +52,12 @@ use etherparse::{
     icmpv4::{DestUnreachableHeader, TimeExceededCode},
 };
 
-const WAN_IF: &str = "wan0";
-const LAN_IF: &str = "lan0";
-const WAN_PEER: &str = "wanp";
-const LAN_PEER: &str = "lanp";
-
-/// The WAN next hop (the default gateway), and the Internet host of every row.
-const INTERNET_HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const INTERNET_HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-/// The gateway's own WAN address.
-const GW_WAN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
-/// The gateway's own LAN address.
-const GW_LAN: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
-/// Associated with [`VM`].
-const EIP_VM: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-/// Associated with [`VM_UNRESOLVED`].
-const EIP_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
-/// Allocated and never associated.
-const EIP_UNASSOCIATED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 12);
-const VM: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
-const VM_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
-/// Has an EIP but no neighbour entry: the kernel has to resolve its MAC.
-const VM_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 99);
-/// A VPC address without an EIP.
-const VM_WITHOUT_EIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 50);
-/// An Internet destination routed through a WAN next hop with no neighbour entry.
-const INTERNET_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-/// That next hop.
-const WAN_HOP_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
-/// An Internet destination whose route has an MTU of [`SMALL_MTU`].
-const INTERNET_SMALL_MTU: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 200);
-const SMALL_MTU: &str = "1280";
-/// Associated with [`VM_SMALL_MTU`], whose route has an MTU of [`SMALL_MTU`].
-const EIP_SMALL_MTU: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 13);
-const VM_SMALL_MTU: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 13);
 /// Another address of [`VM`]'s subnet, without an EIP: what an ICMP error about someone
 /// else's flow names.
 const VM_OTHER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 11);
 
-/// Cut-through (R10) to [`ENI_CUT`], the primary address of a secondary ENI.
-const EIP_CUT_THROUGH: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
-const ENI_CUT: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 20);
-const ENI_CUT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x14];
-/// Multi-EIP visible (R11) to [`ENI_MULTI`].
-const EIP_MULTI: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 21);
-const ENI_MULTI: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 21);
-const ENI_MULTI_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x15];
-/// Cut-through to [`ENI_UNRESOLVED`], which has no neighbour entry.
-const EIP_CUT_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 22);
-const ENI_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 98);
-
-/// The IPv6 Internet host (and WAN next hop), with the same MAC as [`INTERNET_HOST`].
-const INTERNET_HOST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
-/// The gateway's own WAN address.
-const GW_WAN6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2);
-/// Public bandwidth enabled (R23); on [`VM`]'s interface, so with [`VM_MAC`].
-const VM6_PUBLIC: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
-/// Private only (the default, R23).
-const VM6_PRIVATE: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x11);
-const VM6_PRIVATE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
-/// Public, with no neighbour entry.
-const VM6_UNRESOLVED: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x12);
-/// Public, and its route has an MTU of [`SMALL_MTU`].
-const VM6_SMALL_MTU: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x13);
 /// A link-local address of the Internet host.
 const INTERNET_HOST_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
-
-/// `enum xdp_action` (include/uapi/linux/bpf.h).
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
 
 /// Header sizes and the field offsets the malformed rows corrupt.
 const ETH_LEN: usize = 14;
@@ -1256,127 +1191,9 @@ fn rows(wan_mac: [u8; 6], lan_mac: [u8; 6]) -> Vec<Row> {
     ]
 }
 
-/// The map contents the rows rely on.
-fn desired_maps() -> DesiredMaps {
-    let mut desired = DesiredMaps::default();
-    desired.eips.insert(EIP_VM, EipMapping::Nat { private_ip: VM });
-    desired.eips.insert(EIP_UNRESOLVED, EipMapping::Nat { private_ip: VM_UNRESOLVED });
-    desired.eips.insert(EIP_SMALL_MTU, EipMapping::Nat { private_ip: VM_SMALL_MTU });
-    desired.eips.insert(EIP_UNASSOCIATED, EipMapping::Unassociated);
-    desired.eips.insert(EIP_CUT_THROUGH, EipMapping::CutThrough { next_hop: ENI_CUT });
-    desired.eips.insert(EIP_MULTI, EipMapping::MultiEip { next_hop: ENI_MULTI });
-    desired.eips.insert(EIP_CUT_UNRESOLVED, EipMapping::CutThrough { next_hop: ENI_UNRESOLVED });
-    desired.ipv6_public.insert(VM6_PUBLIC);
-    desired.ipv6_public.insert(VM6_UNRESOLVED);
-    desired.ipv6_public.insert(VM6_SMALL_MTU);
-    desired
-}
-
-/// The namespace of the module doc. The guard deletes it, with the veths and the XDP links
-/// on them, on drop.
-fn gateway_netns(suffix: &str) -> Netns {
-    let ns = Netns::create(&format!("eipgw-pt-{suffix}")).expect("creating the namespace");
-    let setup = || -> anyhow::Result<()> {
-        // Only the rows may reach the attached program, and the veth peers are the only
-        // senders into wan0 and lan0: they stay without IPv6 (no DAD, router solicitations
-        // or MLD reports, which would move PassNotTranslated) and without addresses.
-        // `default` is set first so that the veths made next start without IPv6; wan0 and
-        // lan0 get it back, with addresses that skip DAD and do not wait for it.
-        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
-        ns.ip(&["link", "add", WAN_IF, "type", "veth", "peer", "name", WAN_PEER])?;
-        ns.ip(&["link", "add", LAN_IF, "type", "veth", "peer", "name", LAN_PEER])?;
-        for dev in [WAN_IF, LAN_IF] {
-            ns.sysctl(&format!("net.ipv6.conf.{dev}.disable_ipv6"), "0")?;
-            ns.sysctl(&format!("net.ipv6.conf.{dev}.accept_dad"), "0")?;
-            ns.sysctl(&format!("net.ipv6.conf.{dev}.accept_ra"), "0")?;
-        }
-        ns.ip(&["addr", "add", "198.51.100.2/24", "dev", WAN_IF])?;
-        ns.ip(&["addr", "add", "10.0.1.1/24", "dev", LAN_IF])?;
-        ns.ip(&["-6", "addr", "add", &format!("{GW_WAN6}/64"), "dev", WAN_IF, "nodad"])?;
-        ns.ip(&["-6", "addr", "add", "2001:db8:1::1/64", "dev", LAN_IF, "nodad"])?;
-        for dev in [WAN_IF, WAN_PEER, LAN_IF, LAN_PEER] {
-            ns.ip(&["link", "set", dev, "up"])?;
-        }
-        ns.ip(&["route", "add", "default", "via", &INTERNET_HOST.to_string()])?;
-        let unresolved_route = format!("{INTERNET_UNRESOLVED}/32");
-        ns.ip(&["route", "add", &unresolved_route, "via", &WAN_HOP_UNRESOLVED.to_string()])?;
-        ns.ip(&["-6", "route", "add", "default", "via", &INTERNET_HOST6.to_string()])?;
-        // bpf_fib_lookup honours a route's MTU only when it is locked (ip_mtu_from_fib_result,
-        // ip6_mtu_from_fib6).
-        let small_mtu_route = format!("{INTERNET_SMALL_MTU}/32");
-        let via = INTERNET_HOST.to_string();
-        ns.ip(&["route", "add", &small_mtu_route, "via", &via, "mtu", "lock", SMALL_MTU])?;
-        let small_mtu_route = format!("{VM6_SMALL_MTU}/128");
-        ns.ip(&["-6", "route", "add", &small_mtu_route, "dev", LAN_IF, "mtu", "lock", SMALL_MTU])?;
-        let small_mtu_route = format!("{VM_SMALL_MTU}/32");
-        ns.ip(&["route", "add", &small_mtu_route, "dev", LAN_IF, "mtu", "lock", SMALL_MTU])?;
-        // bpf_fib_lookup answers BPF_FIB_LKUP_RET_FWD_DISABLED unless the ingress device
-        // forwards.
-        ns.sysctl("net.ipv4.ip_forward", "1")?;
-        ns.sysctl("net.ipv6.conf.all.forwarding", "1")?;
-        for scope in ["all", "default", WAN_IF, LAN_IF] {
-            ns.sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0")?;
-        }
-        // Permanent neighbours: the FIB lookups succeed with MACs the rows know.
-        // VM_UNRESOLVED, ENI_UNRESOLVED, WAN_HOP_UNRESOLVED and VM6_UNRESOLVED deliberately
-        // have none.
-        let neighbours = [
-            (INTERNET_HOST.to_string(), INTERNET_HOST_MAC, WAN_IF),
-            (VM.to_string(), VM_MAC, LAN_IF),
-            (ENI_CUT.to_string(), ENI_CUT_MAC, LAN_IF),
-            (ENI_MULTI.to_string(), ENI_MULTI_MAC, LAN_IF),
-            (INTERNET_HOST6.to_string(), INTERNET_HOST_MAC, WAN_IF),
-            (VM6_PUBLIC.to_string(), VM_MAC, LAN_IF),
-            (VM6_PRIVATE.to_string(), VM6_PRIVATE_MAC, LAN_IF),
-        ];
-        for (address, mac, dev) in neighbours {
-            let mac = format_mac(mac);
-            ns.ip(&["neigh", "add", &address, "lladdr", &mac, "dev", dev, "nud", "permanent"])?;
-        }
-        Ok(())
-    };
-    setup().unwrap_or_else(|e| panic!("setting up namespace {}: {e:#}", ns.name()));
-    ns
-}
-
-/// The MAC address of an interface in `ns`, as `ip -j link` reports it.
-fn mac_of(ns: &Netns, ifname: &str) -> [u8; 6] {
-    let output = ns
-        .ip(&["-j", "link", "show", "dev", ifname])
-        .unwrap_or_else(|e| panic!("reading the MAC of {ifname}: {e:#}"));
-    let links: serde_json::Value = serde_json::from_slice(&output.stdout).expect("ip -j output");
-    let text = links[0]["address"].as_str().expect("an address in `ip -j link` output");
-    let octets: Vec<u8> =
-        text.split(':').map(|octet| u8::from_str_radix(octet, 16).expect("a hex octet")).collect();
-    octets.try_into().unwrap_or_else(|_| panic!("{ifname} has MAC {text}, not 6 octets"))
-}
-
-fn format_mac(mac: [u8; 6]) -> String {
-    mac.map(|octet| format!("{octet:02x}")).join(":")
-}
-
-/// The ifindex of an interface in the calling thread's namespace.
-fn ifindex(ifname: &str) -> u32 {
-    let name = CString::new(ifname).expect("no NUL in an interface name");
-    // SAFETY: `name` is a valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    assert_ne!(index, 0, "no interface {ifname} in this thread's namespace");
-    index
-}
-
 struct Ifindexes {
     wan: u32,
     lan: u32,
-}
-
-/// `struct xdp_md` for `ctx_in`: the frame spans data..data_end with no metadata, and the
-/// ingress interface picks both the direction and the namespace whose FIB
-/// `bpf_fib_lookup` consults. Fields are u32 in the order of include/uapi/linux/bpf.h.
-fn xdp_md(frame_len: usize, ingress_ifindex: u32) -> Vec<u8> {
-    let (data, data_end, data_meta, rx_queue_index, egress_ifindex) =
-        (0, frame_len as u32, 0, 0, 0);
-    let fields = [data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex];
-    fields.map(u32::to_ne_bytes).concat()
 }
 
 /// Runs one row and checks everything it states.
@@ -1667,7 +1484,7 @@ fn packet_table() {
     // pinned here, are gone.
     let bpffs = BpffsMount::create(&std::env::temp_dir().join(format!("eipgw-pt-{suffix}")))
         .expect("mounting a bpffs");
-    let ns = gateway_netns(&suffix);
+    let ns = gateway_netns("eipgw-pt", &suffix);
     let rows = rows(mac_of(&ns, WAN_IF), mac_of(&ns, LAN_IF));
     let options = DataplaneOptions {
         wan: WAN_IF.into(),
