@@ -5,7 +5,9 @@
 //! enum or `Option`, so the two sides agree on every byte.
 #![cfg_attr(not(any(test, feature = "user")), no_std)]
 
+pub mod bandwidth;
 pub mod checksum;
 pub mod maps;
+pub mod policy;
 
 pub use maps::*;

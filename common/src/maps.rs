@@ -24,6 +24,18 @@ pub const MAP_IPV6_PUBLIC: &str = "IPV6_PUBLIC";
 pub const MAP_CONFIG: &str = "CONFIG";
 /// Device map (hash, keyed by ifindex) used for XDP_REDIRECT to the egress interface.
 pub const MAP_EGRESS_DEVICES: &str = "EGRESS_DEVICES";
+/// Array of [`EipLimits`], indexed by [`EipEntry::stats_slot`]: what the agent asks of each
+/// EIP's traffic (bandwidth cap, security group). Written only by the agent.
+pub const MAP_EIP_LIMITS: &str = "EIP_LIMITS";
+/// Array of [`EipBuckets`], indexed like [`MAP_EIP_LIMITS`]: the bandwidth policer's state.
+/// Written only by the program (the agent zeroes a slot it hands to another EIP).
+pub const MAP_EIP_BUCKETS: &str = "EIP_BUCKETS";
+/// Security group number ([`EipLimits::security_group`]) → [`SecurityGroupRules`].
+pub const MAP_SECURITY_GROUPS: &str = "SECURITY_GROUPS";
+/// LRU hash [`FlowKey`] → `u64` (`bpf_ktime_get_ns()` when last seen): the flows that
+/// instances behind a security group opened towards the Internet, whose replies the group
+/// lets in whatever its rules say.
+pub const MAP_GROUP_FLOWS: &str = "GROUP_FLOWS";
 
 /// The name of the XDP program in the object file.
 pub const PROGRAM_GATEWAY: &str = "eipgw";
@@ -33,6 +45,12 @@ pub const PROGRAM_PASS: &str = "eipgw_pass";
 
 /// Default capacity of the EIP and private-IP maps and the counter array.
 pub const DEFAULT_MAX_MAPPINGS: u32 = 65_536;
+/// Capacity of [`MAP_SECURITY_GROUPS`]; group numbers are 1..=this.
+pub const MAX_SECURITY_GROUPS: u32 = 4_096;
+/// The most rules one security group holds (the program checks them all, in a bounded loop).
+pub const MAX_SECURITY_GROUP_RULES: usize = 32;
+/// Capacity of [`MAP_GROUP_FLOWS`]; the least recently seen flow makes room for a new one.
+pub const MAX_GROUP_FLOWS: u32 = 262_144;
 
 /// [`EipEntry::mode`]: the EIP is allocated but not associated; its traffic is dropped.
 pub const MODE_UNASSOCIATED: u32 = 0;
@@ -89,8 +107,102 @@ pub struct EipCounters {
     pub inbound_bytes: u64,
     pub outbound_packets: u64,
     pub outbound_bytes: u64,
+    /// Dropped for going over the EIP's bandwidth cap ([`Verdict::DropBandwidthCap`]).
+    pub inbound_over_cap_packets: u64,
+    pub inbound_over_cap_bytes: u64,
+    pub outbound_over_cap_packets: u64,
+    pub outbound_over_cap_bytes: u64,
+    /// Dropped by the security group ([`Verdict::DropSecurityGroup`]).
+    pub inbound_denied_packets: u64,
+    pub inbound_denied_bytes: u64,
 }
-const _: () = assert!(core::mem::size_of::<EipCounters>() == 32);
+const _: () = assert!(core::mem::size_of::<EipCounters>() == 80);
+
+/// Value of [`MAP_EIP_LIMITS`]: what the agent asks of one EIP's traffic. All zero: no cap,
+/// no security group.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct EipLimits {
+    /// The bandwidth cap as the time one byte takes at the capped rate, in picoseconds
+    /// ([`crate::bandwidth::picoseconds_per_byte`]); 0: no cap.
+    pub ps_per_byte: u64,
+    /// How far ahead of the clock the cap lets a burst run, in nanoseconds
+    /// ([`crate::bandwidth::burst_ns`]).
+    pub burst_ns: u64,
+    /// The number of the security group of the ENI the EIP reaches, a key of
+    /// [`MAP_SECURITY_GROUPS`]; 0: none, inbound traffic is not filtered.
+    pub security_group: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<EipLimits>() == 24);
+
+/// Value of [`MAP_EIP_BUCKETS`]: per direction, the time at which the traffic sent so far
+/// would have finished at the capped rate (the "theoretical arrival time" of GCRA, RFC 2697's
+/// single-rate idea in one number; see [`crate::bandwidth`]). Shared by all CPUs.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct EipBuckets {
+    pub inbound_tat_ns: u64,
+    pub outbound_tat_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<EipBuckets>() == 16);
+
+/// [`SecurityGroupRule::proto`] for a rule that matches every protocol.
+pub const RULE_ANY_PROTOCOL: u8 = 0;
+
+/// One inbound rule of a security group: traffic of `proto` from `src_net`/`src_mask` to a
+/// destination port in `port_min..=port_max` is allowed.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecurityGroupRule {
+    /// The source network (network byte order, like addresses in the header), already
+    /// masked.
+    pub src_net: u32,
+    /// The source netmask (network byte order); 0 matches every source.
+    pub src_mask: u32,
+    /// Destination port range (host byte order), for TCP and UDP; ignored for other
+    /// protocols.
+    pub port_min: u16,
+    pub port_max: u16,
+    /// IP protocol number, or [`RULE_ANY_PROTOCOL`].
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<SecurityGroupRule>() == 16);
+
+/// Value of [`MAP_SECURITY_GROUPS`]: a group's rules, the first `count` of `rules`.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SecurityGroupRules {
+    pub count: u32,
+    pub _pad: u32,
+    pub rules: [SecurityGroupRule; MAX_SECURITY_GROUP_RULES],
+}
+const _: () =
+    assert!(core::mem::size_of::<SecurityGroupRules>() == 8 + 16 * MAX_SECURITY_GROUP_RULES);
+
+impl Default for SecurityGroupRules {
+    fn default() -> Self {
+        Self { count: 0, _pad: 0, rules: [SecurityGroupRule::default(); MAX_SECURITY_GROUP_RULES] }
+    }
+}
+
+/// Key of [`MAP_GROUP_FLOWS`]: a flow as the EIP side sees it. For ICMP echo, `eip_port` is
+/// the echo identifier and `remote_port` is 0.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// The EIP (network byte order).
+    pub eip: u32,
+    /// The Internet host (network byte order).
+    pub remote: u32,
+    /// Ports in network byte order, as in the header.
+    pub eip_port: u16,
+    pub remote_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 
 /// Value of [`MAP_CONFIG`] at index 0: which interface is which, and the gateway's own
 /// address on each.
@@ -214,10 +326,15 @@ pub enum Verdict {
     /// Drop: the packet called for one of those ICMP errors, but this CPU's error budget
     /// ([`ICMP_ERRORS_PER_SECOND`], burst [`ICMP_ERROR_BURST`]) is spent.
     DropIcmpRateLimited = 16,
+    /// Drop: over the EIP's bandwidth cap in this direction.
+    DropBandwidthCap = 17,
+    /// Drop: inbound to an EIP whose ENI's security group has no rule that allows it, and
+    /// not a reply to a flow the instance opened.
+    DropSecurityGroup = 18,
 }
 
 impl Verdict {
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 19;
     pub const ALL: [Verdict; Self::COUNT as usize] = [
         Verdict::DropMalformed,
         Verdict::DropEipNotAssociated,
@@ -236,6 +353,8 @@ impl Verdict {
         Verdict::IcmpTimeExceededSent,
         Verdict::IcmpFragNeededSent,
         Verdict::DropIcmpRateLimited,
+        Verdict::DropBandwidthCap,
+        Verdict::DropSecurityGroup,
     ];
 
     /// Stable name used by the API and the CLI.
@@ -258,6 +377,8 @@ impl Verdict {
             Verdict::IcmpTimeExceededSent => "icmp_time_exceeded_sent",
             Verdict::IcmpFragNeededSent => "icmp_frag_needed_sent",
             Verdict::DropIcmpRateLimited => "drop_icmp_rate_limited",
+            Verdict::DropBandwidthCap => "drop_bandwidth_cap",
+            Verdict::DropSecurityGroup => "drop_security_group",
         }
     }
 }
@@ -274,13 +395,18 @@ pub const fn ipv4_octets(key: u32) -> [u8; 4] {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all five are #[repr(C)], made only of integers, with no implicit padding (the
-    // size asserts above prove it).
+    // SAFETY: all of them are #[repr(C)], made only of integers, with no implicit padding
+    // (the size asserts above prove it).
     unsafe impl aya::Pod for super::EipEntry {}
     unsafe impl aya::Pod for super::PrivateEntry {}
     unsafe impl aya::Pod for super::EipCounters {}
     unsafe impl aya::Pod for super::GatewayConfig {}
     unsafe impl aya::Pod for super::Ipv6Key {}
+    unsafe impl aya::Pod for super::EipLimits {}
+    unsafe impl aya::Pod for super::EipBuckets {}
+    unsafe impl aya::Pod for super::SecurityGroupRule {}
+    unsafe impl aya::Pod for super::SecurityGroupRules {}
+    unsafe impl aya::Pod for super::FlowKey {}
 }
 
 #[cfg(test)]

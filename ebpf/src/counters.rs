@@ -14,8 +14,8 @@ pub fn count_verdict(verdict: Verdict) {
 
 #[derive(Copy, Clone)]
 pub enum Direction {
-    Inbound,
-    Outbound,
+    Inbound = 0,
+    Outbound = 1,
 }
 
 #[inline(always)]
@@ -33,6 +33,36 @@ pub fn count_eip(slot: u32, direction: Direction, bytes: u64) {
         Direction::Outbound => {
             counters.outbound_packets += 1;
             counters.outbound_bytes += bytes;
+        }
+    }
+}
+
+/// Why an EIP's frame was dropped, for its own counters.
+#[derive(Copy, Clone)]
+pub enum EipDrop {
+    OverCap(Direction),
+    Denied,
+}
+
+#[inline(always)]
+pub fn count_eip_drop(slot: u32, drop: EipDrop, bytes: u64) {
+    let Some(counters) = EIP_COUNTERS.get_ptr_mut(slot) else {
+        return;
+    };
+    // SAFETY: as in `count_verdict`, this CPU's copy.
+    let counters = unsafe { &mut *counters };
+    match drop {
+        EipDrop::OverCap(Direction::Inbound) => {
+            counters.inbound_over_cap_packets += 1;
+            counters.inbound_over_cap_bytes += bytes;
+        }
+        EipDrop::OverCap(Direction::Outbound) => {
+            counters.outbound_over_cap_packets += 1;
+            counters.outbound_over_cap_bytes += bytes;
+        }
+        EipDrop::Denied => {
+            counters.inbound_denied_packets += 1;
+            counters.inbound_denied_bytes += bytes;
         }
     }
 }

@@ -24,6 +24,27 @@ impl Outcome {
     pub const fn pass(verdict: Verdict) -> Self {
         Self { action: xdp_action::XDP_PASS, verdict }
     }
+
+    /// The outcome as one scalar, the only kind of value a global BPF function returns.
+    #[inline(always)]
+    pub fn pack(self) -> u32 {
+        self.action | (self.verdict as u32) << 8
+    }
+
+    /// The outcome [`Outcome::pack`] made `packed` of.
+    #[inline(always)]
+    pub fn unpack(packed: u32) -> Self {
+        let index = packed >> 8;
+        let verdict = if index < Verdict::COUNT {
+            // SAFETY: `Verdict` is `repr(u32)` with the discriminants 0..COUNT, and `index`
+            // is one of them. (A lookup in `Verdict::ALL` instead lost its bounds check to
+            // the optimizer, and the verifier refused it.)
+            unsafe { core::mem::transmute::<u32, Verdict>(index) }
+        } else {
+            Verdict::DropMalformed
+        };
+        Self { action: packed & 0xff, verdict }
+    }
 }
 
 /// Acts on the route of a frame that may cross the gateway: forward it (after `rewrite`,

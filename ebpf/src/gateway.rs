@@ -11,6 +11,7 @@ use crate::{
     icmp::{self, RouterError},
     ipv6,
     packet::{self, Ipv4Frame, Malformed, Network, parse_ipv4},
+    policy,
     route::{self, Egress, Flow, Route},
 };
 
@@ -30,12 +31,12 @@ pub fn process(ctx: &XdpContext) -> Result<Outcome, Malformed> {
             }
         }
         Network::Ipv6 => {
-            let frame = ipv6::parse(ctx)?;
-            match ingress(ctx) {
-                Some(Ingress::Wan { lan, .. }) => ipv6::inbound(ctx, &frame, lan),
-                Some(Ingress::Lan { wan, .. }) => ipv6::outbound(ctx, &frame, wan),
-                None => Ok(Outcome::pass(Verdict::PassNotTranslated)),
-            }
+            let (direction, far_ifindex) = match ingress(ctx) {
+                Some(Ingress::Wan { lan, .. }) => (ipv6::INBOUND, lan),
+                Some(Ingress::Lan { wan, .. }) => (ipv6::OUTBOUND, wan),
+                None => return Ok(Outcome::pass(Verdict::PassNotTranslated)),
+            };
+            Ok(Outcome::unpack(ipv6::eipgw_ipv6(ctx.ctx, direction, far_ifindex)))
         }
         Network::Other => Ok(Outcome::pass(Verdict::PassNotTranslated)),
     }
@@ -135,12 +136,46 @@ fn inbound(ctx: &XdpContext, frame: &Ipv4Frame, own_addr: u32) -> Result<Outcome
     } else {
         return Ok(Outcome::drop(Verdict::DropEipNotAssociated));
     };
+    // The ENI's security group decides before anything else is done for the frame, and
+    // the cap meters what arrives.
+    if let Some(dropped) = inbound_policy(ctx, frame, entry.stats_slot, frame.src(), dst) {
+        return Ok(dropped);
+    }
     if frame.ttl() <= 1 {
         return ttl_expired(ctx, frame, rewrite, own_addr);
     }
     let flow = Flow::V4 { src: frame.src(), dst: routed_to, tos: frame.tos() };
     let route = route::lookup(ctx, &flow, frame.proto(), frame.total_len);
     translate(ctx, frame, route, rewrite, entry.stats_slot, Direction::Inbound, own_addr)
+}
+
+/// The inbound policy of the EIP in `slot` for `frame`, to `eip` from `src` (see
+/// [`policy::eipgw_inbound_policy`]): `None` if it passes, else the drop.
+#[inline(always)]
+fn inbound_policy(
+    ctx: &XdpContext,
+    frame: &Ipv4Frame,
+    slot: u32,
+    src: u32,
+    eip: u32,
+) -> Option<Outcome> {
+    let flags = match &frame.quoted {
+        Some(quoted) if quoted.src() == eip => policy::ERROR_ABOUT_EIP,
+        _ => 0,
+    };
+    dropped(policy::eipgw_inbound_policy(ctx.ctx, slot, src, flags))
+}
+
+/// The drop a policy decision asks for, if any.
+#[inline(always)]
+fn dropped(decision: policy::Decision) -> Option<Outcome> {
+    let verdict = match decision {
+        policy::PASSES => return None,
+        d if d == Verdict::DropSecurityGroup as u32 => Verdict::DropSecurityGroup,
+        d if d == Verdict::DropBandwidthCap as u32 => Verdict::DropBandwidthCap,
+        _ => Verdict::DropMalformed,
+    };
+    Some(Outcome::drop(verdict))
 }
 
 /// From the VPC: traffic routed to the Internet leaves with its EIP as the source (NAT
@@ -179,30 +214,40 @@ fn outbound(
         }
     }
     // SAFETY: as above.
-    let (rewrite, stats_slot) = if let Some(private) = unsafe { PRIVATE_IPS.get(&src) }.copied() {
-        // An ICMP error from the private host is about a packet it received, sent to it
-        // (RFC 5508 §3.1; a host sends its errors from the address the packet came to).
-        if let Some(quoted) = &frame.quoted
-            && quoted.dst() != src
-        {
-            return Ok(Outcome::drop(Verdict::DropIcmpErrorUnmatched));
-        }
-        let rewrite = match target {
-            Some(t) => Rewrite::Both { src: private.eip_addr, dst: t.private_addr },
-            None => Rewrite::Source(private.eip_addr),
-        };
-        (Some(rewrite), private.stats_slot)
-    } else {
-        // SAFETY: as above.
-        match unsafe { EIPS.get(&src) }.copied() {
-            // A visible-mode EIP as source stays as it is.
-            Some(eip) if is_visible(&eip) => {
-                (target.map(|t| Rewrite::Destination(t.private_addr)), eip.stats_slot)
+    let (rewrite, stats_slot, public_src) =
+        if let Some(private) = unsafe { PRIVATE_IPS.get(&src) }.copied() {
+            // An ICMP error from the private host is about a packet it received, sent to it
+            // (RFC 5508 §3.1; a host sends its errors from the address the packet came to).
+            if let Some(quoted) = &frame.quoted
+                && quoted.dst() != src
+            {
+                return Ok(Outcome::drop(Verdict::DropIcmpErrorUnmatched));
             }
-            // No public address to be answered at: no egress, hairpin or not.
-            _ => return Ok(Outcome::drop(Verdict::DropNoEgress)),
-        }
-    };
+            let rewrite = match target {
+                Some(t) => Rewrite::Both { src: private.eip_addr, dst: t.private_addr },
+                None => Rewrite::Source(private.eip_addr),
+            };
+            (Some(rewrite), private.stats_slot, private.eip_addr)
+        } else {
+            // SAFETY: as above.
+            match unsafe { EIPS.get(&src) }.copied() {
+                // A visible-mode EIP as source stays as it is.
+                Some(eip) if is_visible(&eip) => {
+                    (target.map(|t| Rewrite::Destination(t.private_addr)), eip.stats_slot, src)
+                }
+                // No public address to be answered at: no egress, hairpin or not.
+                _ => return Ok(Outcome::drop(Verdict::DropNoEgress)),
+            }
+        };
+    // Hairpin: the target's security group sees the sender's EIP as the source.
+    if let Some(t) = target
+        && let Some(dropped) = inbound_policy(ctx, frame, t.stats_slot, public_src, frame.dst())
+    {
+        return Ok(dropped);
+    }
+    if let Some(dropped) = dropped(policy::eipgw_outbound_policy(ctx.ctx, stats_slot, public_src)) {
+        return Ok(dropped);
+    }
     if frame.ttl() <= 1 {
         return ttl_expired(ctx, frame, rewrite, own_addr);
     }

@@ -4,7 +4,7 @@
 //! not cross the gateway (link-scoped traffic such as ND, RS/RA and MLD, traffic for the
 //! gateway itself, routes that lead elsewhere) is the kernel's.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{bindings::xdp_md, programs::XdpContext};
 use eipgw_common::{Ipv6Key, Verdict};
 use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 
@@ -29,16 +29,18 @@ pub struct Ipv6Frame {
 }
 
 impl Ipv6Frame {
+    /// The source address, where it sits in the frame (copies of the addresses cost the
+    /// stack a byte-wide spill slot per byte).
     #[inline(always)]
-    fn src(&self) -> [u8; 16] {
+    fn src(&self) -> &[u8; 16] {
         // SAFETY: `ip` was bounds-checked by `parse`.
-        unsafe { (*self.ip).src_addr }
+        unsafe { &(*self.ip).src_addr }
     }
 
     #[inline(always)]
-    fn dst(&self) -> [u8; 16] {
+    fn dst(&self) -> &[u8; 16] {
         // SAFETY: as above.
-        unsafe { (*self.ip).dst_addr }
+        unsafe { &(*self.ip).dst_addr }
     }
 
     #[inline(always)]
@@ -79,7 +81,7 @@ impl Hop for Ipv6Frame {
 /// The IPv6 frame that `packet::network` found; `Err` if the fixed header is truncated, is
 /// not version 6, or claims a payload longer than the frame.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Ipv6Frame, Malformed> {
+fn parse(ctx: &XdpContext) -> Result<Ipv6Frame, Malformed> {
     let ip: *mut Ipv6Hdr = ptr_at(ctx, EthHdr::LEN)?;
     // SAFETY: bounds-checked just above.
     let (version, payload_len) =
@@ -97,23 +99,37 @@ pub fn parse(ctx: &XdpContext) -> Result<Ipv6Frame, Malformed> {
     Ok(Ipv6Frame { ip, total_len: total_len as u16 })
 }
 
+/// Which way an IPv6 frame crosses, for [`eipgw_ipv6`].
+pub const INBOUND: u32 = 0;
+pub const OUTBOUND: u32 = 1;
+
+/// The IPv6 path, on its own: a global BPF function, so that the verifier checks it once
+/// and its stack (the copies of two addresses for the route lookup) is not added to the
+/// IPv4 path's. `direction` is [`INBOUND`] or [`OUTBOUND`], `far_ifindex` the interface on
+/// the other side of the gateway. Returns the outcome packed by [`Outcome::pack`].
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn eipgw_ipv6(ctx: *mut xdp_md, direction: u32, far_ifindex: u32) -> u32 {
+    let ctx = XdpContext::new(ctx);
+    let outcome = parse(&ctx).and_then(|frame| {
+        if direction == INBOUND {
+            inbound(&ctx, &frame, far_ifindex)
+        } else {
+            outbound(&ctx, &frame, far_ifindex)
+        }
+    });
+    outcome.unwrap_or(Outcome::drop(Verdict::DropMalformed)).pack()
+}
+
 /// From the Internet: forwarded to the VPC if its destination is public.
 #[inline(always)]
-pub fn inbound(
-    ctx: &XdpContext,
-    frame: &Ipv6Frame,
-    lan_ifindex: u32,
-) -> Result<Outcome, Malformed> {
+fn inbound(ctx: &XdpContext, frame: &Ipv6Frame, lan_ifindex: u32) -> Result<Outcome, Malformed> {
     cross(ctx, frame, lan_ifindex, frame.dst())
 }
 
 /// From the VPC: forwarded to the Internet if its source is public.
 #[inline(always)]
-pub fn outbound(
-    ctx: &XdpContext,
-    frame: &Ipv6Frame,
-    wan_ifindex: u32,
-) -> Result<Outcome, Malformed> {
+fn outbound(ctx: &XdpContext, frame: &Ipv6Frame, wan_ifindex: u32) -> Result<Outcome, Malformed> {
     cross(ctx, frame, wan_ifindex, frame.src())
 }
 
@@ -126,10 +142,10 @@ fn cross(
     ctx: &XdpContext,
     frame: &Ipv6Frame,
     far_ifindex: u32,
-    vpc_addr: [u8; 16],
+    vpc_addr: &[u8; 16],
 ) -> Result<Outcome, Malformed> {
     let (src, dst) = (frame.src(), frame.dst());
-    if never_forwarded(&src) || never_forwarded(&dst) {
+    if never_forwarded(src) || never_forwarded(dst) {
         return Ok(Outcome::pass(Verdict::PassNotTranslated));
     }
     let flow = Flow::V6 { src, dst, flowinfo: frame.flowinfo() };
@@ -142,7 +158,7 @@ fn cross(
             return Ok(Outcome::pass(Verdict::PassNotTranslated));
         }
     }
-    if IPV6_PUBLIC.get_ptr(&Ipv6Key { addr: vpc_addr }).is_none() {
+    if IPV6_PUBLIC.get_ptr(&Ipv6Key { addr: *vpc_addr }).is_none() {
         return Ok(Outcome::drop(Verdict::DropIpv6NotPublic));
     }
     if frame.hop_limit() <= 1 {

@@ -9,6 +9,9 @@
 //! counted [`Verdict`].
 #![no_std]
 #![no_main]
+// For `core::intrinsics::atomic_xadd`: see `policy::within_cap`.
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "the atomic add intrinsic; see policy::within_cap")]
 
 mod counters;
 mod forward;
@@ -16,17 +19,19 @@ mod gateway;
 mod icmp;
 mod ipv6;
 mod packet;
+mod policy;
 mod route;
 
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, DevMapHash, HashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
 use eipgw_common::{
-    DEFAULT_MAX_MAPPINGS, EipCounters, EipEntry, GatewayConfig, IcmpErrorBudget, Ipv6Key,
-    PrivateEntry, Verdict,
+    DEFAULT_MAX_MAPPINGS, EipBuckets, EipCounters, EipEntry, EipLimits, FlowKey, GatewayConfig,
+    IcmpErrorBudget, Ipv6Key, MAX_GROUP_FLOWS, MAX_SECURITY_GROUPS, PrivateEntry,
+    SecurityGroupRules, Verdict,
 };
 
 // Every map is pinned by name so that a restarted agent finds the same maps (and the same
@@ -45,6 +50,14 @@ static CONFIG: Array<GatewayConfig> = Array::pinned(1, 0);
 static EGRESS_DEVICES: DevMapHash = DevMapHash::pinned(64, 0);
 #[map]
 static IPV6_PUBLIC: HashMap<Ipv6Key, u32> = HashMap::pinned(DEFAULT_MAX_MAPPINGS, 0);
+#[map]
+static EIP_LIMITS: Array<EipLimits> = Array::pinned(DEFAULT_MAX_MAPPINGS, 0);
+#[map]
+static EIP_BUCKETS: Array<EipBuckets> = Array::pinned(DEFAULT_MAX_MAPPINGS, 0);
+#[map]
+static SECURITY_GROUPS: HashMap<u32, SecurityGroupRules> = HashMap::pinned(MAX_SECURITY_GROUPS, 0);
+#[map]
+static GROUP_FLOWS: LruHashMap<FlowKey, u64> = LruHashMap::pinned(MAX_GROUP_FLOWS, 0);
 /// The budget of ICMP errors the program sends as a router, per CPU. The one map that is
 /// not pinned: a restarted agent may as well start with a full budget, and no agent reads it.
 #[map]

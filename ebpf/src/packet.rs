@@ -304,9 +304,6 @@ pub fn network(ctx: &XdpContext) -> Result<Network, Malformed> {
     })
 }
 
-/// The IPv4 frame that [`network`] found; `Err` if it is truncated or its headers contradict
-/// each other.
-#[inline(always)]
 /// Whether the IPv4 header of `header_len` bytes (20 to 60) sums to the one's-complement
 /// zero its checksum makes it.
 #[inline(always)]
@@ -329,6 +326,8 @@ fn header_checksum_ok(ctx: &XdpContext, header_len: usize) -> Result<bool, Malfo
     Ok(checksum::fold(sum) == 0xffff)
 }
 
+/// The IPv4 frame that [`network`] found; `Err` if it is truncated or its headers contradict
+/// each other.
 pub fn parse_ipv4(ctx: &XdpContext) -> Result<Ipv4Frame, Malformed> {
     let ip: *mut Ipv4Hdr = ptr_at(ctx, EthHdr::LEN)?;
     // SAFETY: bounds-checked just above.

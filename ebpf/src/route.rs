@@ -1,6 +1,6 @@
 //! Routing through the kernel's FIB, and the redirect to the egress interface.
 
-use core::mem;
+use core::{mem, ptr};
 
 use aya_ebpf::{
     EbpfContext,
@@ -26,9 +26,11 @@ pub enum Flow {
         dst: u32,
         tos: u8,
     },
+    /// The addresses point into the frame's IPv6 header (bounds-checked by the parser): a
+    /// copy of both, held in registers, was spilled to the stack byte by byte.
     V6 {
-        src: [u8; 16],
-        dst: [u8; 16],
+        src: *const [u8; 16],
+        dst: *const [u8; 16],
         /// Traffic class and flow label, network byte order, version bits clear (the
         /// kernel's `ip6_flowinfo`).
         flowinfo: u32,
@@ -83,11 +85,15 @@ pub fn lookup(ctx: &XdpContext, flow: &Flow, proto: u8, tot_len: u16) -> Route {
         Flow::V6 { src, dst, flowinfo } => {
             params.family = AF_INET6;
             params.__bindgen_anon_2.flowinfo = flowinfo;
-            // SAFETY: 16 bytes either way, and every bit pattern is a valid u32; the words
-            // keep the header's byte order, as the helper expects.
-            params.__bindgen_anon_3.ipv6_src = unsafe { mem::transmute::<[u8; 16], [u32; 4]>(src) };
-            // SAFETY: as above.
-            params.__bindgen_anon_4.ipv6_dst = unsafe { mem::transmute::<[u8; 16], [u32; 4]>(dst) };
+            // SAFETY: `src` and `dst` are 16 readable bytes of the frame; the words keep the
+            // header's byte order, as the helper expects, and every bit pattern is a valid
+            // u32.
+            unsafe {
+                let to_src = (&raw mut params.__bindgen_anon_3.ipv6_src).cast::<[u8; 16]>();
+                ptr::copy_nonoverlapping(src, to_src, 1);
+                let to_dst = (&raw mut params.__bindgen_anon_4.ipv6_dst).cast::<[u8; 16]>();
+                ptr::copy_nonoverlapping(dst, to_dst, 1);
+            }
         }
     }
     match fib_lookup(ctx, &mut params) {

@@ -12,7 +12,8 @@ use std::{
     net::{Ipv4Addr, Ipv6Addr},
 };
 
-use eipgw::dataplane::{DesiredMaps, EipMapping};
+use eipgw::dataplane::{DesiredMaps, EipMapping, EipPolicy};
+use eipgw_common::{SecurityGroupRule, SecurityGroupRules, policy::PROTO_TCP};
 
 use crate::Netns;
 
@@ -55,6 +56,29 @@ pub const EIP_MULTI: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 21);
 
 /// Cut-through to [`ENI_UNRESOLVED`], which has no neighbour entry.
 pub const EIP_CUT_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 22);
+
+/// Associated with [`VM_GUARDED`], whose ENI has security group [`GUARD_GROUP`].
+pub const EIP_GUARDED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 30);
+
+/// Associated with [`VM_CAPPED`], capped at [`CAP_MBPS`].
+pub const EIP_CAPPED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 31);
+
+pub const VM_GUARDED: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 30);
+
+pub const VM_GUARDED_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x1e];
+
+pub const VM_CAPPED: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 31);
+
+pub const VM_CAPPED_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x1f];
+
+/// The security group number of [`VM_GUARDED`]'s ENI: one rule, TCP port 80 from anywhere.
+pub const GUARD_GROUP: u32 = 7;
+
+/// The port [`GUARD_GROUP`] lets in.
+pub const GUARD_PORT: u16 = 80;
+
+/// [`EIP_CAPPED`]'s bandwidth cap, Mbit/s: low, so that a burst runs out within a test.
+pub const CAP_MBPS: u32 = 1;
 
 pub const VM: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
 
@@ -133,6 +157,22 @@ pub fn desired_maps() -> DesiredMaps {
     desired.eips.insert(EIP_CUT_THROUGH, EipMapping::CutThrough { next_hop: ENI_CUT });
     desired.eips.insert(EIP_MULTI, EipMapping::MultiEip { next_hop: ENI_MULTI });
     desired.eips.insert(EIP_CUT_UNRESOLVED, EipMapping::CutThrough { next_hop: ENI_UNRESOLVED });
+    desired.eips.insert(EIP_GUARDED, EipMapping::Nat { private_ip: VM_GUARDED });
+    desired.eips.insert(EIP_CAPPED, EipMapping::Nat { private_ip: VM_CAPPED });
+    let mut group = SecurityGroupRules { count: 1, ..Default::default() };
+    group.rules[0] = SecurityGroupRule {
+        src_net: 0,
+        src_mask: 0,
+        port_min: GUARD_PORT,
+        port_max: GUARD_PORT,
+        proto: PROTO_TCP,
+        _pad: [0; 3],
+    };
+    desired.security_groups.insert(GUARD_GROUP, group);
+    let guarded = EipPolicy { security_group: Some(GUARD_GROUP), ..Default::default() };
+    desired.policies.insert(EIP_GUARDED, guarded);
+    let capped = EipPolicy { bandwidth_mbps: Some(CAP_MBPS), ..Default::default() };
+    desired.policies.insert(EIP_CAPPED, capped);
     desired.ipv6_public.insert(VM6_PUBLIC);
     desired.ipv6_public.insert(VM6_UNRESOLVED);
     desired.ipv6_public.insert(VM6_SMALL_MTU);
@@ -190,6 +230,8 @@ pub fn gateway_netns(prefix: &str, suffix: &str) -> Netns {
         let neighbours = [
             (INTERNET_HOST.to_string(), INTERNET_HOST_MAC, WAN_IF),
             (VM.to_string(), VM_MAC, LAN_IF),
+            (VM_GUARDED.to_string(), VM_GUARDED_MAC, LAN_IF),
+            (VM_CAPPED.to_string(), VM_CAPPED_MAC, LAN_IF),
             (ENI_CUT.to_string(), ENI_CUT_MAC, LAN_IF),
             (ENI_MULTI.to_string(), ENI_MULTI_MAC, LAN_IF),
             (INTERNET_HOST6.to_string(), INTERNET_HOST_MAC, WAN_IF),

@@ -41,7 +41,7 @@ use aya::{
 use eipgw::dataplane::{Dataplane, DataplaneOptions};
 use eipgw_common::{
     EipCounters, GatewayConfig, ICMP_ERROR_BURST, ICMP_ERRORS_PER_SECOND, MAP_CONFIG, PIN_DIR_NAME,
-    Verdict, ipv4_key,
+    Verdict, bandwidth, ipv4_key,
 };
 use eipgw_tests::gateway_ns::*;
 use eipgw_tests::{BpffsMount, require_root, unique_suffix};
@@ -118,6 +118,8 @@ enum L4 {
     UdpLargeMayFragment,
     /// UDP sent without a checksum (0, which RFC 768 allows over IPv4).
     UdpWithoutChecksum,
+    /// The answer to [`L4::Udp`]: the ports the other way round.
+    UdpReply,
     IcmpEchoRequest,
     IcmpEchoReply,
     /// The first fragment of [`FRAGMENTED_DATA`] (MF set, offset 0): the UDP header, whose
@@ -148,6 +150,14 @@ fn frame(hdr: Hdr, l4: L4) -> Vec<u8> {
             (IpNumber::UDP, udp_datagram(src, dst, LARGE_DATA, true))
         }
         L4::UdpWithoutChecksum => (IpNumber::UDP, udp_datagram(src, dst, UDP_DATA, false)),
+        L4::UdpReply => {
+            let mut udp =
+                UdpHeader::without_ipv4_checksum(53, 5353, UDP_DATA.len()).expect("a UDP header");
+            udp.checksum = udp.calc_checksum_ipv4_raw(src, dst, UDP_DATA).expect("a checksum");
+            let mut out = udp.to_bytes().to_vec();
+            out.extend_from_slice(UDP_DATA);
+            (IpNumber::UDP, out)
+        }
         L4::IcmpEchoRequest => (IpNumber::ICMP, icmp_echo(Icmpv4Type::EchoRequest)),
         L4::IcmpEchoReply => (IpNumber::ICMP, icmp_echo(Icmpv4Type::EchoReply)),
         L4::UdpFirstFragment => {
@@ -651,6 +661,12 @@ fn rows(wan_mac: [u8; 6], lan_mac: [u8; 6]) -> Vec<Row> {
             Hdr { src, dst: INTERNET_HOST, ttl: TTL_AT_HOST, options: &IPV4_OPTIONS, ..outbound };
         ip_packet(hdr, L4::Udp)
     };
+
+    let to_guarded = from_internet(EIP_GUARDED);
+    let guarded_in = |hdr: Hdr| Hdr { dst: VM_GUARDED, ..to_lan(hdr, VM_GUARDED_MAC) };
+    let from_guarded = from_lan(VM_GUARDED, VM_GUARDED_MAC);
+    let to_capped = from_internet(EIP_CAPPED);
+    let from_capped = from_lan(VM_CAPPED, VM_CAPPED_MAC);
 
     vec![
         // Translated both ways, for each protocol whose checksum the rewrite must fix
@@ -1188,6 +1204,67 @@ fn rows(wan_mac: [u8; 6], lan_mac: [u8; 6]) -> Vec<Row> {
             XDP_DROP,
             Verdict::DropMalformed,
         ),
+        // The security group of the ENI behind EIP_GUARDED lets in TCP port 80 only, and the
+        // replies to flows the instance opened. These rows run in this order: the reply is
+        // let in only after the instance sent.
+        forwarded(
+            "security group: inbound TCP to the port a rule allows",
+            Wan,
+            L4::TcpData,
+            to_guarded,
+            guarded_in(to_guarded),
+        ),
+        untouched(
+            "security group: inbound TCP SYN to a port no rule allows",
+            Wan,
+            frame(to_guarded, L4::TcpSyn),
+            XDP_DROP,
+            Verdict::DropSecurityGroup,
+        ),
+        untouched(
+            "security group: inbound UDP before the instance sent any",
+            Wan,
+            frame(to_guarded, L4::UdpReply),
+            XDP_DROP,
+            Verdict::DropSecurityGroup,
+        ),
+        forwarded(
+            "security group: the instance sends UDP out",
+            Lan,
+            L4::Udp,
+            from_guarded,
+            Hdr { src: EIP_GUARDED, ..to_wan(from_guarded) },
+        ),
+        forwarded(
+            "security group: the answer to that UDP comes in",
+            Wan,
+            L4::UdpReply,
+            to_guarded,
+            guarded_in(to_guarded),
+        ),
+        untouched(
+            "security group: UDP from another port of that host stays out",
+            Wan,
+            frame(to_guarded, L4::Udp),
+            XDP_DROP,
+            Verdict::DropSecurityGroup,
+        ),
+        // EIP_CAPPED's cap: single frames pass within the burst (check_bandwidth_cap runs it
+        // out).
+        forwarded(
+            "bandwidth cap: inbound within the burst",
+            Wan,
+            L4::Udp,
+            to_capped,
+            Hdr { dst: VM_CAPPED, ..to_lan(to_capped, VM_CAPPED_MAC) },
+        ),
+        forwarded(
+            "bandwidth cap: outbound within the burst",
+            Lan,
+            L4::Udp,
+            from_capped,
+            Hdr { src: EIP_CAPPED, ..to_wan(from_capped) },
+        ),
     ]
 }
 
@@ -1248,6 +1325,17 @@ fn check_row(dataplane: &Dataplane, ifindexes: &Ifindexes, eips: &[Ipv4Addr], ro
                 counters.outbound_bytes += bytes;
             }
         }
+    }
+    // A security group's drop is counted under the EIP it was for.
+    if row.verdict == Verdict::DropSecurityGroup {
+        let dst =
+            Ipv4Addr::from(<[u8; 4]>::try_from(&row.input[ETH_LEN + 16..ETH_LEN + 20]).unwrap());
+        let (_, counters) = expected_eips
+            .iter_mut()
+            .find(|(address, _)| *address == dst)
+            .unwrap_or_else(|| panic!("{}: {dst} is not in the desired maps", row.name));
+        counters.inbound_denied_packets += 1;
+        counters.inbound_denied_bytes += (row.input.len() - ETH_LEN) as u64;
     }
     // Hairpin: a frame from the VPC to an EIP also arrives at that EIP, as if from the
     // Internet.
@@ -1512,6 +1600,17 @@ fn packet_table() {
         },
         L4::Udp,
     );
+    let capped_flood = frame(
+        Hdr {
+            eth_src: INTERNET_HOST_MAC,
+            eth_dst: mac_of(&ns, WAN_IF),
+            src: INTERNET_HOST,
+            dst: EIP_CAPPED,
+            ttl: 64,
+            options: &[],
+        },
+        L4::UdpLarge,
+    );
     let failed = ns
         .run_in(|| {
             let mut dataplane = Dataplane::open(&options).expect("opening the data plane");
@@ -1534,6 +1633,12 @@ fn packet_table() {
             if rate_limit.is_err() {
                 failed.push("rate limit of the ICMP errors the gateway sends");
             }
+            let cap = panic::catch_unwind(AssertUnwindSafe(|| {
+                check_bandwidth_cap(&dataplane, &ifindexes, &capped_flood)
+            }));
+            if cap.is_err() {
+                failed.push("bandwidth cap of an EIP");
+            }
             failed
         })
         .unwrap_or_else(|e| panic!("{e:#}"));
@@ -1541,8 +1646,63 @@ fn packet_table() {
         failed.is_empty(),
         "{} of {} rows failed (each one's message is above): {failed:#?}",
         failed.len(),
-        rows.len() + 1
+        rows.len() + 2
     );
+}
+
+/// Floods [`EIP_CAPPED`] with `input` until the cap drops frames: about one burst passes
+/// (what the rows before took of it aside), the rest is dropped and counted, per EIP too.
+fn check_bandwidth_cap(dataplane: &Dataplane, ifindexes: &Ifindexes, input: &[u8]) {
+    let frame_bytes = (input.len() - ETH_LEN) as u64;
+    let burst_frames = bandwidth::burst_ns(CAP_MBPS) * 1_000
+        / bandwidth::picoseconds_per_byte(CAP_MBPS)
+        / frame_bytes;
+    let flood = 3 * burst_frames;
+    let program = dataplane.program().expect("the loaded program");
+    let ctx = xdp_md(input.len(), ifindexes.wan);
+    let before = verdict_counts(dataplane);
+    let eip_before = dataplane.eip_counters(EIP_CAPPED).expect("counters").expect("a slot");
+    let started = std::time::Instant::now();
+    for _ in 0..flood {
+        let mut data_out = vec![0; input.len() + 256];
+        program
+            .test_run(TestRunOptions {
+                data_in: Some(input),
+                data_out: Some(&mut data_out),
+                ctx_in: Some(&ctx),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN failed: {e}"));
+    }
+    let elapsed = started.elapsed();
+    let after = verdict_counts(dataplane);
+    let eip_after = dataplane.eip_counters(EIP_CAPPED).expect("counters").expect("a slot");
+    let moved = |verdict: Verdict| {
+        let count = |counts: &[(Verdict, u64)]| {
+            counts.iter().find(|(v, _)| *v == verdict).map(|(_, n)| *n).unwrap_or(0)
+        };
+        count(&after) - count(&before)
+    };
+    let (passed, dropped) = (moved(Verdict::Translated), moved(Verdict::DropBandwidthCap));
+    assert_eq!(passed + dropped, flood, "every frame of the flood is forwarded or dropped");
+    // What the clock gave back while the flood ran, in frames.
+    let refilled = (elapsed.as_nanos() as u64 * 1_000 / bandwidth::picoseconds_per_byte(CAP_MBPS))
+        / frame_bytes;
+    assert!(
+        passed <= burst_frames + refilled + 1 && passed + 2 >= burst_frames.saturating_sub(2),
+        "{passed} of {flood} frames of {frame_bytes} bytes passed in {elapsed:?}: expected \
+         about one burst ({burst_frames} frames) and at most {refilled} more"
+    );
+    assert_eq!(
+        eip_after.inbound_over_cap_packets - eip_before.inbound_over_cap_packets,
+        dropped,
+        "the EIP counts what its cap dropped"
+    );
+    assert_eq!(
+        eip_after.inbound_over_cap_bytes - eip_before.inbound_over_cap_bytes,
+        dropped * frame_bytes
+    );
+    assert_eq!(eip_after.inbound_packets - eip_before.inbound_packets, passed);
 }
 
 /// Writes the gateway's own addresses into the CONFIG map that `Dataplane::open` made, so

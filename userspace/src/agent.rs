@@ -5,14 +5,15 @@ use std::{
     net::{Ipv4Addr, Ipv6Addr},
 };
 
+use eipgw_common::{RULE_ANY_PROTOCOL, SecurityGroupRule, SecurityGroupRules, ipv4_key, policy};
 use serde_json::Value;
 
 use crate::{
     api::{ApiError, ApplyAnswer, ChangeView, Counters, ExecuteAnswer, Progress, StatsView},
-    dataplane::{Dataplane, DesiredMaps, EipMapping},
+    dataplane::{Dataplane, DesiredMaps, EipMapping, EipPolicy},
     model::{
-        Association, Change, Egress, Key, Kind, Refusal, Request, Resource, State, describe,
-        egress_of,
+        Association, Change, Egress, Key, Kind, Refusal, Request, Resource, RuleProtocol,
+        SecurityGroup, State, describe, egress_of,
     },
     store::Store,
 };
@@ -30,7 +31,8 @@ impl Agent {
         let all_eips: Vec<Ipv4Addr> = state.eips.keys().copied().collect();
         let all_ipv6: Vec<Ipv6Addr> =
             state.enis.values().flat_map(|e| e.ipv6_public.iter().copied()).collect();
-        dataplane.reconcile(&desired_maps(&state, &all_eips, &all_ipv6))?;
+        let all_groups: Vec<u32> = state.security_groups.values().map(|g| g.number).collect();
+        dataplane.reconcile(&desired_maps(&state, &all_eips, &all_ipv6, &all_groups))?;
         log::info!(
             "state {} holds {} EIPs; maps reconciled under {}",
             store.path().display(),
@@ -94,9 +96,9 @@ impl Agent {
             self.state.revert(change);
             return Err(ApiError::Failed(e));
         }
-        let (eips, ipv6) = touched(change);
-        let after = desired_maps(&self.state, &eips, &ipv6);
-        self.dataplane.apply(&after, eips, ipv6)?;
+        let Touched { eips, ipv6, groups } = touched(&self.state, change);
+        let after = desired_maps(&self.state, &eips, &ipv6, &groups);
+        self.dataplane.apply(&after, eips, ipv6, groups)?;
         Ok(())
     }
 
@@ -125,6 +127,12 @@ impl Agent {
                 inbound_bytes: c.inbound_bytes,
                 outbound_packets: c.outbound_packets,
                 outbound_bytes: c.outbound_bytes,
+                inbound_over_cap_packets: c.inbound_over_cap_packets,
+                inbound_over_cap_bytes: c.inbound_over_cap_bytes,
+                outbound_over_cap_packets: c.outbound_over_cap_packets,
+                outbound_over_cap_bytes: c.outbound_over_cap_bytes,
+                inbound_denied_packets: c.inbound_denied_packets,
+                inbound_denied_bytes: c.inbound_denied_bytes,
             };
             value["counters"] = serde_json::to_value(counters).map_err(anyhow::Error::from)?;
         }
@@ -144,26 +152,61 @@ impl Agent {
     }
 }
 
-/// The EIPs and IPv6 addresses whose map entries a change may affect.
-fn touched(change: &Change) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
+/// What a change may affect in the maps.
+struct Touched {
+    eips: Vec<Ipv4Addr>,
+    ipv6: Vec<Ipv6Addr>,
+    /// Security group numbers.
+    groups: Vec<u32>,
+}
+
+/// The EIPs, IPv6 addresses and security groups whose map entries a change may affect;
+/// `state` is the state after it.
+fn touched(state: &State, change: &Change) -> Touched {
     let mut eips = BTreeSet::new();
     let mut ipv6 = BTreeSet::new();
+    let mut groups = BTreeSet::new();
     for (key, resource) in change.before.iter().chain(change.after.iter()) {
         if key.kind == Kind::Eip
             && let Ok(address) = key.id.parse()
         {
             eips.insert(address);
         }
-        if let Some(Resource::Eni(eni)) = resource {
-            ipv6.extend(eni.ipv6_public.iter().copied());
+        match resource {
+            Some(Resource::Eni(eni)) => {
+                ipv6.extend(eni.ipv6_public.iter().copied());
+                // Its security group is its EIPs' (and its instance's EIP's).
+                eips.extend(state.eips_of_eni(&eni.id).map(|eip| eip.address));
+                if let Some(instance) = &eni.instance
+                    && let Some(eip) = state.eip_of_instance(instance)
+                {
+                    eips.insert(eip.address);
+                }
+            }
+            Some(Resource::SecurityGroup(group)) => {
+                groups.insert(group.number);
+            }
+            _ => {}
         }
     }
-    (eips.into_iter().collect(), ipv6.into_iter().collect())
+    Touched {
+        eips: eips.into_iter().collect(),
+        ipv6: ipv6.into_iter().collect(),
+        groups: groups.into_iter().collect(),
+    }
 }
 
 /// What the maps should hold for these EIPs and IPv6 addresses in `state`.
-fn desired_maps(state: &State, eips: &[Ipv4Addr], ipv6: &[Ipv6Addr]) -> DesiredMaps {
+fn desired_maps(
+    state: &State,
+    eips: &[Ipv4Addr],
+    ipv6: &[Ipv6Addr],
+    groups: &[u32],
+) -> DesiredMaps {
     let mut desired = DesiredMaps::default();
+    for group in state.security_groups.values().filter(|g| groups.contains(&g.number)) {
+        desired.security_groups.insert(group.number, group_rules(group));
+    }
     for address in eips {
         let Some(eip) = state.eips.get(address) else {
             continue;
@@ -186,6 +229,13 @@ fn desired_maps(state: &State, eips: &[Ipv4Addr], ipv6: &[Ipv6Addr]) -> DesiredM
             Some(Association::NatGateway { .. }) | None => EipMapping::Unassociated,
         };
         desired.eips.insert(*address, mapping);
+        let policy = EipPolicy {
+            bandwidth_mbps: eip.bandwidth_mbps,
+            security_group: state.security_group_of_eip(eip).map(|g| g.number),
+        };
+        if policy != EipPolicy::default() {
+            desired.policies.insert(*address, policy);
+        }
     }
     desired.ipv6_public = ipv6
         .iter()
@@ -193,6 +243,30 @@ fn desired_maps(state: &State, eips: &[Ipv4Addr], ipv6: &[Ipv6Addr]) -> DesiredM
         .filter(|ip| state.owner_of_ipv6(*ip).is_some_and(|eni| eni.ipv6_public.contains(ip)))
         .collect();
     desired
+}
+
+/// A security group's rules as the program reads them.
+fn group_rules(group: &SecurityGroup) -> SecurityGroupRules {
+    let mut rules = SecurityGroupRules::default();
+    // The model allows no more rules than the map holds (MAX_SECURITY_GROUP_RULES).
+    for (slot, rule) in rules.rules.iter_mut().zip(&group.rules) {
+        let (port_min, port_max) = rule.ports.map_or((0, u16::MAX), |p| (p.min, p.max));
+        *slot = SecurityGroupRule {
+            src_net: ipv4_key(rule.source.network().octets()),
+            src_mask: ipv4_key(rule.source.netmask().octets()),
+            port_min,
+            port_max,
+            proto: match rule.protocol {
+                RuleProtocol::All => RULE_ANY_PROTOCOL,
+                RuleProtocol::Tcp => policy::PROTO_TCP,
+                RuleProtocol::Udp => policy::PROTO_UDP,
+                RuleProtocol::Icmp => policy::PROTO_ICMP,
+            },
+            _pad: [0; 3],
+        };
+    }
+    rules.count = group.rules.len().min(rules.rules.len()) as u32;
+    rules
 }
 
 fn change_views(change: &Change, with_values: bool) -> Vec<ChangeView> {

@@ -99,6 +99,14 @@ pub struct Counters {
     pub inbound_bytes: u64,
     pub outbound_packets: u64,
     pub outbound_bytes: u64,
+    /// Dropped over the EIP's bandwidth cap.
+    pub inbound_over_cap_packets: u64,
+    pub inbound_over_cap_bytes: u64,
+    pub outbound_over_cap_packets: u64,
+    pub outbound_over_cap_bytes: u64,
+    /// Dropped by the security group of the ENI behind the EIP.
+    pub inbound_denied_packets: u64,
+    pub inbound_denied_bytes: u64,
 }
 
 /// Frames per verdict, as names (`eipgw_common::Verdict::name`) to counts.

@@ -5,15 +5,16 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use redb::{Database, ReadableDatabase as _, ReadableTable as _, Table, TableDefinition};
 
-use crate::model::{Change, Key, Resource, State};
+use crate::model::{Change, Key, Kind, Resource, State};
 
 /// `<kind>/<id>` → the resource as JSON.
 const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
 /// Schema bookkeeping.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const SCHEMA_VERSION: u64 = 2;
+/// 3: an ENI's `security_group` names a security group resource, or is null.
+const SCHEMA_VERSION: u64 = 3;
 
 pub const STATE_FILE_NAME: &str = "eipgw.redb";
 
@@ -59,6 +60,22 @@ impl Store {
                     meta.insert("schema_version", SCHEMA_VERSION)?;
                 }
                 Some(SCHEMA_VERSION) => {}
+                Some(2) => {
+                    migrate_eni_security_groups(&mut txn.open_table(RESOURCES)?).with_context(
+                        || {
+                            format!(
+                                "migrating state file {} from schema version 2 (the file was \
+                                 left untouched)",
+                                self.path.display()
+                            )
+                        },
+                    )?;
+                    meta.insert("schema_version", SCHEMA_VERSION)?;
+                    log::info!(
+                        "state file {}: migrated from schema version 2 to {SCHEMA_VERSION}",
+                        self.path.display()
+                    );
+                }
                 Some(other) => bail!(
                     "state file {} has schema version {other}; this eipgwd reads version \
                      {SCHEMA_VERSION} (the file was left untouched)",
@@ -117,6 +134,36 @@ impl Store {
     }
 }
 
+/// Schema 2 → 3: an ENI's security group was a free-form name, "default" unless one was
+/// given, that filtered nothing. It now names a security group resource; a name that is no
+/// such resource (all of them, in a version 2 file) becomes null, which is what the ENI had:
+/// no filtering.
+fn migrate_eni_security_groups(resources: &mut Table<&str, &[u8]>) -> anyhow::Result<()> {
+    let eni_prefix = format!("{}/", Kind::Eni.name());
+    let mut rewritten: Vec<(String, Vec<u8>)> = Vec::new();
+    for row in resources.range::<&str>(..)? {
+        let (key, value) = row?;
+        let key = key.value();
+        if !key.starts_with(&eni_prefix) {
+            continue;
+        }
+        let mut eni: serde_json::Value = serde_json::from_slice(value.value())
+            .with_context(|| format!("record {key} is damaged"))?;
+        let Some(name) = eni.get("security_group").and_then(|g| g.as_str()) else {
+            continue;
+        };
+        let group_row = row_key(&Key::new(Kind::SecurityGroup, name));
+        if resources.get(group_row.as_str())?.is_none() {
+            eni["security_group"] = serde_json::Value::Null;
+            rewritten.push((key.to_owned(), serde_json::to_vec(&eni)?));
+        }
+    }
+    for (key, json) in rewritten {
+        resources.insert(key.as_str(), json.as_slice())?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +215,117 @@ mod tests {
         let error = format!("{:#}", Store::open(&dir).err().expect("a damaged file is refused"));
         assert!(error.contains("left untouched"), "{error}");
         assert_eq!(std::fs::read(&path).unwrap(), garbage, "the file was changed");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_version_2_file_is_migrated_and_its_enis_become_unfiltered() {
+        let dir = temp_dir("migrate-v2");
+        std::fs::create_dir_all(&dir).unwrap();
+        // A version 2 file as the previous eipgwd wrote it: ENIs name a free-form group.
+        let rows = [
+            ("region/r1", r#"{"resource":"region","id":"r1"}"#),
+            (
+                "vpc/vpc-1",
+                r#"{"resource":"vpc","id":"vpc-1","region":"r1","cidr":"10.0.0.0/16",
+                    "ipv6_cidr":null,"ipv4_gateway":false}"#,
+            ),
+            (
+                "vswitch/vsw-a",
+                r#"{"resource":"vswitch","id":"vsw-a","vpc":"vpc-1","zone":"z",
+                    "cidr":"10.0.1.0/24","ipv6_cidr":null}"#,
+            ),
+            (
+                "eni/eni-default",
+                r#"{"resource":"eni","id":"eni-default","kind":"secondary","vswitch":"vsw-a",
+                    "security_group":"default","primary_ip":"10.0.1.10","secondary_ips":[],
+                    "ipv6":[],"ipv6_public":[],"instance":null}"#,
+            ),
+            (
+                "eni/eni-named",
+                r#"{"resource":"eni","id":"eni-named","kind":"secondary","vswitch":"vsw-a",
+                    "security_group":"sg-web","primary_ip":"10.0.1.11","secondary_ips":[],
+                    "ipv6":[],"ipv6_public":[],"instance":null}"#,
+            ),
+        ];
+        {
+            let db = Database::create(dir.join(STATE_FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                txn.open_table(META).unwrap().insert("schema_version", 2).unwrap();
+                let mut table = txn.open_table(RESOURCES).unwrap();
+                for (key, json) in rows {
+                    table.insert(key, json.as_bytes()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let state = Store::open(&dir).unwrap().load().unwrap();
+        assert_eq!(state.enis.len(), 2);
+        for eni in state.enis.values() {
+            assert_eq!(eni.security_group, None, "ENI {} is still filtered", eni.id);
+        }
+        assert_eq!(state.vswitches["vsw-a"].vpc, "vpc-1");
+        // The file is version 3 now: opening it again migrates nothing and loads the same.
+        let store = Store::open(&dir).unwrap();
+        let version = store.db.begin_read().unwrap().open_table(META).unwrap();
+        assert_eq!(version.get("schema_version").unwrap().map(|v| v.value()), Some(3));
+        assert_eq!(store.load().unwrap(), state);
+        drop(version);
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_left_untouched() {
+        let dir = temp_dir("newer");
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let db = Database::create(dir.join(STATE_FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert("schema_version", 99).unwrap();
+            txn.commit().unwrap();
+        }
+        let error = format!("{:#}", Store::open(&dir).err().expect("a newer file is refused"));
+        assert!(error.contains("schema version 99"), "{error}");
+        let db = Database::create(dir.join(STATE_FILE_NAME)).unwrap();
+        let meta = db.begin_read().unwrap().open_table(META).unwrap();
+        assert_eq!(meta.get("schema_version").unwrap().map(|v| v.value()), Some(99));
+        drop(meta);
+        drop(db);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn security_groups_and_the_enis_they_filter_survive_reopening() {
+        let dir = temp_dir("security-groups");
+        let mut state = State::default();
+        {
+            let store = Store::open(&dir).unwrap();
+            let requests: Vec<Request> = serde_json::from_str(
+                r#"[
+                {"op": "create_region", "id": "r1"},
+                {"op": "create_vpc", "id": "vpc-1", "region": "r1", "cidr": "10.0.0.0/16"},
+                {"op": "create_vswitch", "id": "vsw-a", "vpc": "vpc-1", "zone": "z",
+                 "cidr": "10.0.1.0/24"},
+                {"op": "create_security_group", "id": "sg-web", "vpc": "vpc-1"},
+                {"op": "authorize_security_group", "id": "sg-web",
+                 "rule": {"protocol": "tcp", "ports": {"min": 80, "max": 80},
+                          "source": "0.0.0.0/0"}},
+                {"op": "create_eni", "id": "eni-1", "vswitch": "vsw-a",
+                 "security_group": "sg-web"}
+            ]"#,
+            )
+            .unwrap();
+            for request in requests {
+                let (_, change) = state.run(&request).unwrap();
+                store.commit(&change).unwrap();
+            }
+        }
+        let reopened = Store::open(&dir).unwrap().load().unwrap();
+        assert_eq!(reopened, state);
+        assert_eq!(reopened.enis["eni-1"].security_group.as_deref(), Some("sg-web"));
+        assert_eq!(reopened.enis_of_security_group("sg-web").count(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -19,8 +19,20 @@ pub enum EniCommand {
         vswitch: String,
         #[arg(long)]
         primary_ip: Option<Ipv4Addr>,
+        /// A security group of the vSwitch's VPC (default: none, inbound is not filtered).
         #[arg(long)]
         security_group: Option<String>,
+    },
+    /// Filter the ENI's inbound traffic with a security group of its VPC, or (--none) stop
+    /// filtering it.
+    SetSecurityGroup {
+        eni: String,
+        /// The security group, of the ENI's VPC.
+        #[arg(required_unless_present = "none", conflicts_with = "none")]
+        security_group: Option<String>,
+        /// No security group: inbound traffic to the ENI is not filtered.
+        #[arg(long)]
+        none: bool,
     },
     /// Attach a secondary ENI to an instance (its addresses and EIPs come along, R21).
     Attach {
@@ -82,6 +94,10 @@ pub fn run(ctx: &Ctx, command: EniCommand) -> Result<(), CallError> {
     match command {
         EniCommand::Create { id, vswitch, primary_ip, security_group } => {
             ctx.request(Request::CreateEni { id, vswitch, primary_ip, security_group })
+        }
+        EniCommand::SetSecurityGroup { eni, security_group, none: _ } => {
+            // clap makes `--none` and a group exclusive; no group means --none.
+            ctx.request(Request::SetEniSecurityGroup { eni, security_group })
         }
         EniCommand::Attach { eni, instance } => ctx.request(Request::AttachEni { eni, instance }),
         EniCommand::Detach { eni } => ctx.request(Request::DetachEni { eni }),

@@ -26,6 +26,8 @@ pub enum InstanceCommand {
         /// The primary private IPv4 (default: the first free address of the vSwitch).
         #[arg(long)]
         private_ip: Option<Ipv4Addr>,
+        /// A security group of the vSwitch's VPC for the primary ENI (default: none,
+        /// inbound is not filtered).
         #[arg(long)]
         security_group: Option<String>,
         /// A classic-network instance (no VPC, no ENI).

@@ -8,6 +8,7 @@ mod instance;
 mod nat_gateway;
 mod network;
 mod output;
+mod security_group;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -68,6 +69,9 @@ enum Command {
     /// NAT gateways, their EIPs and SNAT/DNAT entries.
     #[command(subcommand, name = "nat-gateway")]
     NatGateway(nat_gateway::NatGatewayCommand),
+    /// Security groups: which inbound Internet traffic reaches the ENIs that use them.
+    #[command(subcommand, name = "security-group")]
+    SecurityGroup(security_group::SecurityGroupCommand),
     /// Apply a YAML or JSON document of requests as one transaction.
     Apply(apply::ApplyArgs),
     /// How a private IPv4 reaches the Internet: own EIP, DNAT IP mapping, SNAT (R27).
@@ -130,6 +134,7 @@ pub fn main() -> ExitCode {
         Command::Eni(c) => eni::run(&ctx, c),
         Command::Eip(c) => eip::run(&ctx, c),
         Command::NatGateway(c) => nat_gateway::run(&ctx, c),
+        Command::SecurityGroup(c) => security_group::run(&ctx, c),
         Command::Apply(args) => apply::run(&ctx, args),
         Command::Egress { ip } => egress(&ctx, ip),
         Command::Stats => stats(&ctx),

@@ -3,6 +3,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::model::SecurityGroupRule;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
     Table,
@@ -49,6 +51,7 @@ fn columns(kind: &str) -> &'static [&'static str] {
             "status",
             "instance",
             "vswitch",
+            "security_group",
             "primary_ip",
             "secondary_ips",
             "ipv6",
@@ -68,6 +71,7 @@ fn columns(kind: &str) -> &'static [&'static str] {
             "counters.outbound_bytes",
         ],
         "nat_gateway" => &["id", "vpc", "eip_quota", "eips"],
+        "security_group" => &["id", "vpc", "number", "rules", "enis"],
         _ => &["id"],
     }
 }
@@ -83,6 +87,24 @@ fn cell(value: &Value, path: &str) -> String {
         Value::Array(items) => items.iter().map(|i| cell(i, "")).collect::<Vec<_>>().join(","),
         Value::Object(map) if map.is_empty() => "-".into(),
         other => other.to_string(),
+    }
+}
+
+/// Security group rules as people write them (`tcp 80 from 0.0.0.0/0`); `None` when the
+/// value is not a list of rules.
+fn rules_for_people(item: &Value) -> Option<Vec<String>> {
+    if item["resource"] != "security_group" {
+        return None;
+    }
+    let rules: Vec<SecurityGroupRule> = serde_json::from_value(item["rules"].clone()).ok()?;
+    Some(rules.iter().map(ToString::to_string).collect())
+}
+
+/// The cell of one column of a resource's row.
+fn column_cell(item: &Value, column: &str) -> String {
+    match rules_for_people(item) {
+        Some(rules) if column == "rules" && !rules.is_empty() => rules.join(", "),
+        _ => cell(item, column),
     }
 }
 
@@ -104,7 +126,7 @@ pub fn resources(items: &[Value]) {
         })
         .collect();
     let rows: Vec<Vec<String>> =
-        items.iter().map(|item| columns.iter().map(|c| cell(item, c)).collect()).collect();
+        items.iter().map(|item| columns.iter().map(|c| column_cell(item, c)).collect()).collect();
     table(&header.iter().map(String::as_str).collect::<Vec<_>>(), &rows);
 }
 
@@ -123,8 +145,45 @@ pub fn details(item: &Value) {
     }
     let mut lines = Vec::new();
     walk("", item, &mut lines);
+    // A security group's rules, one per line, where its `rules` line was.
+    if let Some(rules) = rules_for_people(item).filter(|r| !r.is_empty())
+        && let Some(at) = lines.iter().position(|(k, _)| k == "rules")
+    {
+        let names = std::iter::once("rules").chain(std::iter::repeat(""));
+        let rule_lines = names.zip(rules).map(|(k, rule)| (k.to_owned(), rule));
+        lines.splice(at..=at, rule_lines);
+    }
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in lines {
         println!("{k:<width$}  {v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn security_group_rules_read_as_people_write_them() {
+        let group = json!({"resource": "security_group", "id": "sg-web", "vpc": "vpc-1",
+            "number": 1, "enis": [],
+            "rules": [
+                {"protocol": "tcp", "ports": {"min": 80, "max": 80}, "source": "0.0.0.0/0"},
+                {"protocol": "tcp", "ports": {"min": 8000, "max": 8100},
+                 "source": "198.51.100.0/24"},
+                {"protocol": "icmp", "ports": null, "source": "0.0.0.0/0"},
+                {"protocol": "all", "ports": null, "source": "10.0.0.0/8"}]});
+        assert_eq!(
+            column_cell(&group, "rules"),
+            "tcp 80 from 0.0.0.0/0, tcp 8000-8100 from 198.51.100.0/24, icmp from 0.0.0.0/0, \
+             all from 10.0.0.0/8"
+        );
+        assert_eq!(column_cell(&group, "enis"), "-");
+        let empty = json!({"resource": "security_group", "rules": []});
+        assert_eq!(column_cell(&empty, "rules"), "-");
+        let eni = json!({"resource": "eni", "security_group": null});
+        assert_eq!(column_cell(&eni, "security_group"), "-");
     }
 }

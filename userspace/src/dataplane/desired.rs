@@ -7,6 +7,8 @@ use std::{
     net::{Ipv4Addr, Ipv6Addr},
 };
 
+use eipgw_common::{EipLimits, SecurityGroupRules, bandwidth};
+
 /// How the data plane treats an allocated EIP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EipMapping {
@@ -32,10 +34,39 @@ impl EipMapping {
     }
 }
 
+/// What the data plane enforces on an EIP's traffic besides its mapping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EipPolicy {
+    /// The bandwidth cap per direction, Mbit/s; `None`: uncapped.
+    pub bandwidth_mbps: Option<u32>,
+    /// The number of the security group of the ENI the EIP reaches; `None`: unfiltered.
+    pub security_group: Option<u32>,
+}
+
+impl EipPolicy {
+    /// The map value that says this to the program.
+    pub fn limits(self) -> EipLimits {
+        let (ps_per_byte, burst_ns) = match self.bandwidth_mbps {
+            Some(mbps) => (bandwidth::picoseconds_per_byte(mbps), bandwidth::burst_ns(mbps)),
+            None => (0, 0),
+        };
+        EipLimits {
+            ps_per_byte,
+            burst_ns,
+            security_group: self.security_group.unwrap_or(0),
+            _pad: 0,
+        }
+    }
+}
+
 /// The full (or, for an incremental update, partial) content of the maps.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredMaps {
     pub eips: BTreeMap<Ipv4Addr, EipMapping>,
+    /// The policy of EIPs in `eips`; an EIP missing here has none.
+    pub policies: BTreeMap<Ipv4Addr, EipPolicy>,
+    /// Security groups by number: every group an EIP's policy names must be here.
+    pub security_groups: BTreeMap<u32, SecurityGroupRules>,
     /// IPv6 addresses with public bandwidth enabled (R23).
     pub ipv6_public: BTreeSet<Ipv6Addr>,
 }

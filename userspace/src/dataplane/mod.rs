@@ -21,21 +21,24 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, MapError, PerCpuArray, PerCpuValues, xdp::DevMapHash},
+    maps::{
+        Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuValues, xdp::DevMapHash,
+    },
     programs::{
         ProgramError, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
     },
 };
 use eipgw_common::{
-    EipCounters, EipEntry, GatewayConfig, Ipv6Key, MAP_CONFIG, MAP_EGRESS_DEVICES,
-    MAP_EIP_COUNTERS, MAP_EIPS, MAP_IPV6_PUBLIC, MAP_PRIVATE_IPS, MAP_VERDICT_COUNTERS,
-    MODE_CUT_THROUGH, MODE_MULTI_EIP, MODE_NAT, MODE_UNASSOCIATED, PIN_DIR_NAME, PROGRAM_GATEWAY,
-    PrivateEntry, Verdict, ipv4_key, ipv4_octets,
+    EipBuckets, EipCounters, EipEntry, EipLimits, GatewayConfig, Ipv6Key, MAP_CONFIG,
+    MAP_EGRESS_DEVICES, MAP_EIP_BUCKETS, MAP_EIP_COUNTERS, MAP_EIP_LIMITS, MAP_EIPS,
+    MAP_IPV6_PUBLIC, MAP_PRIVATE_IPS, MAP_SECURITY_GROUPS, MAP_VERDICT_COUNTERS, MODE_CUT_THROUGH,
+    MODE_MULTI_EIP, MODE_NAT, MODE_UNASSOCIATED, PIN_DIR_NAME, PROGRAM_GATEWAY, PrivateEntry,
+    SecurityGroupRules, Verdict, ipv4_key, ipv4_octets,
 };
 
 pub use bpffs::ensure_bpffs;
-pub use desired::{DesiredMaps, EipMapping};
+pub use desired::{DesiredMaps, EipMapping, EipPolicy};
 use mirror::MirroredMap;
 use routes::Routes;
 use slots::Slots;
@@ -66,6 +69,12 @@ pub struct Dataplane {
     stale_routes: Vec<Ipv4Addr>,
     eip_counters: PerCpuArray<MapData, EipCounters>,
     verdict_counters: PerCpuArray<MapData, u64>,
+    limits: Array<MapData, EipLimits>,
+    /// What `limits` holds where it is not all zero, by slot, so that an unchanged policy
+    /// costs no system call.
+    limits_written: std::collections::HashMap<u32, EipLimits>,
+    buckets: Array<MapData, EipBuckets>,
+    security_groups: BpfHashMap<MapData, u32, SecurityGroupRules>,
     slots: Slots,
     nr_cpus: usize,
     pin_dir: PathBuf,
@@ -85,6 +94,8 @@ impl Dataplane {
             .map_max_entries(MAP_PRIVATE_IPS, options.max_mappings)
             .map_max_entries(MAP_EIP_COUNTERS, options.max_mappings)
             .map_max_entries(MAP_IPV6_PUBLIC, options.max_mappings)
+            .map_max_entries(MAP_EIP_LIMITS, options.max_mappings)
+            .map_max_entries(MAP_EIP_BUCKETS, options.max_mappings)
             .load(PROGRAM_OBJECT)
             .context("loading the XDP program")?;
 
@@ -121,6 +132,16 @@ impl Dataplane {
                 slots.adopt(key, entry.stats_slot);
             }
         }
+        let limits: Array<MapData, EipLimits> = take_map(&mut ebpf, MAP_EIP_LIMITS)?;
+        let mut limits_written = std::collections::HashMap::new();
+        for key in eips.keys() {
+            if let Some(slot) = slots.get(key) {
+                let value = limits.get(&slot, 0)?;
+                if value != EipLimits::default() {
+                    limits_written.insert(slot, value);
+                }
+            }
+        }
         let nr_cpus = aya::util::nr_cpus()
             .map_err(|(path, e)| anyhow!("reading {path}: {e}"))?
             .get() as usize;
@@ -131,6 +152,10 @@ impl Dataplane {
             stale_routes: Vec::new(),
             eip_counters: take_map(&mut ebpf, MAP_EIP_COUNTERS)?,
             verdict_counters: take_map(&mut ebpf, MAP_VERDICT_COUNTERS)?,
+            limits,
+            limits_written,
+            buckets: take_map(&mut ebpf, MAP_EIP_BUCKETS)?,
+            security_groups: take_map(&mut ebpf, MAP_SECURITY_GROUPS)?,
             eips,
             slots,
             nr_cpus,
@@ -156,6 +181,8 @@ impl Dataplane {
     /// `desired` says: entries that should not be there are removed, missing or different
     /// ones written. Used at start-up; idempotent.
     pub fn reconcile(&mut self, desired: &DesiredMaps) -> anyhow::Result<()> {
+        // Groups first: an EIP's limits may name one only once its rules are there.
+        self.write_groups(&desired.security_groups)?;
         for key in self.eips.keys() {
             let address = Ipv4Addr::from(ipv4_octets(key));
             let current = self.current_mapping(key);
@@ -190,6 +217,14 @@ impl Dataplane {
             self.ipv6_public.set(Ipv6Key { addr: address.octets() }, 1);
         }
         self.flush()?;
+        self.write_policies(desired, desired.eips.keys().copied())?;
+        let stale: Vec<u32> = self
+            .security_groups
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|number| !desired.security_groups.contains_key(number))
+            .collect();
+        self.remove_groups(stale)?;
         self.routes.reconcile(&desired.visible_routes())
     }
 
@@ -201,8 +236,16 @@ impl Dataplane {
         after: &DesiredMaps,
         touched_eips: impl IntoIterator<Item = Ipv4Addr>,
         touched_ipv6: impl IntoIterator<Item = Ipv6Addr>,
+        touched_groups: impl IntoIterator<Item = u32>,
     ) -> anyhow::Result<()> {
-        for address in touched_eips {
+        let touched_eips: Vec<Ipv4Addr> = touched_eips.into_iter().collect();
+        let (written, removed): (Vec<u32>, Vec<u32>) =
+            touched_groups.into_iter().partition(|n| after.security_groups.contains_key(n));
+        // Groups first, and gone groups last: whatever an EIP's limits name is there.
+        let written: std::collections::BTreeMap<u32, SecurityGroupRules> =
+            written.into_iter().map(|n| (n, after.security_groups[&n])).collect();
+        self.write_groups(&written)?;
+        for &address in &touched_eips {
             let current = self.current_mapping(ipv4_key(address.octets()));
             let wanted = after.eips.get(&address).copied();
             if current != wanted {
@@ -217,7 +260,67 @@ impl Dataplane {
                 self.ipv6_public.delete(key);
             }
         }
-        self.flush()
+        self.flush()?;
+        self.write_policies(after, touched_eips)?;
+        self.remove_groups(removed)
+    }
+
+    fn write_groups(
+        &mut self,
+        groups: &std::collections::BTreeMap<u32, SecurityGroupRules>,
+    ) -> anyhow::Result<()> {
+        for (number, rules) in groups {
+            self.security_groups
+                .insert(number, rules, 0)
+                .with_context(|| format!("writing security group number {number}"))?;
+        }
+        Ok(())
+    }
+
+    fn remove_groups(&mut self, numbers: impl IntoIterator<Item = u32>) -> anyhow::Result<()> {
+        for number in numbers {
+            match self.security_groups.remove(&number) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => {
+                    return Err(e).context(format!("removing security group number {number}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the limits of these EIPs (those that have a slot) as `desired` says.
+    fn write_policies(
+        &mut self,
+        desired: &DesiredMaps,
+        addresses: impl IntoIterator<Item = Ipv4Addr>,
+    ) -> anyhow::Result<()> {
+        for address in addresses {
+            let Some(slot) = self.slots.get(ipv4_key(address.octets())) else {
+                continue;
+            };
+            let wanted = desired.policies.get(&address).copied().unwrap_or_default().limits();
+            self.set_limits(slot, wanted)?;
+        }
+        Ok(())
+    }
+
+    fn set_limits(&mut self, slot: u32, wanted: EipLimits) -> anyhow::Result<()> {
+        let current = self.limits_written.get(&slot).copied().unwrap_or_default();
+        if current == wanted {
+            return Ok(());
+        }
+        self.limits.set(slot, &wanted, 0).context("writing EIP limits")?;
+        if current.ps_per_byte != wanted.ps_per_byte {
+            // A new cap starts with a full burst.
+            self.buckets.set(slot, &EipBuckets::default(), 0).context("resetting a bucket")?;
+        }
+        if wanted == EipLimits::default() {
+            self.limits_written.remove(&slot);
+        } else {
+            self.limits_written.insert(slot, wanted);
+        }
+        Ok(())
     }
 
     /// Writes everything planned: the private-IP entries and the EIP entries in batches,
@@ -243,6 +346,12 @@ impl Dataplane {
             inbound_bytes: sum.inbound_bytes + c.inbound_bytes,
             outbound_packets: sum.outbound_packets + c.outbound_packets,
             outbound_bytes: sum.outbound_bytes + c.outbound_bytes,
+            inbound_over_cap_packets: sum.inbound_over_cap_packets + c.inbound_over_cap_packets,
+            inbound_over_cap_bytes: sum.inbound_over_cap_bytes + c.inbound_over_cap_bytes,
+            outbound_over_cap_packets: sum.outbound_over_cap_packets + c.outbound_over_cap_packets,
+            outbound_over_cap_bytes: sum.outbound_over_cap_bytes + c.outbound_over_cap_bytes,
+            inbound_denied_packets: sum.inbound_denied_packets + c.inbound_denied_packets,
+            inbound_denied_bytes: sum.inbound_denied_bytes + c.inbound_denied_bytes,
         })))
     }
 
@@ -330,9 +439,12 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Makes a slot as new: counters, limits and bucket zero.
     fn zero_counters(&mut self, slot: u32) -> anyhow::Result<()> {
         let zeros = PerCpuValues::try_from(vec![EipCounters::default(); self.nr_cpus])?;
         self.eip_counters.set(slot, zeros, 0)?;
+        self.set_limits(slot, EipLimits::default())?;
+        self.buckets.set(slot, &EipBuckets::default(), 0)?;
         Ok(())
     }
 }

@@ -5,7 +5,8 @@ use serde_json::{Value, json};
 use super::{resources::*, state::State};
 
 /// The resource as JSON, with the state derived from the rest: an EIP's status and what it
-/// serves; an instance's EIP and ENIs; an ENI's attachment and EIPs; a NAT gateway's EIPs.
+/// serves; an instance's EIP and ENIs; an ENI's attachment and EIPs; a NAT gateway's EIPs;
+/// the ENIs a security group filters.
 pub fn describe(state: &State, key: &Key) -> Option<Value> {
     let resource = state.get(key)?;
     let mut value = serde_json::to_value(&resource).ok()?;
@@ -48,6 +49,9 @@ pub fn describe(state: &State, key: &Key) -> Option<Value> {
         }),
         Resource::NatGateway(gateway) => json!({
             "eips": state.eips_of_nat_gateway(&gateway.id).map(|e| e.address).collect::<Vec<_>>(),
+        }),
+        Resource::SecurityGroup(group) => json!({
+            "enis": state.enis_of_security_group(&group.id).map(|e| e.id.clone()).collect::<Vec<_>>(),
         }),
         _ => json!({}),
     };

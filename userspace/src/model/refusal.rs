@@ -83,4 +83,12 @@ pub mod codes {
     pub const INSTANCE_ENI_LIMIT: &str = "INSTANCE_ENI_LIMIT";
     pub const NAT_GATEWAY_EIP_QUOTA: &str = "NAT_GATEWAY_EIP_QUOTA";
     pub const NETWORK_MISMATCH: &str = "NETWORK_MISMATCH";
+    /// The security group is in another VPC than the ENI.
+    pub const SECURITY_GROUP_VPC_MISMATCH: &str = "SECURITY_GROUP_VPC_MISMATCH";
+    /// Every security group number is taken (`MAX_SECURITY_GROUPS`).
+    pub const SECURITY_GROUP_LIMIT: &str = "SECURITY_GROUP_LIMIT";
+    pub const SECURITY_GROUP_RULE_EXISTS: &str = "SECURITY_GROUP_RULE_EXISTS";
+    pub const SECURITY_GROUP_RULE_NOT_FOUND: &str = "SECURITY_GROUP_RULE_NOT_FOUND";
+    /// The group holds `MAX_SECURITY_GROUP_RULES` rules already.
+    pub const SECURITY_GROUP_RULE_LIMIT: &str = "SECURITY_GROUP_RULE_LIMIT";
 }

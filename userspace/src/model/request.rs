@@ -6,7 +6,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
-use super::resources::{AssociationMode, DnatMapping, Id, InstanceState, NetworkType, SnatSource};
+use super::resources::{
+    AssociationMode, DnatMapping, Id, InstanceState, NetworkType, SecurityGroupRule, SnatSource,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -50,7 +52,8 @@ pub enum Request {
         id: Id,
     },
     /// A VPC instance gets its primary ENI in `vswitch`, with `private_ip` or the first free
-    /// address (R14). A classic instance has no ENI.
+    /// address (R14), filtered by `security_group` (of the vSwitch's VPC) when one is named.
+    /// A classic instance has no ENI.
     CreateInstance {
         id: Id,
         region: Id,
@@ -63,7 +66,7 @@ pub enum Request {
         #[serde(default)]
         private_ip: Option<Ipv4Addr>,
         #[serde(default)]
-        security_group: Option<String>,
+        security_group: Option<Id>,
         #[serde(default = "default_state")]
         state: InstanceState,
         #[serde(default)]
@@ -80,13 +83,15 @@ pub enum Request {
     ReleaseInstance {
         id: Id,
     },
+    /// A secondary, detached ENI; `security_group` (of the vSwitch's VPC) filters it when
+    /// named.
     CreateEni {
         id: Id,
         vswitch: Id,
         #[serde(default)]
         primary_ip: Option<Ipv4Addr>,
         #[serde(default)]
-        security_group: Option<String>,
+        security_group: Option<Id>,
     },
     AttachEni {
         eni: Id,
@@ -97,6 +102,12 @@ pub enum Request {
     },
     DeleteEni {
         eni: Id,
+    },
+    /// Filters the ENI with a security group of its VPC, or (`None`) no longer filters it.
+    SetEniSecurityGroup {
+        eni: Id,
+        #[serde(default)]
+        security_group: Option<Id>,
     },
     /// Assigns the listed addresses, plus `count` more picked from the vSwitch; all or none
     /// (R16).
@@ -194,6 +205,25 @@ pub enum Request {
     RemoveDnatEntry {
         nat_gateway: Id,
         id: Id,
+    },
+    /// A security group of a VPC, with no rules yet: it admits nothing inbound.
+    CreateSecurityGroup {
+        id: Id,
+        vpc: Id,
+    },
+    /// Deletes a security group that no ENI uses.
+    DeleteSecurityGroup {
+        id: Id,
+    },
+    /// Adds an inbound rule.
+    AuthorizeSecurityGroup {
+        id: Id,
+        rule: SecurityGroupRule,
+    },
+    /// Removes an inbound rule.
+    RevokeSecurityGroup {
+        id: Id,
+        rule: SecurityGroupRule,
     },
 }
 

@@ -87,7 +87,9 @@ pub struct Eni {
     pub id: Id,
     pub kind: EniKind,
     pub vswitch: Id,
-    pub security_group: String,
+    /// The security group filtering the ENI's inbound Internet traffic, in the vSwitch's
+    /// VPC; `None` leaves the ENI unfiltered.
+    pub security_group: Option<Id>,
     /// Fixed for the ENI's life (R14 for a primary ENI; no in-place edits, R15).
     pub primary_ip: Ipv4Addr,
     pub secondary_ips: BTreeSet<Ipv4Addr>,
@@ -230,6 +232,86 @@ pub enum Protocol {
     Udp,
 }
 
+/// A VPC's inbound filter for the ENIs that name it: traffic from the Internet to them
+/// passes only when a rule admits it (replies to the instances' own flows always do).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroup {
+    pub id: Id,
+    pub vpc: Id,
+    /// Assigned at creation, the smallest free one in 1..=`MAX_SECURITY_GROUPS`: the data
+    /// plane keys the group's rules by it.
+    pub number: u32,
+    /// Inbound rules, in the order they were authorized; none admits nothing.
+    pub rules: Vec<SecurityGroupRule>,
+}
+
+/// Admits inbound traffic of `protocol` (to `ports`, for TCP and UDP) from `source`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupRule {
+    pub protocol: RuleProtocol,
+    /// Required for TCP and UDP, absent for ICMP and all.
+    #[serde(default)]
+    pub ports: Option<PortRange>,
+    /// Stored truncated to its network (198.51.100.7/24 is 198.51.100.0/24).
+    pub source: Ipv4Net,
+}
+
+/// What a security group rule matches (unlike [`Protocol`], which names a DNAT port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleProtocol {
+    All,
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+/// Destination ports `min..=max`; one port is `min == max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortRange {
+    pub min: u16,
+    pub max: u16,
+}
+
+impl RuleProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleProtocol::All => "all",
+            RuleProtocol::Tcp => "tcp",
+            RuleProtocol::Udp => "udp",
+            RuleProtocol::Icmp => "icmp",
+        }
+    }
+
+    /// TCP and UDP rules name their ports; ICMP and all have none.
+    pub fn has_ports(self) -> bool {
+        matches!(self, RuleProtocol::Tcp | RuleProtocol::Udp)
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.min == self.max {
+            write!(f, "{}", self.min)
+        } else {
+            write!(f, "{}-{}", self.min, self.max)
+        }
+    }
+}
+
+impl std::fmt::Display for SecurityGroupRule {
+    /// As people write it: `tcp 80 from 0.0.0.0/0`, `icmp from 10.0.0.0/8`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.protocol.name())?;
+        if let Some(ports) = self.ports {
+            write!(f, " {ports}")?;
+        }
+        write!(f, " from {}", self.source)
+    }
+}
+
 /// Any one resource, as the store keeps it (`"resource": "eni"` names the kind; ENIs have
 /// a `kind` of their own).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +326,7 @@ pub enum Resource {
     Eni(Eni),
     Eip(Eip),
     NatGateway(NatGateway),
+    SecurityGroup(SecurityGroup),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -258,10 +341,11 @@ pub enum Kind {
     Eni,
     Eip,
     NatGateway,
+    SecurityGroup,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Region,
         Kind::Vpc,
         Kind::VSwitch,
@@ -270,6 +354,7 @@ impl Kind {
         Kind::Eni,
         Kind::Eip,
         Kind::NatGateway,
+        Kind::SecurityGroup,
     ];
 
     pub fn name(self) -> &'static str {
@@ -282,6 +367,7 @@ impl Kind {
             Kind::Eni => "eni",
             Kind::Eip => "eip",
             Kind::NatGateway => "nat_gateway",
+            Kind::SecurityGroup => "security_group",
         }
     }
 
@@ -320,6 +406,7 @@ impl Resource {
             Resource::Eni(r) => Key::new(Kind::Eni, &r.id),
             Resource::Eip(r) => Key::new(Kind::Eip, r.address.to_string()),
             Resource::NatGateway(r) => Key::new(Kind::NatGateway, &r.id),
+            Resource::SecurityGroup(r) => Key::new(Kind::SecurityGroup, &r.id),
         }
     }
 }

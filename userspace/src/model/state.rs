@@ -19,6 +19,7 @@ pub struct State {
     pub enis: BTreeMap<Id, Eni>,
     pub eips: BTreeMap<Ipv4Addr, Eip>,
     pub nat_gateways: BTreeMap<Id, NatGateway>,
+    pub security_groups: BTreeMap<Id, SecurityGroup>,
     index: Index,
 }
 
@@ -39,6 +40,8 @@ struct Index {
     enis_of_instance: BTreeMap<Id, BTreeSet<Id>>,
     /// NAT gateway → its EIPs.
     eips_of_nat_gateway: BTreeMap<Id, BTreeSet<Ipv4Addr>>,
+    /// Security group → the ENIs it filters.
+    enis_of_security_group: BTreeMap<Id, BTreeSet<Id>>,
 }
 
 impl PartialEq for State {
@@ -52,6 +55,7 @@ impl PartialEq for State {
             && self.enis == other.enis
             && self.eips == other.eips
             && self.nat_gateways == other.nat_gateways
+            && self.security_groups == other.security_groups
     }
 }
 
@@ -69,6 +73,7 @@ impl State {
             Kind::Eni => Resource::Eni(self.enis.get(id)?.clone()),
             Kind::Eip => Resource::Eip(self.eips.get(&id.parse().ok()?)?.clone()),
             Kind::NatGateway => Resource::NatGateway(self.nat_gateways.get(id)?.clone()),
+            Kind::SecurityGroup => Resource::SecurityGroup(self.security_groups.get(id)?.clone()),
         })
     }
 
@@ -102,6 +107,10 @@ impl State {
                     let enis = self.index.enis_of_instance.entry(instance.clone()).or_default();
                     enis.insert(eni.id.clone());
                 }
+                if let Some(group) = &eni.security_group {
+                    let enis = self.index.enis_of_security_group.entry(group.clone()).or_default();
+                    enis.insert(eni.id.clone());
+                }
                 self.enis.insert(eni.id.clone(), eni);
             }
             Resource::Eip(eip) => {
@@ -112,6 +121,9 @@ impl State {
             }
             Resource::NatGateway(r) => {
                 self.nat_gateways.insert(r.id.clone(), r);
+            }
+            Resource::SecurityGroup(r) => {
+                self.security_groups.insert(r.id.clone(), r);
             }
         }
         previous
@@ -137,6 +149,9 @@ impl State {
                 if let Some(instance) = &eni.instance {
                     remove_from_set(&mut self.index.enis_of_instance, instance, &eni.id);
                 }
+                if let Some(group) = &eni.security_group {
+                    remove_from_set(&mut self.index.enis_of_security_group, group, &eni.id);
+                }
                 Resource::Eni(eni)
             }
             Kind::Eip => {
@@ -147,6 +162,7 @@ impl State {
                 Resource::Eip(eip)
             }
             Kind::NatGateway => Resource::NatGateway(self.nat_gateways.remove(id)?),
+            Kind::SecurityGroup => Resource::SecurityGroup(self.security_groups.remove(id)?),
         })
     }
 
@@ -230,6 +246,24 @@ impl State {
             .filter_map(|a| self.eips.get(a))
     }
 
+    /// ENIs filtered by a security group.
+    pub fn enis_of_security_group(&self, group: &str) -> impl Iterator<Item = &Eni> + '_ {
+        self.index
+            .enis_of_security_group
+            .get(group)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| self.enis.get(e))
+    }
+
+    /// The security group filtering an EIP's inbound traffic: that of the ENI its
+    /// association lands on (an instance's EIP lands on the primary ENI). An EIP that is
+    /// unassociated, owned by a NAT gateway, or on an unfiltered ENI has none.
+    pub fn security_group_of_eip(&self, eip: &Eip) -> Option<&SecurityGroup> {
+        let eni = self.enis.get(eip.association.as_ref()?.eni()?)?;
+        self.security_groups.get(eni.security_group.as_deref()?)
+    }
+
     /// The region an ENI is in (through its vSwitch and VPC).
     pub fn region_of_eni(&self, eni: &Eni) -> Option<&str> {
         let vswitch = self.vswitches.get(&eni.vswitch)?;
@@ -256,6 +290,7 @@ impl State {
         let enis = self.enis.values().cloned().map(Resource::Eni);
         let eips = self.eips.values().cloned().map(Resource::Eip);
         let gateways = self.nat_gateways.values().cloned().map(Resource::NatGateway);
+        let groups = self.security_groups.values().cloned().map(Resource::SecurityGroup);
         regions
             .chain(vpcs)
             .chain(vswitches)
@@ -264,6 +299,7 @@ impl State {
             .chain(enis)
             .chain(eips)
             .chain(gateways)
+            .chain(groups)
     }
 
     /// Ids of every resource of one kind.
@@ -277,6 +313,7 @@ impl State {
             Kind::Eni => self.enis.keys().cloned().collect(),
             Kind::Eip => self.eips.keys().map(|a| a.to_string()).collect(),
             Kind::NatGateway => self.nat_gateways.keys().cloned().collect(),
+            Kind::SecurityGroup => self.security_groups.keys().cloned().collect(),
         }
     }
 }

@@ -38,11 +38,14 @@ pub fn create(
         }
         None => pick_free_ipv4(state, vswitch, &[])?,
     };
+    if let Some(group) = security_group {
+        super::security_group::check_fits_vswitch(state, group, vswitch_id)?;
+    }
     txn.put(Resource::Eni(Eni {
         id: id.into(),
         kind: EniKind::Secondary,
         vswitch: vswitch_id.into(),
-        security_group: security_group.unwrap_or("default").into(),
+        security_group: security_group.map(Into::into),
         primary_ip: ip,
         secondary_ips: BTreeSet::new(),
         ipv6: BTreeSet::new(),

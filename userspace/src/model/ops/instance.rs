@@ -49,6 +49,11 @@ pub fn create(txn: &mut Txn, request: &Request) -> Result<Executed, Refusal> {
         }
     }
     let primary_eni = match (network, vswitch_id) {
+        (NetworkType::Classic, None) if security_group.is_some() => {
+            return Err(Refusal::invalid(
+                "a classic-network instance has no ENI for a security group to filter",
+            ));
+        }
         (NetworkType::Classic, None) => None,
         (NetworkType::Classic, Some(_)) => {
             return Err(Refusal::invalid("a classic-network instance has no vSwitch"));
@@ -93,11 +98,14 @@ pub fn create(txn: &mut Txn, request: &Request) -> Result<Executed, Refusal> {
             if state.enis.contains_key(&eni_id) {
                 return Err(Refusal::exists(Kind::Eni, &eni_id));
             }
+            if let Some(group) = security_group {
+                super::security_group::check_fits_vswitch(state, group, vswitch_id)?;
+            }
             Some(Eni {
                 id: eni_id,
                 kind: EniKind::Primary,
                 vswitch: vswitch_id.clone(),
-                security_group: security_group.clone().unwrap_or_else(|| "default".into()),
+                security_group: security_group.clone(),
                 primary_ip: ip,
                 secondary_ips: BTreeSet::new(),
                 ipv6: BTreeSet::new(),

@@ -7,6 +7,7 @@ mod eni;
 mod instance;
 mod nat_gateway;
 mod network;
+mod security_group;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -66,6 +67,9 @@ pub fn execute(txn: &mut Txn, request: &Request) -> Result<Executed, Refusal> {
         R::CreateEni { id, vswitch, primary_ip, security_group } => {
             eni::create(txn, id, vswitch, *primary_ip, security_group.as_deref())
         }
+        R::SetEniSecurityGroup { eni, security_group } => {
+            security_group::set_eni(txn, eni, security_group.as_deref())
+        }
         R::AttachEni { eni, instance } => eni::attach(txn, eni, instance),
         R::DetachEni { eni } => eni::detach(txn, eni),
         R::DeleteEni { eni } => eni::delete(txn, eni),
@@ -102,6 +106,10 @@ pub fn execute(txn: &mut Txn, request: &Request) -> Result<Executed, Refusal> {
             nat_gateway::add_dnat(txn, nat_gateway, id, *eip, mapping)
         }
         R::RemoveDnatEntry { nat_gateway, id } => nat_gateway::remove_dnat(txn, nat_gateway, id),
+        R::CreateSecurityGroup { id, vpc } => security_group::create(txn, id, vpc),
+        R::DeleteSecurityGroup { id } => security_group::delete(txn, id),
+        R::AuthorizeSecurityGroup { id, rule } => security_group::authorize(txn, id, rule),
+        R::RevokeSecurityGroup { id, rule } => security_group::revoke(txn, id, rule),
     }
 }
 

@@ -95,6 +95,9 @@ pub fn delete_vpc(txn: &mut Txn, id: &str) -> Result<Executed, Refusal> {
     if let Some(gw) = state.nat_gateways.values().find(|g| g.vpc == id) {
         return Err(Refusal::in_use(format!("VPC {id}"), format!("NAT gateway {}", gw.id)));
     }
+    if let Some(group) = state.security_groups.values().find(|g| g.vpc == id) {
+        return Err(Refusal::in_use(format!("VPC {id}"), format!("security group {}", group.id)));
+    }
     txn.remove(&Key::new(Kind::Vpc, id));
     Ok(Executed::default())
 }

@@ -140,11 +140,11 @@ fn r13_private_ip_in_use_is_refused() {
 fn r13_free_address_inside_the_vswitch_is_allowed() {
     let mut s = world();
     let create = json!({"op": "create_eni", "id": "eni-new", "vswitch": "vsw-a",
-                        "primary_ip": "10.0.1.254", "security_group": "sg-db"});
+                        "primary_ip": "10.0.1.254", "security_group": "sg-web"});
     ok(&mut s, create);
     let created = eni(&s, "eni-new");
     assert_eq!((created.kind, created.primary_ip), (EniKind::Secondary, v4("10.0.1.254")));
-    assert_eq!(created.security_group, "sg-db");
+    assert_eq!(created.security_group.as_deref(), Some("sg-web"));
     ok(&mut s, assign("eni-new", &["10.0.1.2"]));
     // Picked: the lowest free address.
     ok(&mut s, json!({"op": "create_eni", "id": "eni-picked", "vswitch": "vsw-a"}));

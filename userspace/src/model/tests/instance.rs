@@ -107,14 +107,14 @@ fn r14_primary_ip_is_assigned_at_creation() {
     assert_eq!(primary.kind, EniKind::Primary);
     assert_eq!(primary.primary_ip, v4("10.0.2.2"));
     assert_eq!(primary.instance.as_deref(), Some("i-new"));
-    assert_eq!(primary.security_group, "default");
+    assert_eq!(primary.security_group, None, "no group named: unfiltered");
     // The next one gets the next address.
     let create = json!({"op": "create_instance", "id": "i-new2", "region": HANGZHOU,
                         "zone": ZONE_I, "instance_type": "t.small", "vswitch": "vsw-b",
                         "security_group": "sg-web"});
     ok(&mut s, create);
     assert_eq!(eni(&s, "i-new2-eni0").primary_ip, v4("10.0.2.3"));
-    assert_eq!(eni(&s, "i-new2-eni0").security_group, "sg-web");
+    assert_eq!(eni(&s, "i-new2-eni0").security_group.as_deref(), Some("sg-web"));
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod instance;
 mod ipv6;
 mod nat_gateway;
 mod network;
+mod security_group;
 mod txn;
 
 use std::{
@@ -24,7 +25,8 @@ pub use serde_json::{Value, json};
 pub use super::describe::describe;
 pub use super::{
     Association, AssociationMode, DnatMapping, Egress, Eip, Eni, EniKind, Executed, Instance,
-    InstanceState, Key, Kind, Refusal, Request, Resource, State, codes, egress_of,
+    InstanceState, Key, Kind, PortRange, Refusal, Request, Resource, RuleProtocol, SecurityGroup,
+    SecurityGroupRule, State, codes, egress_of,
 };
 
 pub const HANGZHOU: &str = "cn-hangzhou";
@@ -65,6 +67,8 @@ pub const ENI2_IP: &str = "10.0.1.110";
 ///   ENI `<id>-eni0`;
 /// - detached secondary ENIs `eni-1` (10.0.1.100) and `eni-2` (10.0.1.110) in `vsw-a`,
 ///   `eni-zone-i` (10.0.2.100), `eni-gw` (10.1.1.100), `eni-tokyo` (10.2.1.100);
+/// - security groups `sg-web` (number 1) in `vpc-1` and `sg-tokyo` (number 2) in
+///   `vpc-tokyo`, without rules; no ENI uses them (every ENI is unfiltered);
 /// - available EIPs 203.0.113.10-29 in cn-hangzhou and 198.51.100.10-12 in ap-northeast-1.
 pub fn world() -> State {
     let mut requests = vec![
@@ -89,6 +93,8 @@ pub fn world() -> State {
         json!({"op": "create_vswitch", "id": "vsw-tokyo", "vpc": "vpc-tokyo",
                "zone": "ap-northeast-1a", "cidr": "10.2.1.0/24",
                "ipv6_cidr": "2001:db8:2:1::/64"}),
+        json!({"op": "create_security_group", "id": "sg-web", "vpc": "vpc-1"}),
+        json!({"op": "create_security_group", "id": "sg-tokyo", "vpc": "vpc-tokyo"}),
         instance("i-1", "t.small", "vsw-a", I1_IP),
         instance("i-2", "t.large", "vsw-a", I2_IP),
         json!({"op": "create_instance", "id": "i-stopped", "region": HANGZHOU, "zone": ZONE_H,
@@ -290,6 +296,7 @@ pub fn check_indexes_against(state: &State, other: &State) {
     let mut eni_ids: BTreeSet<String> = BTreeSet::new();
     let mut instance_ids: BTreeSet<String> = BTreeSet::new();
     let mut gateway_ids: BTreeSet<String> = BTreeSet::new();
+    let mut group_ids: BTreeSet<String> = BTreeSet::new();
     for s in [state, other] {
         for vswitch in s.vswitches.values() {
             v4s.extend(vswitch.cidr.hosts());
@@ -301,6 +308,8 @@ pub fn check_indexes_against(state: &State, other: &State) {
         eni_ids.extend(s.enis.keys().cloned());
         instance_ids.extend(s.instances.keys().cloned());
         gateway_ids.extend(s.nat_gateways.keys().cloned());
+        group_ids.extend(s.security_groups.keys().cloned());
+        group_ids.extend(s.enis.values().filter_map(|e| e.security_group.clone()));
     }
     let id = |e: Option<&Eni>| e.map(|e| e.id.clone());
     let address = |e: Option<&Eip>| e.map(|e| e.address);
@@ -334,6 +343,11 @@ pub fn check_indexes_against(state: &State, other: &State) {
             |s: &State| s.eips_of_nat_gateway(gateway).map(|e| e.address).collect::<Vec<_>>();
         assert_eq!(eips(state), eips(&rebuilt), "EIPs of NAT gateway {gateway}");
     }
+    for group in &group_ids {
+        let enis =
+            |s: &State| s.enis_of_security_group(group).map(|e| e.id.clone()).collect::<Vec<_>>();
+        assert_eq!(enis(state), enis(&rebuilt), "ENIs of security group {group}");
+    }
 }
 
 #[test]
@@ -352,4 +366,7 @@ fn the_fixture_is_what_its_documentation_says() {
     assert_eq!(inst(&state, "i-fixed").fixed_public_ip, Some(v4(FIXED_IP)));
     assert_eq!(eip(&state, TOKYO_EIP).region, TOKYO);
     assert_eq!(eip(&state, TOKYO_EIP).bandwidth_mbps, Some(100));
+    assert_eq!(state.security_groups["sg-web"].number, 1);
+    assert_eq!(state.security_groups["sg-tokyo"].number, 2);
+    assert!(state.enis.values().all(|e| e.security_group.is_none()));
 }
