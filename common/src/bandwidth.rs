@@ -15,16 +15,17 @@ pub const fn picoseconds_per_byte(mbps: u32) -> u64 {
     if ps == 0 { 1 } else { ps }
 }
 
-/// The smallest burst the cap lets through at once: 64 KiB, a TCP window's worth, so that
-/// a TCP flow under a low cap still fills it instead of collapsing after every burst.
-pub const MIN_BURST_BYTES: u64 = 64 * 1024;
+/// The smallest burst the cap lets through at once: 256 KiB, a few TCP windows' worth, so
+/// that a TCP flow under a low cap loses a few segments when it overshoots, not a whole
+/// window (which would stall it until a retransmission timeout).
+pub const MIN_BURST_BYTES: u64 = 256 * 1024;
 
-/// How far ahead of the clock the cap lets traffic run, in nanoseconds: 10 ms of traffic at
+/// How far ahead of the clock the cap lets traffic run, in nanoseconds: 50 ms of traffic at
 /// the capped rate, and never less than [`MIN_BURST_BYTES`].
 pub const fn burst_ns(mbps: u32) -> u64 {
     let bytes_per_second = mbps as u64 * 125_000;
-    let ten_ms = bytes_per_second / 100;
-    let bytes = if ten_ms > MIN_BURST_BYTES { ten_ms } else { MIN_BURST_BYTES };
+    let fifty_ms = bytes_per_second / 20;
+    let bytes = if fifty_ms > MIN_BURST_BYTES { fifty_ms } else { MIN_BURST_BYTES };
     bytes * picoseconds_per_byte(mbps) / 1_000
 }
 
@@ -74,11 +75,11 @@ mod tests {
     }
 
     #[test]
-    fn the_burst_is_ten_milliseconds_but_at_least_64_kib() {
-        // 1 Gbit/s: 10 ms is 1.25 MB.
-        assert_eq!(burst_ns(1_000), 10_000_000);
-        // 20 Mbit/s: 10 ms would be 25 kB, so 64 KiB, which takes 26.2 ms.
-        assert_eq!(burst_ns(20), 65_536 * 400_000 / 1_000);
+    fn the_burst_is_fifty_milliseconds_but_at_least_256_kib() {
+        // 1 Gbit/s: 50 ms is 6.25 MB.
+        assert_eq!(burst_ns(1_000), 50_000_000);
+        // 20 Mbit/s: 50 ms would be 125 kB, so 256 KiB, which takes 104.9 ms.
+        assert_eq!(burst_ns(20), 262_144 * 400_000 / 1_000);
     }
 
     #[test]

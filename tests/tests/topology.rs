@@ -662,3 +662,162 @@ fn an_instance_reaches_another_instance_through_its_eip() {
         "a source without an EIP got through the hairpin"
     );
 }
+
+/// An `iperf3` server in `ns` on `port`, killed on drop.
+struct Iperf3Server(std::process::Child);
+
+impl Iperf3Server {
+    fn start(ns: &Netns, port: u16) -> Self {
+        let child = ns
+            .command("iperf3")
+            .args(["--server", "--port", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("running iperf3 (installed by `cargo xtask setup`)");
+        let server = Self(child);
+        // Listening once `ss` lists the port.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = ns
+                .command("ss")
+                .args(["-Hltn", &format!("sport = :{port}")])
+                .output()
+                .expect("running ss");
+            if !out.stdout.is_empty() {
+                return server;
+            }
+            assert!(std::time::Instant::now() < deadline, "iperf3 never listened on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Iperf3Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The rate the receiving end of an `iperf3` run from `ns` to `target` measured, bit/s.
+/// `extra` picks UDP (`-u -b ...`) or the reverse direction (`-R`).
+fn iperf3_received(ns: &Netns, target: Ipv4Addr, port: u16, extra: &[&str]) -> f64 {
+    let output = ns
+        .command("iperf3")
+        .args(["--client", &target.to_string(), "--port", &port.to_string()])
+        .args(["--time", "3", "--json"])
+        .args(extra)
+        .output()
+        .expect("running iperf3");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("iperf3 {extra:?}: {e}; {}", text(&output)));
+    report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("iperf3 {extra:?} reported no received rate: {}", text(&output)))
+}
+
+#[test]
+fn bandwidth_cap_holds_iperf3_to_the_cap_both_ways_and_an_uncapped_eip_is_not_slowed() {
+    const CAP_MBPS: u32 = 20;
+    const PORT: u16 = 5201;
+    let cap = f64::from(CAP_MBPS) * 1e6;
+    let (topology, agent) = setup();
+    let (inet, vm) = (&topology.inet, &topology.vm);
+    let eip = EIP.to_string();
+    must(agent.eipctl_ok(&["eip", "allocate", &eip, "--bandwidth", &CAP_MBPS.to_string()]));
+    associate(&agent, EIP, VM_IP);
+    let _server = Iperf3Server::start(vm, PORT);
+
+    // UDP offered at twice the cap, in datagrams that need no fragmenting: the receiver
+    // gets the cap (iperf3 counts UDP payload, the cap IPv4 packets: 1400 of 1428 bytes).
+    let udp = ["--udp", "--bitrate", "40M", "--length", "1400"];
+    let inbound = iperf3_received(inet, EIP, PORT, &udp);
+    let outbound = iperf3_received(inet, EIP, PORT, &[&udp[..], &["--reverse"]].concat());
+    for (direction, rate) in [("inbound", inbound), ("outbound", outbound)] {
+        assert!(
+            (0.9 * cap..=1.1 * cap).contains(&rate),
+            "{direction} UDP at twice the cap arrived at {:.1} Mbit/s; the cap is {CAP_MBPS}",
+            rate / 1e6
+        );
+    }
+    // TCP backs off to what the cap lets through and does not exceed it.
+    let tcp = iperf3_received(inet, EIP, PORT, &[]);
+    assert!(
+        (0.5 * cap..=1.1 * cap).contains(&tcp),
+        "TCP through the cap: {:.1} Mbit/s; the cap is {CAP_MBPS}",
+        tcp / 1e6
+    );
+    let counters = &eip_json(&agent, EIP)["counters"];
+    for field in ["inbound_over_cap_packets", "outbound_over_cap_packets"] {
+        assert!(counters[field].as_u64().unwrap_or(0) > 0, "{field} counted nothing: {counters}");
+    }
+
+    // Without the cap, the same path carries many times as much.
+    must(agent.eipctl_ok(&["eip", "set-bandwidth", &eip]));
+    let uncapped = iperf3_received(inet, EIP, PORT, &[]);
+    assert!(
+        uncapped > 10.0 * cap,
+        "TCP without a cap: {:.1} Mbit/s, not even ten times the old cap of {CAP_MBPS}",
+        uncapped / 1e6
+    );
+}
+
+#[test]
+fn security_group_admits_what_its_rules_allow_and_the_replies_to_the_instances_own_flows() {
+    let (topology, agent) = setup();
+    let (inet, vm) = (&topology.inet, &topology.vm);
+    let _http = must(Server::http(vm, HTTP_PORT, BODY));
+    let _echo = must(Server::udp_echo(vm, UDP_PORT));
+    let _whoami = must(Server::tcp_whoami(inet, WHOAMI_PORT));
+    allocate_and_associate(&agent, EIP, VM_IP);
+    curl_eip(inet, EIP).expect("before any group, the instance is open");
+
+    // A group without rules on the instance's ENI: nothing comes in unasked...
+    must(agent.eipctl_ok(&["security-group", "create", "sg-web", "--vpc", "vpc-1"]));
+    must(agent.eipctl_ok(&["eni", "set-security-group", "vm-1-eni0", "sg-web"]));
+    let denied_before = verdict(&agent, "drop_security_group");
+    curl_eip(inet, EIP).expect_err("no rule lets HTTP in");
+    udp_round_trip(inet, EIP, b"unasked").expect_err("no rule lets UDP in");
+    ping(inet, EIP, 1).expect_err("no rule lets ping in");
+    assert!(verdict(&agent, "drop_security_group") > denied_before, "the drops are counted");
+    let counters = &eip_json(&agent, EIP)["counters"];
+    assert!(counters["inbound_denied_packets"].as_u64().unwrap_or(0) > 0, "{counters}");
+    // ...but the answers to what the instance opens itself do.
+    assert_eq!(whoami_from_vm(vm).expect("TCP out and back"), EIP.to_string());
+    ping(vm, INTERNET_HOST, 2).expect("echo replies to the instance's ping");
+
+    // A rule for HTTP from the Internet host's network lets HTTP in, and only HTTP.
+    let http_rule = ["--protocol", "tcp", "--port", "8080", "--source", "198.51.100.0/24"];
+    must(agent.eipctl_ok(&[&["security-group", "authorize", "sg-web"][..], &http_rule].concat()));
+    assert_eq!(curl_eip(inet, EIP).expect("HTTP is allowed"), BODY);
+    udp_round_trip(inet, EIP, b"still unasked").expect_err("UDP still is not");
+    // One from another network does not.
+    must(agent.eipctl_ok(&[
+        "security-group",
+        "revoke",
+        "sg-web",
+        "--protocol",
+        "tcp",
+        "--port",
+        "8080",
+        "--source",
+        "198.51.100.0/24",
+    ]));
+    let elsewhere = ["--protocol", "tcp", "--port", "8080", "--source", "192.0.2.0/24"];
+    must(agent.eipctl_ok(&[&["security-group", "authorize", "sg-web"][..], &elsewhere].concat()));
+    curl_eip(inet, EIP).expect_err("the rule is for another source network");
+    let all_udp_icmp = [["--protocol", "udp", "--port", "9000"], ["--protocol", "icmp", "", ""]];
+    for rule in all_udp_icmp {
+        let rule: Vec<&str> = rule.into_iter().filter(|a| !a.is_empty()).collect();
+        must(agent.eipctl_ok(&[&["security-group", "authorize", "sg-web"][..], &rule].concat()));
+    }
+    udp_round_trip(inet, EIP, b"now allowed").expect("UDP 9000 is allowed");
+    ping(inet, EIP, 1).expect("ICMP is allowed");
+
+    // Without a group the ENI is open again.
+    must(agent.eipctl_ok(&["eni", "set-security-group", "vm-1-eni0", "--none"]));
+    assert_eq!(curl_eip(inet, EIP).expect("no group, no filter"), BODY);
+    // And the group is refused deletion only while an ENI uses it.
+    must(agent.eipctl_ok(&["security-group", "delete", "sg-web"]));
+}
