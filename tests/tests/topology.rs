@@ -700,13 +700,14 @@ impl Drop for Iperf3Server {
     }
 }
 
-/// The rate the receiving end of an `iperf3` run from `ns` to `target` measured, bit/s.
+/// The rate the receiving end of an `iperf3` run from `ns` to `target` measured, bit/s, over
+/// three seconds after a first one left out: the cap's initial burst is not the rate.
 /// `extra` picks UDP (`-u -b ...`) or the reverse direction (`-R`).
 fn iperf3_received(ns: &Netns, target: Ipv4Addr, port: u16, extra: &[&str]) -> f64 {
     let output = ns
         .command("iperf3")
         .args(["--client", &target.to_string(), "--port", &port.to_string()])
-        .args(["--time", "3", "--json"])
+        .args(["--time", "4", "--omit", "1", "--json"])
         .args(extra)
         .output()
         .expect("running iperf3");
@@ -741,10 +742,11 @@ fn bandwidth_cap_holds_iperf3_to_the_cap_both_ways_and_an_uncapped_eip_is_not_sl
             rate / 1e6
         );
     }
-    // TCP backs off to what the cap lets through and does not exceed it.
+    // TCP settles just under the cap: the policer's burst is large enough that its drops
+    // do not stall it.
     let tcp = iperf3_received(inet, EIP, PORT, &[]);
     assert!(
-        (0.5 * cap..=1.1 * cap).contains(&tcp),
+        (0.85 * cap..=1.1 * cap).contains(&tcp),
         "TCP through the cap: {:.1} Mbit/s; the cap is {CAP_MBPS}",
         tcp / 1e6
     );
