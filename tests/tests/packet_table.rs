@@ -1677,20 +1677,19 @@ fn packet_table() {
     );
 }
 
-/// Floods [`EIP_CAPPED`] with `input` until the cap drops frames: about one burst passes
-/// (what the rows before took of it aside), the rest is dropped and counted, per EIP too.
-fn check_bandwidth_cap(dataplane: &Dataplane, ifindexes: &Ifindexes, input: &[u8]) {
-    let frame_bytes = (input.len() - ETH_LEN) as u64;
-    let burst_frames = bandwidth::burst_ns(CAP_MBPS) * 1_000
-        / bandwidth::picoseconds_per_byte(CAP_MBPS)
-        / frame_bytes;
-    let flood = 3 * burst_frames;
+/// Runs `input` through the program `count` times as if it came in on the WAN; returns how
+/// much each verdict counter moved, and how long it took.
+fn flood_wan(
+    dataplane: &Dataplane,
+    ifindexes: &Ifindexes,
+    input: &[u8],
+    count: u64,
+) -> (impl Fn(Verdict) -> u64, std::time::Duration) {
     let program = dataplane.program().expect("the loaded program");
     let ctx = xdp_md(input.len(), ifindexes.wan);
     let before = verdict_counts(dataplane);
-    let eip_before = dataplane.eip_counters(EIP_CAPPED).expect("counters").expect("a slot");
     let started = std::time::Instant::now();
-    for _ in 0..flood {
+    for _ in 0..count {
         let mut data_out = vec![0; input.len() + 256];
         program
             .test_run(TestRunOptions {
@@ -1703,13 +1702,26 @@ fn check_bandwidth_cap(dataplane: &Dataplane, ifindexes: &Ifindexes, input: &[u8
     }
     let elapsed = started.elapsed();
     let after = verdict_counts(dataplane);
-    let eip_after = dataplane.eip_counters(EIP_CAPPED).expect("counters").expect("a slot");
-    let moved = |verdict: Verdict| {
+    let moved = move |verdict: Verdict| {
         let count = |counts: &[(Verdict, u64)]| {
             counts.iter().find(|(v, _)| *v == verdict).map(|(_, n)| *n).unwrap_or(0)
         };
         count(&after) - count(&before)
     };
+    (moved, elapsed)
+}
+
+/// Floods [`EIP_CAPPED`] with `input` until the cap drops frames: about one burst passes
+/// (what the rows before took of it aside), the rest is dropped and counted, per EIP too.
+fn check_bandwidth_cap(dataplane: &Dataplane, ifindexes: &Ifindexes, input: &[u8]) {
+    let frame_bytes = (input.len() - ETH_LEN) as u64;
+    let burst_frames = bandwidth::burst_ns(CAP_MBPS) * 1_000
+        / bandwidth::picoseconds_per_byte(CAP_MBPS)
+        / frame_bytes;
+    let flood = 3 * burst_frames;
+    let eip_before = dataplane.eip_counters(EIP_CAPPED).expect("counters").expect("a slot");
+    let (moved, elapsed) = flood_wan(dataplane, ifindexes, input, flood);
+    let eip_after = dataplane.eip_counters(EIP_CAPPED).expect("counters").expect("a slot");
     let (passed, dropped) = (moved(Verdict::Translated), moved(Verdict::DropBandwidthCap));
     assert_eq!(passed + dropped, flood, "every frame of the flood is forwarded or dropped");
     // What the clock gave back while the flood ran, in frames.
@@ -1767,29 +1779,7 @@ fn check_rate_limit(dataplane: &Dataplane, ifindexes: &Ifindexes, input: &[u8]) 
     const FLOOD: u64 = 3 * ICMP_ERROR_BURST;
     pin_to_cpu(0);
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let program = dataplane.program().expect("the loaded program");
-    let ctx = xdp_md(input.len(), ifindexes.wan);
-    let before = verdict_counts(dataplane);
-    let started = std::time::Instant::now();
-    for _ in 0..FLOOD {
-        let mut data_out = vec![0; input.len() + 256];
-        program
-            .test_run(TestRunOptions {
-                data_in: Some(input),
-                data_out: Some(&mut data_out),
-                ctx_in: Some(&ctx),
-                ..Default::default()
-            })
-            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN failed: {e}"));
-    }
-    let elapsed = started.elapsed();
-    let after = verdict_counts(dataplane);
-    let moved = |verdict: Verdict| {
-        let count = |counts: &[(Verdict, u64)]| {
-            counts.iter().find(|(v, _)| *v == verdict).map(|(_, n)| *n).unwrap_or(0)
-        };
-        count(&after) - count(&before)
-    };
+    let (moved, elapsed) = flood_wan(dataplane, ifindexes, input, FLOOD);
     let (sent, limited) =
         (moved(Verdict::IcmpTimeExceededSent), moved(Verdict::DropIcmpRateLimited));
     assert_eq!(sent + limited, FLOOD, "every frame of the flood is answered or dropped");
