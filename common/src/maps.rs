@@ -39,6 +39,8 @@ pub const MAP_GROUP_FLOWS: &str = "GROUP_FLOWS";
 
 /// The name of the XDP program in the object file.
 pub const PROGRAM_GATEWAY: &str = "eipgw";
+/// The benchmark's reference program: forwards IPv4 like a router and translates nothing.
+pub const PROGRAM_REFERENCE: &str = "eipgw_reference";
 /// A program that passes every frame; attached to veth peers so that XDP_REDIRECT into a
 /// veth works (the kernel delivers redirected frames to a veth only when its peer runs XDP).
 pub const PROGRAM_PASS: &str = "eipgw_pass";

@@ -20,6 +20,7 @@ mod icmp;
 mod ipv6;
 mod packet;
 mod policy;
+mod reference;
 mod route;
 
 use aya_ebpf::{
@@ -68,6 +69,12 @@ pub fn eipgw(ctx: XdpContext) -> u32 {
     let outcome = gateway::process(&ctx).unwrap_or(forward::Outcome::drop(Verdict::DropMalformed));
     counters::count_verdict(outcome.verdict);
     outcome.action
+}
+
+/// The benchmark's reference (see `reference`): forwards like a router, translates nothing.
+#[xdp]
+pub fn eipgw_reference(ctx: XdpContext) -> u32 {
+    reference::forward(&ctx).unwrap_or(xdp_action::XDP_DROP)
 }
 
 /// Passes every frame. Attached to the far end of a veth so that frames redirected into the

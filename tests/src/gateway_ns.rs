@@ -273,6 +273,18 @@ pub fn ifindex(ifname: &str) -> u32 {
     index
 }
 
+/// Pins the calling thread to one CPU, so that every run meets the same per-CPU state.
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET and sched_setaffinity (for
+    // the calling thread) get a valid one.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(rc, 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
+}
+
 /// `struct xdp_md` for `ctx_in`: the frame spans data..data_end with no metadata, and the
 /// ingress interface picks both the direction and the namespace whose FIB
 /// `bpf_fib_lookup` consults. Fields are u32 in the order of include/uapi/linux/bpf.h.

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod gateway_ns;
 pub mod netns;
+pub mod scale;
 pub mod servers;
 pub mod topology;
 

@@ -1759,18 +1759,6 @@ fn write_own_addresses(bpffs: &std::path::Path) {
     config.set(0, &GatewayConfig { wan_addr, lan_addr, ..current }, 0).expect("writing CONFIG");
 }
 
-/// Pins the calling thread to one CPU, so that every run meets the same per-CPU state.
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET and sched_setaffinity (for
-    // the calling thread) get a valid one.
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    assert_eq!(rc, 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
-}
-
 /// A flood of frames that each call for time exceeded, on one CPU whose budget has had a
 /// quiet second to fill: a burst of errors goes out, then only as many as the rate lets
 /// back in while the flood lasts, and every other frame is dropped and counted.

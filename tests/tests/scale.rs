@@ -2,57 +2,23 @@
 //! applied as one transaction, and the pinned maps hold every mapping afterwards. (How long
 //! it takes is measured by `cargo xtask bench`, not asserted here.)
 
-use std::{net::Ipv4Addr, time::Instant};
+use std::time::Instant;
 
 use aya::maps::{HashMap, Map, MapData};
 use eipgw::client::Client;
 use eipgw_common::{EipEntry, MODE_NAT, PrivateEntry};
-use eipgw_tests::{AgentProcess, Topology, topology::VPC_DOCUMENT};
+use eipgw_tests::{
+    AgentProcess, Topology,
+    scale::{associations_document, eip, private_ip},
+    topology::VPC_DOCUMENT,
+};
 use serde_json::{Value, json};
 
-const ENIS: u32 = 100;
-const IPS_PER_ENI: u32 = 1000;
-const ASSOCIATIONS: u32 = ENIS * IPS_PER_ENI;
+const ASSOCIATIONS: u32 = 100_000;
 
 #[track_caller]
 fn must<T>(result: anyhow::Result<T>) -> T {
     result.unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-/// Private address `n` of the scale VPC (10.128.0.0/15, skipping the vSwitch's reserved
-/// first addresses).
-fn private_ip(n: u32) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + 16 + n)
-}
-
-/// EIP `n`, from 198.18.0.0/15 (RFC 2544's benchmarking range; no traffic is sent here).
-fn eip(n: u32) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + 1 + n)
-}
-
-/// 100 detached ENIs with 1000 addresses each, 100k EIPs, and an association for each.
-fn document() -> Value {
-    let mut requests = vec![
-        json!({"op": "create_vpc", "id": "vpc-scale", "region": "local", "cidr": "10.128.0.0/14"}),
-        json!({"op": "create_vswitch", "id": "vsw-scale", "vpc": "vpc-scale", "zone": "zone-a",
-               "cidr": "10.128.0.0/15"}),
-    ];
-    for e in 0..ENIS {
-        let first = e * IPS_PER_ENI;
-        let eni = format!("eni-{e}");
-        requests.push(json!({"op": "create_eni", "id": eni, "vswitch": "vsw-scale",
-                             "primary_ip": private_ip(first)}));
-        let secondaries: Vec<Ipv4Addr> = (first + 1..first + IPS_PER_ENI).map(private_ip).collect();
-        requests.push(json!({"op": "assign_private_ips", "eni": eni, "ips": secondaries}));
-    }
-    for n in 0..ASSOCIATIONS {
-        requests.push(json!({"op": "allocate_eip", "address": eip(n)}));
-    }
-    for n in 0..ASSOCIATIONS {
-        requests.push(json!({"op": "associate_eip", "eip": eip(n),
-                             "eni": format!("eni-{}", n / IPS_PER_ENI), "private_ip": private_ip(n)}));
-    }
-    json!({ "requests": requests })
 }
 
 #[test]
@@ -63,7 +29,8 @@ fn one_document_applies_100k_associations_as_one_transaction() {
     must(agent.apply_document(VPC_DOCUMENT));
 
     let path = topology.dir().join("scale.json");
-    std::fs::write(&path, document().to_string()).expect("writing the document");
+    std::fs::write(&path, associations_document(ASSOCIATIONS).to_string())
+        .expect("writing the document");
     let path = path.to_string_lossy().into_owned();
 
     // A dry run validates everything and keeps nothing. Asked for progress, the agent

@@ -1,4 +1,4 @@
-//! `cargo xtask setup | build | test | demo`.
+//! `cargo xtask setup | build | test | demo | bench`.
 //!
 //! xtask depends on nothing of the project itself, so it compiles on a fresh machine before
 //! the eBPF toolchain exists; every command installs what is missing first.
@@ -27,6 +27,14 @@ enum Task {
     Test,
     /// Run the gateway on a throwaway namespace topology with real traffic. Needs root.
     Demo,
+    /// Measure the gateway (BENCHMARKS.md says how); figures printed and saved as JSON
+    /// under target/bench/. Needs root.
+    Bench {
+        /// A short run that keeps the harness working (under a minute); its figures are
+        /// too rough to compare.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +55,17 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             build()?;
             cargo(&["run", "--release", "--quiet", "-p", "eipgw-tests", "--bin", "eipgw-demo"])
+        }
+        Task::Bench { quick } => {
+            require_root("cargo xtask bench")?;
+            setup::run()?;
+            build()?;
+            let mut args = vec!["run", "--release", "--quiet", "-p", "eipgw-tests"];
+            args.extend(["--bin", "eipgw-bench", "--"]);
+            if quick {
+                args.push("--quick");
+            }
+            cargo(&args)
         }
     }
 }

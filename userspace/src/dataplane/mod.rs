@@ -88,16 +88,7 @@ impl Dataplane {
         std::fs::create_dir_all(&pin_dir)
             .with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
 
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(&pin_dir)
-            .map_max_entries(MAP_EIPS, options.max_mappings)
-            .map_max_entries(MAP_PRIVATE_IPS, options.max_mappings)
-            .map_max_entries(MAP_EIP_COUNTERS, options.max_mappings)
-            .map_max_entries(MAP_IPV6_PUBLIC, options.max_mappings)
-            .map_max_entries(MAP_EIP_LIMITS, options.max_mappings)
-            .map_max_entries(MAP_EIP_BUCKETS, options.max_mappings)
-            .load(PROGRAM_OBJECT)
-            .context("loading the XDP program")?;
+        let mut ebpf = load_object(&pin_dir, options.max_mappings)?;
 
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_GATEWAY)
@@ -447,6 +438,21 @@ impl Dataplane {
         self.buckets.set(slot, &EipBuckets::default(), 0)?;
         Ok(())
     }
+}
+
+/// Loads the object (no program yet) with its maps pinned in `pin_dir`, reusing the pins
+/// there; maps sized by the number of mappings get `max_mappings` entries when created.
+pub fn load_object(pin_dir: &Path, max_mappings: u32) -> anyhow::Result<Ebpf> {
+    EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .map_max_entries(MAP_EIPS, max_mappings)
+        .map_max_entries(MAP_PRIVATE_IPS, max_mappings)
+        .map_max_entries(MAP_EIP_COUNTERS, max_mappings)
+        .map_max_entries(MAP_IPV6_PUBLIC, max_mappings)
+        .map_max_entries(MAP_EIP_LIMITS, max_mappings)
+        .map_max_entries(MAP_EIP_BUCKETS, max_mappings)
+        .load(PROGRAM_OBJECT)
+        .context("loading the XDP program")
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>

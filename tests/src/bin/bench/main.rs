@@ -1,0 +1,35 @@
+//! `cargo xtask bench`: what the gateway costs, measured on this machine. Not a test: it
+//! asserts nothing, it reports. Every figure is the median of several runs with their
+//! minimum and maximum, and each ratio compares two figures measured in the same run.
+//!
+//! Sections (BENCHMARKS.md explains the method and the latest figures):
+//! 1. per-packet cost of each path through the program, against a reference program that
+//!    parses and forwards the same way but translates nothing (BPF_PROG_TEST_RUN);
+//! 4. the control plane: applying many associations, and how soon an association takes
+//!    effect.
+//!
+//! `--quick` runs each section briefly, to keep the harness working (under a minute).
+
+mod control_plane;
+mod per_packet;
+mod report;
+
+use report::Report;
+
+fn main() {
+    eipgw_tests::require_root();
+    let quick = std::env::args().any(|a| a == "--quick");
+    let mut report = Report::default();
+    per_packet::run(quick, &mut report);
+    control_plane::run(quick, &mut report);
+    report.print();
+    // Beside the build, whatever directory the bench was started from.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    match report.save(&dir) {
+        Ok(path) => println!("\nfigures saved as JSON: {}", path.display()),
+        Err(e) => {
+            eprintln!("eipgw-bench: saving the figures: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Section 1: what one frame costs on each path through the program, against the reference
+//! program (`eipgw_reference`: parse, route, forward; no translation), both run by
+//! BPF_PROG_TEST_RUN on the same frames in the packet tests' gateway namespace.
+//!
+//! BPF_PROG_TEST_RUN repeats a program on one buffer, so what a run changes the next one
+//! sees. The frames are made to hit the same path every time: each translated address is
+//! also mapped back (the EIP to the instance, and the instance to the EIP as if it were an
+//! EIP too), so that run n + 1 translates back what run n translated. The TTL still falls by
+//! one a run, so each call repeats a frame 200 times from TTL 255, and a sample is the mean
+//! over many calls: [`PACKETS_PER_SAMPLE`] frames in all.
+
+use std::net::Ipv4Addr;
+
+use aya::programs::{TestRun as _, TestRunOptions, Xdp, XdpMode};
+use eipgw::dataplane::{Dataplane, DataplaneOptions, EipMapping, load_object};
+use eipgw_common::{PIN_DIR_NAME, PROGRAM_REFERENCE, Verdict};
+use eipgw_tests::{BpffsMount, gateway_ns::*, unique_suffix};
+use etherparse::{
+    ArpHardwareId, ArpOperation, ArpPacket, EtherType, Ethernet2Header, Icmpv4Type, PacketBuilder,
+    icmpv4::DestUnreachableHeader,
+};
+
+use crate::report::{Figure, Report};
+
+const SECTION: &str = "1. per-packet cost (BPF_PROG_TEST_RUN, ns/packet)";
+/// Runs of one frame per BPF_PROG_TEST_RUN call: from TTL 255 it never expires.
+const REPEAT: u32 = 200;
+const PACKETS_PER_SAMPLE: u64 = 1_000_000;
+const SAMPLES: usize = 7;
+/// The size of the mapping tables: the paths need a handful.
+const MAX_MAPPINGS: u32 = 1024;
+
+/// One path: the frame the gateway gets, the frame the reference gets (the same headers,
+/// addressed so that it is routed the same way), the ingress side, and the verdict every
+/// one of the gateway's runs must end with.
+struct FramePath {
+    name: &'static str,
+    gateway_frame: Vec<u8>,
+    reference_frame: Vec<u8>,
+    ingress: &'static str,
+    verdict: Verdict,
+}
+
+fn tcp(eth: ([u8; 6], [u8; 6]), src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    // 64 bytes on the wire without the FCS: the smallest Ethernet frame.
+    let payload = [0u8; 10];
+    let builder = PacketBuilder::ethernet2(eth.0, eth.1)
+        .ipv4(src.octets(), dst.octets(), 255)
+        .tcp(40_000, 443, 1, 64_240);
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut frame, &payload).expect("a TCP frame");
+    frame
+}
+
+/// ICMP port unreachable from the Internet host to `to`, quoting UDP that `to` sent.
+fn port_unreachable(eth: ([u8; 6], [u8; 6]), to: Ipv4Addr) -> Vec<u8> {
+    let quoted = PacketBuilder::ipv4(to.octets(), INTERNET_HOST.octets(), 64).udp(5353, 53);
+    let mut quote = Vec::new();
+    quoted.write(&mut quote, &[0u8; 8]).expect("the quoted datagram");
+    let builder = PacketBuilder::ethernet2(eth.0, eth.1)
+        .ipv4(INTERNET_HOST.octets(), to.octets(), 255)
+        .icmpv4(Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port));
+    let mut frame = Vec::new();
+    builder.write(&mut frame, &quote).expect("an ICMP error");
+    frame
+}
+
+fn arp_request() -> Vec<u8> {
+    let arp = ArpPacket::new(
+        ArpHardwareId::ETHERNET,
+        EtherType::IPV4,
+        ArpOperation::REQUEST,
+        &INTERNET_HOST_MAC,
+        &INTERNET_HOST.octets(),
+        &[0; 6],
+        &GW_WAN.octets(),
+    )
+    .expect("an ARP packet");
+    let eth = Ethernet2Header {
+        source: INTERNET_HOST_MAC,
+        destination: [0xff; 6],
+        ether_type: EtherType::ARP,
+    };
+    let mut frame = eth.to_bytes().to_vec();
+    frame.extend_from_slice(&arp.to_bytes());
+    frame
+}
+
+fn paths(wan_mac: [u8; 6], lan_mac: [u8; 6]) -> Vec<FramePath> {
+    let from_internet = (INTERNET_HOST_MAC, wan_mac);
+    let from_vm = (VM_MAC, lan_mac);
+    vec![
+        FramePath {
+            name: "inbound NAT hit",
+            gateway_frame: tcp(from_internet, INTERNET_HOST, EIP_VM),
+            reference_frame: tcp(from_internet, INTERNET_HOST, VM),
+            ingress: WAN_IF,
+            verdict: Verdict::Translated,
+        },
+        FramePath {
+            name: "outbound NAT hit",
+            gateway_frame: tcp(from_vm, VM, INTERNET_HOST),
+            reference_frame: tcp(from_vm, VM, INTERNET_HOST),
+            ingress: LAN_IF,
+            verdict: Verdict::Translated,
+        },
+        FramePath {
+            name: "miss (to no EIP)",
+            gateway_frame: tcp(from_internet, INTERNET_HOST, UNMAPPED),
+            reference_frame: tcp(from_internet, INTERNET_HOST, UNMAPPED),
+            ingress: WAN_IF,
+            verdict: Verdict::PassNotTranslated,
+        },
+        FramePath {
+            name: "non-IPv4 (ARP)",
+            gateway_frame: arp_request(),
+            reference_frame: arp_request(),
+            ingress: WAN_IF,
+            verdict: Verdict::PassNotTranslated,
+        },
+        FramePath {
+            name: "ICMP error (quote translated)",
+            gateway_frame: port_unreachable(from_internet, EIP_VM),
+            reference_frame: port_unreachable(from_internet, VM),
+            ingress: WAN_IF,
+            verdict: Verdict::Translated,
+        },
+    ]
+}
+
+/// An Internet address that is no EIP.
+const UNMAPPED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 99);
+
+pub fn run(quick: bool, report: &mut Report) {
+    let (samples, packets) = if quick { (2, 50_000) } else { (SAMPLES, PACKETS_PER_SAMPLE) };
+    let suffix = unique_suffix();
+    let bpffs = BpffsMount::create(&std::env::temp_dir().join(format!("eipgw-bench-{suffix}")))
+        .expect("mounting a bpffs");
+    let ns = gateway_netns("eipgw-bench", &suffix);
+    let paths = paths(mac_of(&ns, WAN_IF), mac_of(&ns, LAN_IF));
+    let options = DataplaneOptions {
+        wan: WAN_IF.into(),
+        lan: LAN_IF.into(),
+        bpffs: bpffs.path().to_owned(),
+        xdp_mode: XdpMode::Driver,
+        max_mappings: MAX_MAPPINGS,
+    };
+    let figures = ns
+        .run_in(move || {
+            // One CPU: every run meets the same per-CPU maps and caches.
+            pin_to_cpu(0);
+            let mut dataplane = Dataplane::open(&options).expect("opening the data plane");
+            let mut desired = desired_maps();
+            // The way back, so that every run is a hit (see the module doc).
+            desired.eips.insert(VM, EipMapping::Nat { private_ip: EIP_VM });
+            dataplane.reconcile(&desired).expect("writing the maps");
+            let reference = ReferenceProgram::load(&bpffs.path().join(PIN_DIR_NAME), WAN_PEER);
+            let mut figures = Vec::new();
+            for path in &paths {
+                let ingress = ifindex(path.ingress);
+                check_path(&dataplane, path, ingress);
+                let (mut gateway, mut baseline) = (Vec::new(), Vec::new());
+                // Interleaved, so that a slow spell of the machine hits both alike.
+                for _ in 0..samples {
+                    let program = dataplane.program().expect("the gateway program");
+                    gateway.push(ns_per_packet(program, &path.gateway_frame, ingress, packets));
+                    let program = reference.program();
+                    baseline.push(ns_per_packet(program, &path.reference_frame, ingress, packets));
+                }
+                let reference_name = format!("{}: reference", path.name);
+                figures.push(Figure {
+                    section: SECTION,
+                    name: reference_name.clone(),
+                    unit: "ns",
+                    samples: baseline,
+                    compared_with: None,
+                    target: None,
+                });
+                let target = path.name.ends_with("NAT hit").then_some(("ratio", 1.4));
+                figures.push(Figure {
+                    section: SECTION,
+                    name: format!("{}: gateway", path.name),
+                    unit: "ns",
+                    samples: gateway,
+                    compared_with: Some(reference_name),
+                    target,
+                });
+            }
+            drop(dataplane);
+            figures
+        })
+        .unwrap_or_else(|e| panic!("per-packet bench: {e:#}"));
+    for figure in figures {
+        report.add(figure);
+    }
+}
+
+/// The reference program, loaded from the same object with the gateway's pinned maps.
+struct ReferenceProgram(aya::Ebpf);
+
+impl ReferenceProgram {
+    /// Loads it and attaches it to `idle_ifname`, an interface no frame reaches. Attached
+    /// in native mode, a program sits in the kernel's XDP dispatcher, as the gateway does:
+    /// BPF_PROG_TEST_RUN then calls it directly, as it calls the gateway, instead of adding
+    /// it to the dispatcher and taking it out again around every call (two RCU grace
+    /// periods a call, and an indirect call in between, which would slow down only the
+    /// reference).
+    fn load(pin_dir: &std::path::Path, idle_ifname: &str) -> Self {
+        let mut ebpf = load_object(pin_dir, MAX_MAPPINGS)
+            .expect("loading the object for the reference program");
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_REFERENCE)
+            .expect("the reference program in the object")
+            .try_into()
+            .expect("an XDP program");
+        program.load().expect("the verifier accepts the reference program");
+        let name = std::ffi::CString::new(idle_ifname).expect("no NUL in an interface name");
+        program
+            .attach(name.as_c_str(), XdpMode::Driver)
+            .unwrap_or_else(|e| panic!("attaching the reference program to {idle_ifname}: {e}"));
+        Self(ebpf)
+    }
+
+    fn program(&self) -> &Xdp {
+        self.0
+            .program(PROGRAM_REFERENCE)
+            .expect("the reference program")
+            .try_into()
+            .expect("an XDP program")
+    }
+}
+
+/// The mean time per frame over `packets` runs of `frame`, in ns (the kernel's own timing
+/// of the repeats, without the system calls).
+fn ns_per_packet(program: &Xdp, frame: &[u8], ingress: u32, packets: u64) -> f64 {
+    let ctx = xdp_md(frame.len(), ingress);
+    let calls = packets.div_ceil(u64::from(REPEAT));
+    let mut total_ns = 0u128;
+    for _ in 0..calls {
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ctx_in: Some(&ctx),
+                repeat: REPEAT,
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN failed: {e}"));
+        // The kernel reports the mean of the repeats, in whole ns.
+        total_ns += result.duration.as_nanos() * u128::from(REPEAT);
+    }
+    total_ns as f64 / (calls * u64::from(REPEAT)) as f64
+}
+
+/// Refuses to measure a path that does not take the way it is named for: every one of a
+/// call's runs must end with the path's verdict.
+fn check_path(dataplane: &Dataplane, path: &FramePath, ingress: u32) {
+    let count = |verdict: Verdict| {
+        dataplane
+            .verdict_counters()
+            .expect("reading the verdict counters")
+            .into_iter()
+            .find(|(v, _)| *v == verdict)
+            .map_or(0, |(_, n)| n)
+    };
+    let before = count(path.verdict);
+    let program = dataplane.program().expect("the gateway program");
+    let ctx = xdp_md(path.gateway_frame.len(), ingress);
+    program
+        .test_run(TestRunOptions {
+            data_in: Some(&path.gateway_frame),
+            ctx_in: Some(&ctx),
+            repeat: REPEAT,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN failed: {e}"));
+    let moved = count(path.verdict) - before;
+    assert_eq!(
+        moved,
+        u64::from(REPEAT),
+        "{}: only {moved} of {REPEAT} runs ended with {}; the bench would measure another path",
+        path.name,
+        path.verdict.name()
+    );
+}
