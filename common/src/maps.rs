@@ -30,6 +30,20 @@ pub const MAP_EIP_LIMITS: &str = "EIP_LIMITS";
 /// Array of [`EipBuckets`], indexed like [`MAP_EIP_LIMITS`]: the bandwidth policer's state.
 /// Written only by the program (the agent zeroes a slot it hands to another EIP).
 pub const MAP_EIP_BUCKETS: &str = "EIP_BUCKETS";
+/// Array of `u32`, [`EIP_FILTER_SLOTS`] long: at [`eip_filter_slot`] of an address, how
+/// many NAT-mode EIPs hash there. An outbound frame whose destination's slot holds 0 is
+/// for no EIP, so the program skips the hash lookup of the hairpin check (an array lookup
+/// costs a few ns; the hash lookup was a tenth of the outbound path).
+pub const MAP_EIP_FILTER: &str = "EIP_FILTER";
+pub const EIP_FILTER_SLOTS: u32 = 65_536;
+
+/// The slot of [`MAP_EIP_FILTER`] for an address (as a map key): a multiplicative hash, so
+/// that EIPs from one prefix spread over the array.
+#[inline(always)]
+pub const fn eip_filter_slot(addr: u32) -> u32 {
+    addr.wrapping_mul(0x9E37_79B1) >> 16
+}
+
 /// Security group number ([`EipLimits::security_group`]) → [`SecurityGroupRules`].
 pub const MAP_SECURITY_GROUPS: &str = "SECURITY_GROUPS";
 /// LRU hash [`FlowKey`] → `u64` (`bpf_ktime_get_ns()` when last seen): the flows that

@@ -2,10 +2,12 @@
 //! its EIP's mode makes of it.
 
 use aya_ebpf::programs::XdpContext;
-use eipgw_common::{EipEntry, MODE_CUT_THROUGH, MODE_MULTI_EIP, MODE_NAT, Verdict};
+use eipgw_common::{
+    EipEntry, MODE_CUT_THROUGH, MODE_MULTI_EIP, MODE_NAT, Verdict, eip_filter_slot,
+};
 
 use crate::{
-    CONFIG, EIPS, PRIVATE_IPS,
+    CONFIG, EIP_FILTER, EIPS, PRIVATE_IPS,
     counters::{Direction, count_eip},
     forward::{Outcome, deliver},
     icmp::{self, RouterError},
@@ -193,9 +195,13 @@ fn outbound(
     // Hairpin: to another instance's NAT-mode EIP, the frame turns round here towards the
     // target's private address, with the sender's EIP as its source so that the answer
     // turns round here too. One path with the Internet-bound case: a second copy of it
-    // makes the program too large for the verifier to explore.
+    // makes the program too large for the verifier to explore. Most destinations are no
+    // EIP, which the filter says without the hash lookup.
+    let dst = frame.dst();
+    let maybe_eip = EIP_FILTER.get(eip_filter_slot(dst)).is_some_and(|&n| n != 0);
     // SAFETY: values are copied out at once; the agent replaces entries whole.
-    let target = unsafe { EIPS.get(&frame.dst()) }.copied().filter(|t| t.mode == MODE_NAT);
+    let target = if maybe_eip { unsafe { EIPS.get(&dst) }.copied() } else { None }
+        .filter(|t| t.mode == MODE_NAT);
     if target.is_some() && frame.quoted.is_some() {
         return Ok(Outcome::drop(Verdict::DropIcmpErrorUnmatched));
     }

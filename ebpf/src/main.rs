@@ -30,8 +30,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use eipgw_common::{
-    DEFAULT_MAX_MAPPINGS, EipBuckets, EipCounters, EipEntry, EipLimits, FlowKey, GatewayConfig,
-    IcmpErrorBudget, Ipv6Key, MAX_GROUP_FLOWS, MAX_SECURITY_GROUPS, PrivateEntry,
+    DEFAULT_MAX_MAPPINGS, EIP_FILTER_SLOTS, EipBuckets, EipCounters, EipEntry, EipLimits, FlowKey,
+    GatewayConfig, IcmpErrorBudget, Ipv6Key, MAX_GROUP_FLOWS, MAX_SECURITY_GROUPS, PrivateEntry,
     SecurityGroupRules, Verdict,
 };
 
@@ -51,6 +51,8 @@ static CONFIG: Array<GatewayConfig> = Array::pinned(1, 0);
 static EGRESS_DEVICES: DevMapHash = DevMapHash::pinned(64, 0);
 #[map]
 static IPV6_PUBLIC: HashMap<Ipv6Key, u32> = HashMap::pinned(DEFAULT_MAX_MAPPINGS, 0);
+#[map]
+static EIP_FILTER: Array<u32> = Array::pinned(EIP_FILTER_SLOTS, 0);
 #[map]
 static EIP_LIMITS: Array<EipLimits> = Array::pinned(DEFAULT_MAX_MAPPINGS, 0);
 #[map]

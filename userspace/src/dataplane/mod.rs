@@ -7,6 +7,7 @@
 
 mod bpffs;
 mod desired;
+mod hairpin_filter;
 mod mirror;
 mod routes;
 mod slots;
@@ -31,14 +32,15 @@ use aya::{
 };
 use eipgw_common::{
     EipBuckets, EipCounters, EipEntry, EipLimits, GatewayConfig, Ipv6Key, MAP_CONFIG,
-    MAP_EGRESS_DEVICES, MAP_EIP_BUCKETS, MAP_EIP_COUNTERS, MAP_EIP_LIMITS, MAP_EIPS,
-    MAP_IPV6_PUBLIC, MAP_PRIVATE_IPS, MAP_SECURITY_GROUPS, MAP_VERDICT_COUNTERS, MODE_CUT_THROUGH,
-    MODE_MULTI_EIP, MODE_NAT, MODE_UNASSOCIATED, PIN_DIR_NAME, PROGRAM_GATEWAY, PrivateEntry,
-    SecurityGroupRules, Verdict, ipv4_key, ipv4_octets,
+    MAP_EGRESS_DEVICES, MAP_EIP_BUCKETS, MAP_EIP_COUNTERS, MAP_EIP_FILTER, MAP_EIP_LIMITS,
+    MAP_EIPS, MAP_IPV6_PUBLIC, MAP_PRIVATE_IPS, MAP_SECURITY_GROUPS, MAP_VERDICT_COUNTERS,
+    MODE_CUT_THROUGH, MODE_MULTI_EIP, MODE_NAT, MODE_UNASSOCIATED, PIN_DIR_NAME, PROGRAM_GATEWAY,
+    PrivateEntry, SecurityGroupRules, Verdict, ipv4_key, ipv4_octets,
 };
 
 pub use bpffs::ensure_bpffs;
 pub use desired::{DesiredMaps, EipMapping, EipPolicy};
+use hairpin_filter::HairpinFilter;
 use mirror::MirroredMap;
 use routes::Routes;
 use slots::Slots;
@@ -75,6 +77,7 @@ pub struct Dataplane {
     limits_written: std::collections::HashMap<u32, EipLimits>,
     buckets: Array<MapData, EipBuckets>,
     security_groups: BpfHashMap<MapData, u32, SecurityGroupRules>,
+    hairpin_filter: HairpinFilter,
     slots: Slots,
     nr_cpus: usize,
     pin_dir: PathBuf,
@@ -123,6 +126,9 @@ impl Dataplane {
                 slots.adopt(key, entry.stats_slot);
             }
         }
+        let nat_eips =
+            eips.keys().into_iter().filter(|key| eips.get(key).is_some_and(|e| e.mode == MODE_NAT));
+        let hairpin_filter = HairpinFilter::new(take_map(&mut ebpf, MAP_EIP_FILTER)?, nat_eips);
         let limits: Array<MapData, EipLimits> = take_map(&mut ebpf, MAP_EIP_LIMITS)?;
         let mut limits_written = std::collections::HashMap::new();
         for key in eips.keys() {
@@ -147,6 +153,7 @@ impl Dataplane {
             limits_written,
             buckets: take_map(&mut ebpf, MAP_EIP_BUCKETS)?,
             security_groups: take_map(&mut ebpf, MAP_SECURITY_GROUPS)?,
+            hairpin_filter,
             eips,
             slots,
             nr_cpus,
@@ -318,6 +325,7 @@ impl Dataplane {
     /// then drops the routes no entry uses any more.
     fn flush(&mut self) -> anyhow::Result<()> {
         self.eips.flush()?;
+        self.hairpin_filter.flush()?;
         self.private_ips.flush()?;
         self.ipv6_public.flush()?;
         for address in std::mem::take(&mut self.stale_routes) {
@@ -379,6 +387,12 @@ impl Dataplane {
         new: Option<EipMapping>,
     ) -> anyhow::Result<()> {
         let key = ipv4_key(address.octets());
+        if let Some(EipMapping::Nat { .. }) = old {
+            self.hairpin_filter.remove(key);
+        }
+        if let Some(EipMapping::Nat { .. }) = new {
+            self.hairpin_filter.add(key);
+        }
         if let Some(EipMapping::Nat { private_ip }) = old
             && new != old
         {

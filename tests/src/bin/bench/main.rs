@@ -8,7 +8,8 @@
 //! 4. the control plane: applying many associations, and how soon an association takes
 //!    effect.
 //!
-//! `--quick` runs each section briefly, to keep the harness working (under a minute).
+//! `--quick` runs each section briefly, to keep the harness working (under a minute);
+//! `--section N` runs only section N.
 
 mod control_plane;
 mod per_packet;
@@ -18,10 +19,27 @@ use report::Report;
 
 fn main() {
     eipgw_tests::require_root();
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args.iter().position(|a| a == "--section").map(|i| {
+        args.get(i + 1).map(String::as_str).unwrap_or_else(|| {
+            eprintln!("eipgw-bench: --section needs a number (1 or 4)");
+            std::process::exit(2);
+        })
+    });
+    if let Some(section) = only
+        && !["1", "4"].contains(&section)
+    {
+        eprintln!("eipgw-bench: there is no section {section}; sections are 1 and 4");
+        std::process::exit(2);
+    }
     let mut report = Report::default();
-    per_packet::run(quick, &mut report);
-    control_plane::run(quick, &mut report);
+    if only.is_none_or(|s| s == "1") {
+        per_packet::run(quick, &mut report);
+    }
+    if only.is_none_or(|s| s == "4") {
+        control_plane::run(quick, &mut report);
+    }
     report.print();
     // Beside the build, whatever directory the bench was started from.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");

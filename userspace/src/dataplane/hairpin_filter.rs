@@ -1,0 +1,51 @@
+//! The agent's side of the hairpin filter ([`MAP_EIP_FILTER`]): per slot, how many NAT-mode
+//! EIPs hash there. A slot the program reads as 0 must hold no such EIP, or a hairpin frame
+//! would leave for the Internet instead (and come back through the upstream router, which
+//! routes EIPs to the gateway: slower, not lost). Counts are kept here and written at flush.
+
+use std::collections::BTreeSet;
+
+use anyhow::Context as _;
+use aya::maps::{Array, MapData};
+use eipgw_common::{EIP_FILTER_SLOTS, eip_filter_slot};
+
+pub struct HairpinFilter {
+    map: Array<MapData, u32>,
+    counts: Vec<u32>,
+    /// Slots whose count changed since the last flush.
+    dirty: BTreeSet<u32>,
+}
+
+impl HairpinFilter {
+    /// Counts `nat_eips` (map keys) and marks every slot for writing, so that the first
+    /// flush makes the map exact whatever it held.
+    pub fn new(map: Array<MapData, u32>, nat_eips: impl IntoIterator<Item = u32>) -> Self {
+        let mut counts = vec![0; EIP_FILTER_SLOTS as usize];
+        for key in nat_eips {
+            counts[eip_filter_slot(key) as usize] += 1;
+        }
+        Self { map, counts, dirty: (0..EIP_FILTER_SLOTS).collect() }
+    }
+
+    pub fn add(&mut self, key: u32) {
+        let slot = eip_filter_slot(key);
+        self.counts[slot as usize] += 1;
+        self.dirty.insert(slot);
+    }
+
+    pub fn remove(&mut self, key: u32) {
+        let slot = eip_filter_slot(key);
+        let count = &mut self.counts[slot as usize];
+        *count = count.saturating_sub(1);
+        self.dirty.insert(slot);
+    }
+
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        for slot in std::mem::take(&mut self.dirty) {
+            self.map
+                .set(slot, &self.counts[slot as usize], 0)
+                .with_context(|| format!("writing slot {slot} of the hairpin filter"))?;
+        }
+        Ok(())
+    }
+}
