@@ -140,7 +140,7 @@ pub fn run(quick: bool, report: &mut Report) {
     // faster or slower for the life of the setup (where its maps landed in memory), more
     // than samples within one setup differ. Across setups, the spread shows it.
     for _ in 0..samples {
-        for (name, gateway, reference) in one_setup(packets) {
+        for (name, gateway, reference) in one_setup(packets, 0, |_| true) {
             match measured.iter_mut().find(|(n, ..)| *n == name) {
                 Some((_, g, r)) => {
                     g.push(gateway);
@@ -171,9 +171,14 @@ pub fn run(quick: bool, report: &mut Report) {
     }
 }
 
-/// Sets up the gateway namespace, the gateway and the reference program, and measures each
-/// path once on both: (path, gateway ns, reference ns).
-fn one_setup(packets: u64) -> Vec<(&'static str, f64, f64)> {
+/// Sets up the gateway namespace, the gateway (with `extra_mappings` more NAT mappings than
+/// the paths need, spread over the table) and the reference program, and measures each path
+/// that `wanted` picks once on both: (path, gateway ns, reference ns).
+pub fn one_setup(
+    packets: u64,
+    extra_mappings: u32,
+    wanted: fn(&str) -> bool,
+) -> Vec<(&'static str, f64, f64)> {
     let suffix = unique_suffix();
     let bpffs = BpffsMount::create(&std::env::temp_dir().join(format!("eipgw-bench-{suffix}")))
         .expect("mounting a bpffs");
@@ -184,8 +189,9 @@ fn one_setup(packets: u64) -> Vec<(&'static str, f64, f64)> {
         lan: LAN_IF.into(),
         bpffs: bpffs.path().to_owned(),
         xdp_mode: XdpMode::Driver,
-        max_mappings: MAX_MAPPINGS,
+        max_mappings: (MAX_MAPPINGS + extra_mappings + extra_mappings / 16).next_power_of_two(),
     };
+    let max_mappings = options.max_mappings;
     ns.run_in(move || {
         // One CPU: every run meets the same per-CPU maps and caches.
         pin_to_cpu(0);
@@ -193,10 +199,16 @@ fn one_setup(packets: u64) -> Vec<(&'static str, f64, f64)> {
         let mut desired = desired_maps();
         // The way back, so that every run is a hit (see the module doc).
         desired.eips.insert(VM, EipMapping::Nat { private_ip: EIP_VM });
+        for n in 0..extra_mappings {
+            let (eip, private_ip) = spread_mapping(n);
+            desired.eips.insert(eip, EipMapping::Nat { private_ip });
+        }
         dataplane.reconcile(&desired).expect("writing the maps");
-        let reference = ReferenceProgram::load(&bpffs.path().join(PIN_DIR_NAME), WAN_PEER);
+        let reference =
+            ReferenceProgram::load(&bpffs.path().join(PIN_DIR_NAME), WAN_PEER, max_mappings);
         let measured = paths
             .iter()
+            .filter(|path| wanted(path.name))
             .map(|path| {
                 let ingress = ifindex(path.ingress);
                 check_path(&dataplane, path, ingress);
@@ -213,6 +225,17 @@ fn one_setup(packets: u64) -> Vec<(&'static str, f64, f64)> {
     .unwrap_or_else(|e| panic!("per-packet bench: {e:#}"))
 }
 
+/// Mapping `n` of the table-scale fill: EIPs from 100.64.0.0/10 (shared address space, to
+/// which no frame is ever sent) in an order that scatters them over the whole range, each to
+/// a private address of 10.128.0.0/10. None is a path's address.
+fn spread_mapping(n: u32) -> (Ipv4Addr, Ipv4Addr) {
+    // An odd multiplier permutes the 2^22 addresses of the range.
+    let offset = n.wrapping_mul(2_654_435_761) & ((1 << 22) - 1);
+    let eip = Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + offset);
+    let private_ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + n);
+    (eip, private_ip)
+}
+
 /// The reference program, loaded from the same object with the gateway's pinned maps.
 struct ReferenceProgram(aya::Ebpf);
 
@@ -223,8 +246,8 @@ impl ReferenceProgram {
     /// it to the dispatcher and taking it out again around every call (two RCU grace
     /// periods a call, and an indirect call in between, which would slow down only the
     /// reference).
-    fn load(pin_dir: &std::path::Path, idle_ifname: &str) -> Self {
-        let mut ebpf = load_object(pin_dir, MAX_MAPPINGS)
+    fn load(pin_dir: &std::path::Path, idle_ifname: &str, max_mappings: u32) -> Self {
+        let mut ebpf = load_object(pin_dir, max_mappings)
             .expect("loading the object for the reference program");
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_REFERENCE)
