@@ -105,6 +105,11 @@ impl Eni {
         std::iter::once(self.primary_ip).chain(self.secondary_ips.iter().copied())
     }
 
+    /// Whether `ip` is one of the ENI's IPv4 addresses (without walking them).
+    pub fn has_ipv4(&self, ip: Ipv4Addr) -> bool {
+        self.primary_ip == ip || self.secondary_ips.contains(&ip)
+    }
+
     pub fn ipv4_count(&self) -> usize {
         1 + self.secondary_ips.len()
     }

@@ -299,7 +299,7 @@ fn for_eni_nat(
     let eni = eni(state, eni_id)?;
     check_eni_region(state, eip, eni)?;
     let private_ip = private_ip.unwrap_or(eni.primary_ip);
-    if !eni.ipv4s().any(|ip| ip == private_ip) {
+    if !eni.has_ipv4(private_ip) {
         return Err(Refusal::rule(
             codes::IP_NOT_ASSIGNED,
             "R09",
