@@ -273,6 +273,30 @@ pub fn ifindex(ifname: &str) -> u32 {
     index
 }
 
+/// An ARP request from the Internet host for the gateway's WAN address: a frame that is
+/// not IP.
+pub fn arp_request() -> Vec<u8> {
+    use etherparse::{ArpHardwareId, ArpOperation, ArpPacket, EtherType, Ethernet2Header};
+    let arp = ArpPacket::new(
+        ArpHardwareId::ETHERNET,
+        EtherType::IPV4,
+        ArpOperation::REQUEST,
+        &INTERNET_HOST_MAC,
+        &INTERNET_HOST.octets(),
+        &[0; 6],
+        &GW_WAN.octets(),
+    )
+    .expect("an ARP packet");
+    let eth = Ethernet2Header {
+        source: INTERNET_HOST_MAC,
+        destination: [0xff; 6],
+        ether_type: EtherType::ARP,
+    };
+    let mut frame = eth.to_bytes().to_vec();
+    frame.extend_from_slice(&arp.to_bytes());
+    frame
+}
+
 /// Pins the calling thread to one CPU, so that every run meets the same per-CPU state.
 pub fn pin_to_cpu(cpu: usize) {
     // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET and sched_setaffinity (for

@@ -46,9 +46,9 @@ use eipgw_common::{
 use eipgw_tests::gateway_ns::*;
 use eipgw_tests::{BpffsMount, require_root, unique_suffix};
 use etherparse::{
-    ArpHardwareId, ArpOperation, ArpPacket, EtherType, Ethernet2Header, IcmpEchoHeader,
-    Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type, IpDscp, IpFragOffset, IpNumber, Ipv4Header,
-    Ipv4Options, Ipv6FlowLabel, Ipv6Header, TcpHeader, UdpHeader,
+    EtherType, Ethernet2Header, IcmpEchoHeader, Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type,
+    IpDscp, IpFragOffset, IpNumber, Ipv4Header, Ipv4Options, Ipv6FlowLabel, Ipv6Header, TcpHeader,
+    UdpHeader,
     icmpv4::{DestUnreachableHeader, TimeExceededCode},
 };
 
@@ -303,28 +303,6 @@ fn experimental_frame(hdr: Hdr, payload: &[u8]) -> Vec<u8> {
     let mut out = eth.to_bytes().to_vec();
     ip.write(&mut out).expect("writing to a Vec");
     out.extend_from_slice(payload);
-    out
-}
-
-/// A broadcast ARP request for the gateway's WAN address.
-fn arp_request() -> Vec<u8> {
-    let arp = ArpPacket::new(
-        ArpHardwareId::ETHERNET,
-        EtherType::IPV4,
-        ArpOperation::REQUEST,
-        &INTERNET_HOST_MAC,
-        &INTERNET_HOST.octets(),
-        &[0; 6],
-        &GW_WAN.octets(),
-    )
-    .expect("an ARP packet");
-    let eth = Ethernet2Header {
-        source: INTERNET_HOST_MAC,
-        destination: [0xff; 6],
-        ether_type: EtherType::ARP,
-    };
-    let mut out = eth.to_bytes().to_vec();
-    out.extend_from_slice(&arp.to_bytes());
     out
 }
 

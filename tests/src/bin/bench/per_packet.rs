@@ -15,10 +15,7 @@ use aya::programs::{TestRun as _, TestRunOptions, Xdp, XdpMode};
 use eipgw::dataplane::{Dataplane, DataplaneOptions, EipMapping, load_object};
 use eipgw_common::{PIN_DIR_NAME, PROGRAM_REFERENCE, Verdict};
 use eipgw_tests::{BpffsMount, gateway_ns::*, unique_suffix};
-use etherparse::{
-    ArpHardwareId, ArpOperation, ArpPacket, EtherType, Ethernet2Header, Icmpv4Type, PacketBuilder,
-    icmpv4::DestUnreachableHeader,
-};
+use etherparse::{Icmpv4Type, PacketBuilder, icmpv4::DestUnreachableHeader};
 
 use crate::report::{Figure, Report};
 
@@ -63,27 +60,6 @@ fn port_unreachable(eth: ([u8; 6], [u8; 6]), to: Ipv4Addr) -> Vec<u8> {
         .icmpv4(Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port));
     let mut frame = Vec::new();
     builder.write(&mut frame, &quote).expect("an ICMP error");
-    frame
-}
-
-fn arp_request() -> Vec<u8> {
-    let arp = ArpPacket::new(
-        ArpHardwareId::ETHERNET,
-        EtherType::IPV4,
-        ArpOperation::REQUEST,
-        &INTERNET_HOST_MAC,
-        &INTERNET_HOST.octets(),
-        &[0; 6],
-        &GW_WAN.octets(),
-    )
-    .expect("an ARP packet");
-    let eth = Ethernet2Header {
-        source: INTERNET_HOST_MAC,
-        destination: [0xff; 6],
-        ether_type: EtherType::ARP,
-    };
-    let mut frame = eth.to_bytes().to_vec();
-    frame.extend_from_slice(&arp.to_bytes());
     frame
 }
 
