@@ -118,6 +118,7 @@ const _: () = assert!(core::mem::size_of::<PrivateEntry>() == 8);
 /// lengths, so they do not depend on the link layer.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize))]
 pub struct EipCounters {
     pub inbound_packets: u64,
     pub inbound_bytes: u64,

@@ -171,13 +171,7 @@ fn inbound_policy(
 /// The drop a policy decision asks for, if any.
 #[inline(always)]
 fn dropped(decision: policy::Decision) -> Option<Outcome> {
-    let verdict = match decision {
-        policy::PASSES => return None,
-        d if d == Verdict::DropSecurityGroup as u32 => Verdict::DropSecurityGroup,
-        d if d == Verdict::DropBandwidthCap as u32 => Verdict::DropBandwidthCap,
-        _ => Verdict::DropMalformed,
-    };
-    Some(Outcome::drop(verdict))
+    (decision != policy::PASSES).then(|| Outcome::unpack(decision))
 }
 
 /// From the VPC: traffic routed to the Internet leaves with its EIP as the source (NAT

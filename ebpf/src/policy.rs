@@ -23,6 +23,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 use crate::{
     EIP_BUCKETS, EIP_LIMITS, GROUP_FLOWS, SECURITY_GROUPS,
     counters::{Direction, EipDrop, count_eip_drop},
+    forward::Outcome,
     packet::ptr_at,
 };
 
@@ -94,9 +95,21 @@ fn limits(slot: u32) -> EipLimits {
     EIP_LIMITS.get(slot).copied().unwrap_or_default()
 }
 
-/// What the policy makes of a frame: [`PASSES`], or the [`Verdict`] it is dropped with.
+/// What the policy makes of a frame: [`PASSES`], or the drop it ends with, packed by
+/// [`Outcome::pack`] (never 0: a drop's action is XDP_DROP).
 pub type Decision = u32;
 pub const PASSES: Decision = 0;
+
+#[inline(always)]
+fn drop_with(verdict: Verdict) -> Decision {
+    Outcome::drop(verdict).pack()
+}
+
+/// Whether the EIP asks nothing of its traffic, as most do: then nothing else is read.
+#[inline(always)]
+fn unlimited(limits: &EipLimits) -> bool {
+    limits.security_group == 0 && limits.ps_per_byte == 0
+}
 
 /// The checks for a frame that comes in to the EIP in `slot` (its destination) from `src`
 /// (the sender's public address): the EIP's security group, if it has one, must let it in,
@@ -113,15 +126,18 @@ pub extern "C" fn eipgw_inbound_policy(
     flags: u32,
 ) -> Decision {
     let limits = limits(slot);
+    if unlimited(&limits) {
+        return PASSES;
+    }
     let ctx = XdpContext::new(ctx);
     let Some(header) = header(&ctx) else {
-        return Verdict::DropMalformed as Decision;
+        return drop_with(Verdict::DropMalformed);
     };
     if limits.security_group != 0
         && !inbound_allowed(&ctx, &header, limits.security_group, src, flags)
     {
         count_eip_drop(slot, EipDrop::Denied, header.total_len as u64);
-        return Verdict::DropSecurityGroup as Decision;
+        return drop_with(Verdict::DropSecurityGroup);
     }
     charge(&limits, slot, Direction::Inbound, header.total_len)
 }
@@ -133,9 +149,12 @@ pub extern "C" fn eipgw_inbound_policy(
 #[inline(never)]
 pub extern "C" fn eipgw_outbound_policy(ctx: *mut xdp_md, slot: u32, eip: u32) -> Decision {
     let limits = limits(slot);
+    if unlimited(&limits) {
+        return PASSES;
+    }
     let ctx = XdpContext::new(ctx);
     let Some(header) = header(&ctx) else {
-        return Verdict::DropMalformed as Decision;
+        return drop_with(Verdict::DropMalformed);
     };
     if limits.security_group != 0 {
         note_outbound(&ctx, &header, eip);
@@ -150,7 +169,7 @@ fn charge(limits: &EipLimits, slot: u32, direction: Direction, bytes: u16) -> De
         return PASSES;
     }
     count_eip_drop(slot, EipDrop::OverCap(direction), bytes as u64);
-    Verdict::DropBandwidthCap as Decision
+    drop_with(Verdict::DropBandwidthCap)
 }
 
 #[inline(always)]

@@ -667,29 +667,29 @@ fn an_instance_reaches_another_instance_through_its_eip() {
 struct Iperf3Server(std::process::Child);
 
 impl Iperf3Server {
+    /// Starts it and returns once it says it listens (its first line of output, flushed
+    /// at once: piped, iperf3 would otherwise hold it in its buffer).
     fn start(ns: &Netns, port: u16) -> Self {
-        let child = ns
+        use std::io::BufRead as _;
+        let mut child = ns
             .command("iperf3")
-            .args(["--server", "--port", &port.to_string()])
-            .stdout(std::process::Stdio::null())
+            .args(["--server", "--forceflush", "--port", &port.to_string()])
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("running iperf3 (installed by `cargo xtask setup`)");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("iperf3's stdout"));
         let server = Self(child);
-        // Listening once `ss` lists the port.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let out = ns
-                .command("ss")
-                .args(["-Hltn", &format!("sport = :{port}")])
-                .output()
-                .expect("running ss");
-            if !out.stdout.is_empty() {
-                return server;
-            }
-            assert!(std::time::Instant::now() < deadline, "iperf3 never listened on {port}");
-            std::thread::sleep(Duration::from_millis(50));
+        let mut line = String::new();
+        while !line.contains("Server listening") {
+            line.clear();
+            let read = stdout.read_line(&mut line).expect("reading iperf3's output");
+            assert_ne!(read, 0, "iperf3 ended before it listened on {port}");
         }
+        // The rest of its output (a report per test) is read and dropped, so that a full
+        // pipe never stalls it.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        server
     }
 }
 

@@ -9,7 +9,7 @@ use eipgw_common::{RULE_ANY_PROTOCOL, SecurityGroupRule, SecurityGroupRules, ipv
 use serde_json::Value;
 
 use crate::{
-    api::{ApiError, ApplyAnswer, ChangeView, Counters, ExecuteAnswer, Progress, StatsView},
+    api::{ApiError, ApplyAnswer, ChangeView, ExecuteAnswer, Progress, StatsView},
     dataplane::{Dataplane, DesiredMaps, EipMapping, EipPolicy},
     model::{
         Association, Change, Egress, Key, Kind, Refusal, Request, Resource, RuleProtocol,
@@ -120,20 +120,8 @@ impl Agent {
         })?;
         if key.kind == Kind::Eip
             && let Ok(address) = key.id.parse::<Ipv4Addr>()
-            && let Some(c) = self.dataplane.eip_counters(address)?
+            && let Some(counters) = self.dataplane.eip_counters(address)?
         {
-            let counters = Counters {
-                inbound_packets: c.inbound_packets,
-                inbound_bytes: c.inbound_bytes,
-                outbound_packets: c.outbound_packets,
-                outbound_bytes: c.outbound_bytes,
-                inbound_over_cap_packets: c.inbound_over_cap_packets,
-                inbound_over_cap_bytes: c.inbound_over_cap_bytes,
-                outbound_over_cap_packets: c.outbound_over_cap_packets,
-                outbound_over_cap_bytes: c.outbound_over_cap_bytes,
-                inbound_denied_packets: c.inbound_denied_packets,
-                inbound_denied_bytes: c.inbound_denied_bytes,
-            };
             value["counters"] = serde_json::to_value(counters).map_err(anyhow::Error::from)?;
         }
         Ok(value)

@@ -93,22 +93,6 @@ pub struct ChangeView {
     pub after: Option<Resource>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counters {
-    pub inbound_packets: u64,
-    pub inbound_bytes: u64,
-    pub outbound_packets: u64,
-    pub outbound_bytes: u64,
-    /// Dropped over the EIP's bandwidth cap.
-    pub inbound_over_cap_packets: u64,
-    pub inbound_over_cap_bytes: u64,
-    pub outbound_over_cap_packets: u64,
-    pub outbound_over_cap_bytes: u64,
-    /// Dropped by the security group of the ENI behind the EIP.
-    pub inbound_denied_packets: u64,
-    pub inbound_denied_bytes: u64,
-}
-
 /// Frames per verdict, as names (`eipgw_common::Verdict::name`) to counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsView {
