@@ -129,6 +129,41 @@ pub const fn quoted_address_change(sums: QuotedChecksums, old: u32, new: u32) ->
     QuotedChecksums { icmp, ip, l4 }
 }
 
+/// Like [`replace_u16`], for a UDP checksum (0 stays 0, a computed 0 is sent as 0xFFFF).
+#[inline(always)]
+pub const fn udp_replace_u16(check: u16, old: u16, new: u16) -> u16 {
+    if check == 0 {
+        return 0;
+    }
+    match replace_u16(check, old, new) {
+        0 => 0xffff,
+        c => c,
+    }
+}
+
+/// The checksums after a port (or ICMP query identifier) of the packet quoted in an ICMP
+/// error changed from `old` to `new`, both as they sit in memory: the quoted L4 checksum
+/// covers the port (for a quoted ICMP echo, `l4` is its checksum given as
+/// [`QuotedL4::Tcp`]: no pseudo-header, no zero rule), and the ICMP error's checksum covers
+/// both changed fields. The quoted IPv4 header is untouched. Ports sit at even offsets of
+/// the message, like everything [`quoted_address_change`] updates.
+#[inline(always)]
+pub const fn quoted_port_change(sums: QuotedChecksums, old: u16, new: u16) -> QuotedChecksums {
+    let icmp = replace_u16(sums.icmp, old, new);
+    let (icmp, l4) = match sums.l4 {
+        QuotedL4::None => (icmp, QuotedL4::None),
+        QuotedL4::Tcp(check) => {
+            let updated = replace_u16(check, old, new);
+            (replace_u16(icmp, check, updated), QuotedL4::Tcp(updated))
+        }
+        QuotedL4::Udp(check) => {
+            let updated = udp_replace_u16(check, old, new);
+            (replace_u16(icmp, check, updated), QuotedL4::Udp(updated))
+        }
+    };
+    QuotedChecksums { icmp, ip: sums.ip, l4 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +396,67 @@ mod tests {
         assert_eq!(u16::from_be(checksum(&bytes)), h.header_checksum);
     }
 
+    /// An ICMP error quoting a whole UDP or TCP packet whose source port changes from
+    /// `old_port` to `new_port` (as in an error about a SNAT'ed packet): the port rewritten
+    /// in memory with `quoted_port_change` must give exactly what etherparse builds about
+    /// the packet with the new port.
+    fn quoted_port_case(
+        udp: bool,
+        udp_checksum: bool,
+        src: [u8; 4],
+        dst: [u8; 4],
+        old_port: u16,
+        new_port: u16,
+        payload: &[u8],
+    ) {
+        let packet = |port: u16| {
+            let b = PacketBuilder::ipv4(src, dst, 64);
+            let mut out = Vec::new();
+            if udp {
+                b.udp(port, 53).write(&mut out, payload).unwrap();
+                if !udp_checksum {
+                    out[26..28].copy_from_slice(&[0, 0]);
+                }
+            } else {
+                b.tcp(port, 443, 7, 1024).write(&mut out, payload).unwrap();
+            }
+            out
+        };
+        let before = icmp_error(&packet(old_port));
+        let expected = icmp_error(&packet(new_port));
+        const Q: usize = 8;
+        let check_at = Q + 20 + if udp { 6 } else { 16 };
+        let l4 = word(&before, check_at);
+        let sums = QuotedChecksums {
+            icmp: word(&before, 2),
+            ip: word(&before, Q + 10),
+            l4: if udp { QuotedL4::Udp(l4) } else { QuotedL4::Tcp(l4) },
+        };
+        let (old, new) = (old_port.to_be(), new_port.to_be());
+        let updated = quoted_port_change(sums, old, new);
+        let mut got = before.clone();
+        got[Q + 20..Q + 22].copy_from_slice(&new_port.to_be_bytes());
+        got[2..4].copy_from_slice(&updated.icmp.to_ne_bytes());
+        match updated.l4 {
+            QuotedL4::Udp(c) | QuotedL4::Tcp(c) => {
+                got[check_at..check_at + 2].copy_from_slice(&c.to_ne_bytes())
+            }
+            QuotedL4::None => unreachable!(),
+        }
+        if udp && !udp_checksum {
+            assert_eq!(updated.l4, QuotedL4::Udp(0), "a UDP checksum of 0 must stay 0");
+        }
+        for at in [2, check_at] {
+            assert!(same_checksum(word(&got, at), word(&expected, at)), "checksum at {at}");
+        }
+        let (mut got_norm, mut expected_norm) = (got, expected);
+        for at in [2, check_at] {
+            got_norm[at..at + 2].copy_from_slice(&[0, 0]);
+            expected_norm[at..at + 2].copy_from_slice(&[0, 0]);
+        }
+        assert_eq!(got_norm, expected_norm, "bytes other than the checksums differ");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -380,6 +476,19 @@ mod tests {
             let split_at = if udp { 20 + 7 } else { 20 + 17 };
             prop_assume!(quoted_len != split_at);
             quoted_case(proto, udp_checksum, old, new, dst, &payload, quoted_len);
+        }
+
+        #[test]
+        fn quoted_port_rewrite_matches_full_recomputation(
+            udp in any::<bool>(),
+            udp_checksum in any::<bool>(),
+            src in any::<[u8; 4]>(),
+            dst in any::<[u8; 4]>(),
+            old_port in any::<u16>(),
+            new_port in any::<u16>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..32),
+        ) {
+            quoted_port_case(udp, udp_checksum, src, dst, old_port, new_port, &payload);
         }
 
         #[test]

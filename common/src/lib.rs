@@ -8,6 +8,8 @@
 pub mod bandwidth;
 pub mod checksum;
 pub mod maps;
+pub mod nat;
 pub mod policy;
 
 pub use maps::*;
+pub use nat::*;

@@ -79,6 +79,11 @@ pub const MODE_NAT: u32 = 1;
 pub const MODE_CUT_THROUGH: u32 = 2;
 /// [`EipEntry::mode`]: multi-EIP visible (R11): forwarded unchanged like cut-through.
 pub const MODE_MULTI_EIP: u32 = 3;
+/// [`EipEntry::mode`]: one of a NAT gateway's EIPs without a DNAT IP mapping (an IP
+/// mapping is [`MODE_NAT`] to its private IP): inbound frames reach a DNAT port mapping
+/// ([`crate::MAP_DNAT_PORTS`]) or the SNAT session that holds their port
+/// ([`crate::MAP_SNAT_PORTS`]), and are dropped otherwise. `private_addr` is 0.
+pub const MODE_NAT_GATEWAY: u32 = 4;
 
 /// Key of [`MAP_IPV6_PUBLIC`]: the 16 address bytes as they sit in the header.
 #[repr(C)]
@@ -132,8 +137,11 @@ pub struct EipCounters {
     /// Dropped by the security group ([`Verdict::DropSecurityGroup`]).
     pub inbound_denied_packets: u64,
     pub inbound_denied_bytes: u64,
+    /// A NAT gateway EIP's new SNAT flows refused: no free port, or the session table full
+    /// ([`Verdict::SnatRefused`]).
+    pub snat_refused_packets: u64,
 }
-const _: () = assert!(core::mem::size_of::<EipCounters>() == 80);
+const _: () = assert!(core::mem::size_of::<EipCounters>() == 88);
 
 /// Value of [`MAP_EIP_LIMITS`]: what the agent asks of one EIP's traffic. All zero: no cap,
 /// no security group.
@@ -297,7 +305,8 @@ pub enum Verdict {
     DropMalformed = 0,
     /// Drop: the destination is an allocated EIP that is not associated.
     DropEipNotAssociated = 1,
-    /// Drop: from the VPC, a source with no Internet egress (no EIP).
+    /// Drop: from the VPC, a source with no Internet egress (no EIP, no DNAT mapping, no
+    /// SNAT), or SNAT traffic of a protocol it cannot translate (not TCP, UDP or ICMP echo).
     DropNoEgress = 2,
     /// Drop: the route lookup said blackhole, unreachable or prohibited.
     DropUnroutable = 3,
@@ -348,10 +357,20 @@ pub enum Verdict {
     /// Drop: inbound to an EIP whose ENI's security group has no rule that allows it, and
     /// not a reply to a flow the instance opened.
     DropSecurityGroup = 18,
+    /// Drop: inbound to a NAT gateway's EIP, to no DNAT port mapping and no live SNAT
+    /// session's port (or an ICMP error about no such packet).
+    DropNoNatMapping = 19,
+    /// A new SNAT flow refused: the EIP has no free port, or the session table is full.
+    /// Answered with ICMP destination unreachable, administratively prohibited (XDP_TX;
+    /// RFC 5508 REQ-8 style), or dropped when no error may be sent.
+    SnatRefused = 20,
+    /// Drop: a later fragment of a port-translated datagram whose first fragment has not
+    /// passed (XDP cannot hold a frame until it comes), or came more than 30 s before.
+    DropFragmentUnmatched = 21,
 }
 
 impl Verdict {
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 22;
     pub const ALL: [Verdict; Self::COUNT as usize] = [
         Verdict::DropMalformed,
         Verdict::DropEipNotAssociated,
@@ -372,6 +391,9 @@ impl Verdict {
         Verdict::DropIcmpRateLimited,
         Verdict::DropBandwidthCap,
         Verdict::DropSecurityGroup,
+        Verdict::DropNoNatMapping,
+        Verdict::SnatRefused,
+        Verdict::DropFragmentUnmatched,
     ];
 
     /// Stable name used by the API and the CLI.
@@ -396,6 +418,9 @@ impl Verdict {
             Verdict::DropIcmpRateLimited => "drop_icmp_rate_limited",
             Verdict::DropBandwidthCap => "drop_bandwidth_cap",
             Verdict::DropSecurityGroup => "drop_security_group",
+            Verdict::DropNoNatMapping => "drop_no_nat_mapping",
+            Verdict::SnatRefused => "snat_refused",
+            Verdict::DropFragmentUnmatched => "drop_fragment_unmatched",
         }
     }
 }

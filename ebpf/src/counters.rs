@@ -42,6 +42,8 @@ pub fn count_eip(slot: u32, direction: Direction, bytes: u64) {
 pub enum EipDrop {
     OverCap(Direction),
     Denied,
+    /// A new SNAT flow refused; its bytes are not counted.
+    SnatRefused,
 }
 
 #[inline(always)]
@@ -64,5 +66,6 @@ pub fn count_eip_drop(slot: u32, drop: EipDrop, bytes: u64) {
             counters.inbound_denied_packets += 1;
             counters.inbound_denied_bytes += bytes;
         }
+        EipDrop::SnatRefused => counters.snat_refused_packets += 1,
     }
 }

@@ -3,11 +3,12 @@
 
 use aya_ebpf::programs::XdpContext;
 use eipgw_common::{
-    EipEntry, MODE_CUT_THROUGH, MODE_MULTI_EIP, MODE_NAT, Verdict, eip_filter_slot,
+    EipEntry, MODE_CUT_THROUGH, MODE_MULTI_EIP, MODE_NAT, MODE_NAT_GATEWAY, NAT_PROGRAM_INDEX,
+    Verdict, eip_filter_slot,
 };
 
 use crate::{
-    CONFIG, EIP_FILTER, EIPS, PRIVATE_IPS,
+    CONFIG, EIP_FILTER, EIPS, NAT_PROGRAMS, PRIVATE_IPS,
     counters::{Direction, count_eip},
     forward::{Outcome, deliver},
     icmp::{self, RouterError},
@@ -47,7 +48,7 @@ pub fn process(ctx: &XdpContext) -> Result<Outcome, Malformed> {
 /// The side a frame came in on, with the ifindex of the other side (where a frame that
 /// crosses the gateway leaves) and the gateway's own IPv4 address on this side (where the
 /// ICMP errors it sends as a router come from; 0 if it has none).
-enum Ingress {
+pub enum Ingress {
     Wan { lan: u32, own_addr: u32 },
     Lan { wan: u32, own_addr: u32 },
 }
@@ -55,7 +56,7 @@ enum Ingress {
 /// `None` before the agent has configured the interfaces, or for a frame that came in on
 /// some other interface.
 #[inline(always)]
-fn ingress(ctx: &XdpContext) -> Option<Ingress> {
+pub fn ingress(ctx: &XdpContext) -> Option<Ingress> {
     let config = CONFIG.get(0)?;
     let ifindex = ctx.ingress_ifindex() as u32;
     if ifindex == config.wan_ifindex {
@@ -135,6 +136,8 @@ fn inbound(ctx: &XdpContext, frame: &Ipv4Frame, own_addr: u32) -> Result<Outcome
         (Some(Rewrite::Destination(entry.private_addr)), entry.private_addr)
     } else if is_visible(&entry) {
         (None, dst)
+    } else if entry.mode == MODE_NAT_GATEWAY {
+        return Ok(nat_program(ctx, Verdict::DropNoNatMapping));
     } else {
         return Ok(Outcome::drop(Verdict::DropEipNotAssociated));
     };
@@ -166,6 +169,16 @@ fn inbound_policy(
         _ => 0,
     };
     dropped(policy::eipgw_inbound_policy(ctx.ctx, slot, src, flags))
+}
+
+/// Hands the frame to the NAT gateway program (`eipgw_nat`), which sends it on and counts
+/// it itself; `unloaded` if it is not there. A tail call: that program starts with a stack
+/// and a verifier budget of its own, which the 1:1 paths leave too little of.
+#[inline(always)]
+fn nat_program(ctx: &XdpContext, unloaded: Verdict) -> Outcome {
+    // SAFETY: the context is this program's, and the map holds only XDP programs.
+    let _ = unsafe { NAT_PROGRAMS.tail_call(ctx, NAT_PROGRAM_INDEX) };
+    Outcome::drop(unloaded)
 }
 
 /// The drop a policy decision asks for, if any.
@@ -235,7 +248,9 @@ fn outbound(
                 Some(eip) if is_visible(&eip) => {
                     (target.map(|t| Rewrite::Destination(t.private_addr)), eip.stats_slot, src)
                 }
-                // No public address to be answered at: no egress, hairpin or not.
+                // A NAT gateway's DNAT port mapping or SNAT, for Internet-bound traffic.
+                _ if target.is_none() => return Ok(nat_program(ctx, Verdict::DropNoEgress)),
+                // No public address to be answered at: no hairpin.
                 _ => return Ok(Outcome::drop(Verdict::DropNoEgress)),
             }
         };

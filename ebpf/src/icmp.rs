@@ -12,7 +12,7 @@
 use core::mem;
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{xdp_action, xdp_md},
     helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
@@ -36,6 +36,8 @@ use crate::{
 const ICMP_REDIRECT: u8 = 5;
 const CODE_TTL_EXCEEDED_IN_TRANSIT: u8 = 0;
 const CODE_FRAGMENTATION_NEEDED: u8 = 4;
+/// RFC 1812 §5.2.7.1: communication administratively prohibited.
+const CODE_ADMINISTRATIVELY_PROHIBITED: u8 = 13;
 /// The highest ICMP type the kernel knows; it treats any above as an error (NR_ICMP_TYPES).
 const ICMP_LAST_KNOWN_TYPE: u8 = 18;
 
@@ -67,9 +69,54 @@ pub enum RouterError {
     TimeExceeded,
     /// Type 3, code 4, with the MTU of the next hop (RFC 1191 §4).
     FragmentationNeeded { mtu: u16 },
+    /// Type 3, code 13: a new SNAT flow the gateway refuses, having no port left for it (RFC
+    /// 5508 REQ-8 asks a NAT that cannot create a mapping to say so this way).
+    SnatRefused,
 }
 
+/// [`RouterError::pack`]: which error, in the low byte.
+const PACKED_TIME_EXCEEDED: u32 = 0;
+const PACKED_FRAGMENTATION_NEEDED: u32 = 1;
+const PACKED_SNAT_REFUSED: u32 = 2;
+
 impl RouterError {
+    /// The error as one scalar, for [`eipgw_router_error`]: the kind in the low byte, and an
+    /// MTU in the 16 bits above it.
+    #[inline(always)]
+    pub fn pack(self) -> u32 {
+        match self {
+            RouterError::TimeExceeded => PACKED_TIME_EXCEEDED,
+            RouterError::FragmentationNeeded { mtu } => {
+                PACKED_FRAGMENTATION_NEEDED | (mtu as u32) << 8
+            }
+            RouterError::SnatRefused => PACKED_SNAT_REFUSED,
+        }
+    }
+
+    /// What becomes of the frame when the error may not be sent: an expiring TTL goes to
+    /// the kernel, which answers or drops it; anything else is dropped.
+    #[inline(always)]
+    pub fn unanswered(self) -> Outcome {
+        match self {
+            RouterError::TimeExceeded => Outcome::pass(Verdict::PassTtlExpired),
+            RouterError::FragmentationNeeded { .. } => {
+                Outcome::drop(Verdict::DropFragmentationNeeded)
+            }
+            RouterError::SnatRefused => Outcome::drop(Verdict::SnatRefused),
+        }
+    }
+
+    #[inline(always)]
+    pub fn unpack(packed: u32) -> Self {
+        match packed & 0xff {
+            PACKED_FRAGMENTATION_NEEDED => {
+                RouterError::FragmentationNeeded { mtu: (packed >> 8) as u16 }
+            }
+            PACKED_SNAT_REFUSED => RouterError::SnatRefused,
+            _ => RouterError::TimeExceeded,
+        }
+    }
+
     /// Type, code, and the 4 bytes of the ICMP header after the checksum.
     #[inline(always)]
     fn header(self) -> (u8, u8, [u8; 4]) {
@@ -79,6 +126,9 @@ impl RouterError {
                 let [high, low] = mtu.to_be_bytes();
                 (ICMP_DEST_UNREACHABLE, CODE_FRAGMENTATION_NEEDED, [0, 0, high, low])
             }
+            RouterError::SnatRefused => {
+                (ICMP_DEST_UNREACHABLE, CODE_ADMINISTRATIVELY_PROHIBITED, [0; 4])
+            }
         }
     }
 
@@ -87,8 +137,31 @@ impl RouterError {
         match self {
             RouterError::TimeExceeded => Verdict::IcmpTimeExceededSent,
             RouterError::FragmentationNeeded { .. } => Verdict::IcmpFragNeededSent,
+            RouterError::SnatRefused => Verdict::SnatRefused,
         }
     }
+}
+
+/// [`answer`] as a global BPF function, for callers that are themselves global functions
+/// (the NAT gateway's): the verifier checks it once instead of once per call site, and it
+/// parses the frame again itself, since a global function takes scalars only. `error` is
+/// [`RouterError::pack`]ed, `fallback` and the result [`Outcome::pack`]ed.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn eipgw_router_error(
+    ctx: *mut xdp_md,
+    error: u32,
+    from: u32,
+    fallback: u32,
+) -> u32 {
+    let ctx = XdpContext::new(ctx);
+    let outcome = match crate::packet::parse_ipv4(&ctx) {
+        Ok(frame) => {
+            answer(&ctx, &frame, RouterError::unpack(error), from, Outcome::unpack(fallback))
+        }
+        Err(Malformed) => Err(Malformed),
+    };
+    core::hint::black_box(outcome.unwrap_or(Outcome::drop(Verdict::DropMalformed))).pack()
 }
 
 /// Answers `frame` with `error`, sent from `from` (the gateway's address on the ingress

@@ -18,6 +18,7 @@ mod forward;
 mod gateway;
 mod icmp;
 mod ipv6;
+mod nat;
 mod packet;
 mod policy;
 mod reference;
@@ -26,13 +27,14 @@ mod route;
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use eipgw_common::{
-    DEFAULT_MAX_MAPPINGS, EIP_FILTER_SLOTS, EipBuckets, EipCounters, EipEntry, EipLimits, FlowKey,
-    GatewayConfig, IcmpErrorBudget, Ipv6Key, MAX_GROUP_FLOWS, MAX_SECURITY_GROUPS, PrivateEntry,
-    SecurityGroupRules, Verdict,
+    DEFAULT_MAX_MAPPINGS, EIP_FILTER_SLOTS, EipBuckets, EipCounters, EipEntry, EipLimits, Endpoint,
+    FlowKey, FragmentKey, FragmentTarget, GatewayConfig, IcmpErrorBudget, Ipv6Key, MAX_DNAT_PORTS,
+    MAX_FRAGMENTS, MAX_GROUP_FLOWS, MAX_SECURITY_GROUPS, MAX_SNAT_SESSIONS, MAX_SNAT_SOURCES,
+    NatTarget, PrivateEntry, SecurityGroupRules, SnatConfig, SnatSession, Verdict,
 };
 
 // Every map is pinned by name so that a restarted agent finds the same maps (and the same
@@ -61,6 +63,27 @@ static EIP_BUCKETS: Array<EipBuckets> = Array::pinned(DEFAULT_MAX_MAPPINGS, 0);
 static SECURITY_GROUPS: HashMap<u32, SecurityGroupRules> = HashMap::pinned(MAX_SECURITY_GROUPS, 0);
 #[map]
 static GROUP_FLOWS: LruHashMap<FlowKey, u64> = LruHashMap::pinned(MAX_GROUP_FLOWS, 0);
+/// The NAT gateway program at [`eipgw_common::NAT_PROGRAM_INDEX`], put there by the agent.
+#[map]
+static NAT_PROGRAMS: ProgramArray = ProgramArray::pinned(1, 0);
+/// What one step of `eipgw_nat` leaves the next (see `nat::Scratch`).
+#[map]
+static NAT_SCRATCH: PerCpuArray<nat::Scratch> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static DNAT_PORTS: HashMap<Endpoint, NatTarget> = HashMap::pinned(MAX_DNAT_PORTS, 0);
+#[map]
+static DNAT_REVERSE: HashMap<Endpoint, NatTarget> = HashMap::pinned(MAX_DNAT_PORTS, 0);
+#[map]
+static SNAT_SOURCES: HashMap<u32, PrivateEntry> = HashMap::pinned(MAX_SNAT_SOURCES, 0);
+/// Not LRU: a live session is never evicted; a full table refuses new flows instead.
+#[map]
+static SNAT_SESSIONS: HashMap<Endpoint, SnatSession> = HashMap::pinned(MAX_SNAT_SESSIONS, 0);
+#[map]
+static SNAT_PORTS: HashMap<Endpoint, Endpoint> = HashMap::pinned(MAX_SNAT_SESSIONS, 0);
+#[map]
+static SNAT_CONFIG: Array<SnatConfig> = Array::pinned(1, 0);
+#[map]
+static FRAGMENTS: LruHashMap<FragmentKey, FragmentTarget> = LruHashMap::pinned(MAX_FRAGMENTS, 0);
 /// The budget of ICMP errors the program sends as a router, per CPU. The one map that is
 /// not pinned: a restarted agent may as well start with a full budget, and no agent reads it.
 #[map]
@@ -69,6 +92,14 @@ static ICMP_ERROR_BUDGET: PerCpuArray<IcmpErrorBudget> = PerCpuArray::with_max_e
 #[xdp]
 pub fn eipgw(ctx: XdpContext) -> u32 {
     let outcome = gateway::process(&ctx).unwrap_or(forward::Outcome::drop(Verdict::DropMalformed));
+    counters::count_verdict(outcome.verdict);
+    outcome.action
+}
+
+/// The NAT gateway's paths (see `nat`), reached from `eipgw` by tail call only.
+#[xdp]
+pub fn eipgw_nat(ctx: XdpContext) -> u32 {
+    let outcome = nat::run(&ctx);
     counters::count_verdict(outcome.verdict);
     outcome.action
 }

@@ -137,6 +137,22 @@ impl Ipv4Frame {
         u16::from_be_bytes(unsafe { (*self.ip).frags }) & FRAGMENT_OFFSET_MASK != 0
     }
 
+    /// Whether this is the first fragment of a fragmented datagram (offset 0, MF set): the
+    /// one with the L4 header, whose translation the later fragments must follow.
+    #[inline(always)]
+    pub fn is_first_fragment(&self) -> bool {
+        // SAFETY: as above.
+        u16::from_be_bytes(unsafe { (*self.ip).frags }) & (FRAGMENT_OFFSET_MASK | MORE_FRAGMENTS)
+            == MORE_FRAGMENTS
+    }
+
+    /// The IPv4 identification, as it sits in the header.
+    #[inline(always)]
+    pub fn id(&self) -> u16 {
+        // SAFETY: as above.
+        u16::from_ne_bytes(unsafe { (*self.ip).id })
+    }
+
     /// Whether DF is clear, so that a router may fragment it.
     #[inline(always)]
     pub fn may_fragment(&self) -> bool {
@@ -218,9 +234,13 @@ impl Hop for Ipv4Frame {
 /// quoted source.
 pub struct Quoted {
     /// The ICMP error's own checksum, which covers the whole quote.
-    icmp_check: *mut [u8; 2],
+    pub icmp_check: *mut [u8; 2],
     ip: *mut Ipv4Hdr,
-    l4: L4Checksum,
+    pub l4: L4Checksum,
+    /// Where the quoted L4 header starts in the frame, and where the quote ends (the end of
+    /// the outer packet): a port translation reads the quoted ports between them.
+    pub l4_at: usize,
+    pub end: usize,
 }
 
 impl Quoted {
@@ -234,6 +254,19 @@ impl Quoted {
     pub fn dst(&self) -> u32 {
         // SAFETY: as above.
         u32::from_ne_bytes(unsafe { (*self.ip).dst_addr })
+    }
+
+    #[inline(always)]
+    pub fn proto(&self) -> u8 {
+        // SAFETY: as above.
+        unsafe { (*self.ip).proto }
+    }
+
+    /// Whether the quoted packet is a fragment other than the first (no L4 header).
+    #[inline(always)]
+    pub fn is_later_fragment(&self) -> bool {
+        // SAFETY: as above.
+        u16::from_be_bytes(unsafe { (*self.ip).frags }) & FRAGMENT_OFFSET_MASK != 0
     }
 
     /// Rewrites the quoted source address, fixing the quoted IPv4 and L4 checksums and the
@@ -463,7 +496,7 @@ fn parse_quoted(
     } else {
         L4Checksum::None
     };
-    Ok(Quoted { icmp_check, ip, l4 })
+    Ok(Quoted { icmp_check, ip, l4, l4_at, end })
 }
 
 /// The part of a TCP header up to and including its checksum: what a quote must hold for

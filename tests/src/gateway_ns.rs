@@ -12,8 +12,11 @@ use std::{
     net::{Ipv4Addr, Ipv6Addr},
 };
 
-use eipgw::dataplane::{DesiredMaps, EipMapping, EipPolicy};
-use eipgw_common::{SecurityGroupRule, SecurityGroupRules, policy::PROTO_TCP};
+use eipgw::dataplane::{DesiredMaps, EipMapping, EipPolicy, PortMapping};
+use eipgw_common::{
+    SecurityGroupRule, SecurityGroupRules,
+    policy::{PROTO_TCP, PROTO_UDP},
+};
 
 use crate::Netns;
 
@@ -135,6 +138,41 @@ pub const VM6_UNRESOLVED: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0,
 /// Public, and its route has an MTU of [`SMALL_MTU`].
 pub const VM6_SMALL_MTU: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x13);
 
+/// A NAT gateway EIP with DNAT port mappings (R26) to [`NAT_SERVER`]: TCP [`DNAT_TCP_PORT`]
+/// to [`NAT_SERVER_TCP_PORT`] and UDP [`DNAT_UDP_PORT`] to [`NAT_SERVER_UDP_PORT`]; no
+/// other port.
+pub const EIP_DNAT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 40);
+
+pub const DNAT_TCP_PORT: u16 = 8443;
+
+pub const DNAT_UDP_PORT: u16 = 5300;
+
+pub const NAT_SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 40);
+
+pub const NAT_SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x28];
+
+pub const NAT_SERVER_TCP_PORT: u16 = 443;
+
+pub const NAT_SERVER_UDP_PORT: u16 = 53;
+
+/// A NAT gateway EIP with a DNAT IP mapping (all ports) to [`NAT_IP_HOST`]: the 1:1 path.
+pub const EIP_DNAT_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 41);
+
+pub const NAT_IP_HOST: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 41);
+
+pub const NAT_IP_HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x29];
+
+/// A NAT gateway EIP that [`SNAT_HOST`] and [`SNAT_HOST_2`] leave through (SNAT, R25).
+pub const EIP_SNAT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 42);
+
+pub const SNAT_HOST: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 42);
+
+pub const SNAT_HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x2a];
+
+pub const SNAT_HOST_2: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 43);
+
+pub const SNAT_HOST_2_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x2b];
+
 /// `enum xdp_action` (include/uapi/linux/bpf.h).
 pub const XDP_ABORTED: u32 = 0;
 
@@ -176,6 +214,17 @@ pub fn desired_maps() -> DesiredMaps {
     desired.ipv6_public.insert(VM6_PUBLIC);
     desired.ipv6_public.insert(VM6_UNRESOLVED);
     desired.ipv6_public.insert(VM6_SMALL_MTU);
+    // The NAT gateway (R24-R28): DNAT port mappings, a DNAT IP mapping and SNAT sources.
+    desired.eips.insert(EIP_DNAT, EipMapping::NatGateway);
+    let dnat = |proto, public_port| PortMapping { eip: EIP_DNAT, proto, public_port };
+    let server_tcp = (NAT_SERVER, NAT_SERVER_TCP_PORT);
+    desired.dnat_ports.insert(dnat(PROTO_TCP, DNAT_TCP_PORT), server_tcp);
+    let server_udp = (NAT_SERVER, NAT_SERVER_UDP_PORT);
+    desired.dnat_ports.insert(dnat(PROTO_UDP, DNAT_UDP_PORT), server_udp);
+    desired.eips.insert(EIP_DNAT_IP, EipMapping::Nat { private_ip: NAT_IP_HOST });
+    desired.eips.insert(EIP_SNAT, EipMapping::NatGateway);
+    desired.snat_sources.insert(SNAT_HOST, EIP_SNAT);
+    desired.snat_sources.insert(SNAT_HOST_2, EIP_SNAT);
     desired
 }
 
@@ -234,6 +283,10 @@ pub fn gateway_netns(prefix: &str, suffix: &str) -> Netns {
             (VM_CAPPED.to_string(), VM_CAPPED_MAC, LAN_IF),
             (ENI_CUT.to_string(), ENI_CUT_MAC, LAN_IF),
             (ENI_MULTI.to_string(), ENI_MULTI_MAC, LAN_IF),
+            (NAT_SERVER.to_string(), NAT_SERVER_MAC, LAN_IF),
+            (NAT_IP_HOST.to_string(), NAT_IP_HOST_MAC, LAN_IF),
+            (SNAT_HOST.to_string(), SNAT_HOST_MAC, LAN_IF),
+            (SNAT_HOST_2.to_string(), SNAT_HOST_2_MAC, LAN_IF),
             (INTERNET_HOST6.to_string(), INTERNET_HOST_MAC, WAN_IF),
             (VM6_PUBLIC.to_string(), VM_MAC, LAN_IF),
             (VM6_PRIVATE.to_string(), VM6_PRIVATE_MAC, LAN_IF),

@@ -4,7 +4,7 @@ use std::{
     fs::File,
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::{Command, Output, Stdio},
 };
 
 use anyhow::{Context as _, bail};
@@ -27,6 +27,32 @@ pub fn run(program: &str, args: &[&str]) -> anyhow::Result<Output> {
     Ok(output)
 }
 
+/// Runs a command with `input` on its standard input (e.g. `ip -batch -`) and fails with
+/// its output if it does not succeed.
+pub fn run_with_input(program: &str, args: &[&str], input: &str) -> anyhow::Result<Output> {
+    use std::io::Write as _;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {program} (is it installed? `cargo xtask setup`)"))?;
+    // Written from here, then closed: `ip -batch` reads to the end before it answers.
+    let written = child.stdin.take().context("stdin")?.write_all(input.as_bytes());
+    let output = child.wait_with_output()?;
+    if !output.status.success() || written.is_err() {
+        bail!(
+            "`{program} {}` failed ({}) on input:\n{input}{}{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(output)
+}
+
 /// A named network namespace, deleted (with every interface in it) on drop.
 pub struct Netns {
     name: String,
@@ -40,6 +66,24 @@ impl Netns {
         Ok(ns)
     }
 
+    /// Creates many namespaces with one `ip -batch` process (instead of one `ip` each) and
+    /// brings their loopbacks up. Whatever was made is guarded, so a failure part way
+    /// leaves nothing behind.
+    pub fn create_many(names: &[String]) -> anyhow::Result<Vec<Self>> {
+        let batch: String = names.iter().map(|name| format!("netns add {name}\n")).collect();
+        let created = run_with_input("ip", &["-batch", "-"], &batch);
+        let made: Vec<Self> = names
+            .iter()
+            .filter(|name| Path::new("/run/netns").join(name).exists())
+            .map(|name| Self { name: name.clone() })
+            .collect();
+        created?;
+        for ns in &made {
+            ns.ip(&["link", "set", "lo", "up"])?;
+        }
+        Ok(made)
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -49,6 +93,12 @@ impl Netns {
         let mut all = vec!["-n", &self.name];
         all.extend_from_slice(args);
         run("ip", &all)
+    }
+
+    /// Several `ip` commands, one a line, run in the namespace by one process
+    /// (`ip -n NAME -batch -`); it stops at the first that fails.
+    pub fn ip_batch(&self, commands: &str) -> anyhow::Result<Output> {
+        run_with_input("ip", &["-n", &self.name, "-batch", "-"], commands)
     }
 
     /// Sets a sysctl inside the namespace.

@@ -6,6 +6,9 @@
 //!        route 203.0.113.0/24 via gw                                                 10.0.1.11/24
 //!                                                                                    default via gw
 //! ```
+//!
+//! [`Topology::add_lan_hosts`] adds instances with namespaces of their own: `vm`'s `eth0`
+//! then hangs off a bridge there, and each host is one more port of it.
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
@@ -153,6 +156,95 @@ impl Topology {
 
     pub fn state_dir(&self) -> PathBuf {
         self.dir().join("state")
+    }
+}
+
+/// The bridge in `vm` that joins further instances to the LAN (see
+/// [`Topology::add_lan_hosts`]).
+pub const LAN_BRIDGE: &str = "br0";
+
+/// A VPC instance in a namespace of its own: `eth0` holds one private address of
+/// 10.0.1.0/24 and routes by default via the gateway, through the bridge in `vm`.
+pub struct LanHost {
+    pub ip: Ipv4Addr,
+    pub ns: Netns,
+}
+
+impl Topology {
+    /// Adds one instance namespace per address to the LAN, quickly (a few `ip -batch`
+    /// runs, not one `ip` per step), each removed on drop.
+    ///
+    /// The first call makes `vm` the LAN's switch as well as an instance: its `eth0`
+    /// (still the only link to the gateway's `lan0`, pass program attached) becomes a port
+    /// of bridge [`LAN_BRIDGE`], which takes over its MAC, addresses and default routes;
+    /// each host's veth is another port. One bridge with one uplink: no loop, and nothing
+    /// leaves the topology's namespaces. STP is off, so a port forwards at once.
+    pub fn add_lan_hosts(&self, ips: &[Ipv4Addr]) -> anyhow::Result<Vec<LanHost>> {
+        self.bridge_vm_lan()?;
+        let suffix = unique_suffix();
+        let names: Vec<String> =
+            ips.iter().enumerate().map(|(n, _)| format!("eipgw-h{n}-{suffix}")).collect();
+        let namespaces = Netns::create_many(&names)?;
+        let hosts: Vec<LanHost> =
+            ips.iter().zip(namespaces).map(|(&ip, ns)| LanHost { ip, ns }).collect();
+        // Named after the address, so ports stay unique across calls (at most 15 bytes).
+        let port = |ip: Ipv4Addr| format!("h{:08x}", u32::from(ip));
+        let ports: String = hosts
+            .iter()
+            .map(|host| {
+                let (port, ns) = (port(host.ip), host.ns.name());
+                format!(
+                    "link add {port} type veth peer name eth0 netns {ns}\n\
+                     link set {port} master {LAN_BRIDGE}\nlink set {port} up\n"
+                )
+            })
+            .collect();
+        self.vm.ip_batch(&ports)?;
+        for host in &hosts {
+            // As for `vm`: frames must reach the gateway's XDP with complete checksums.
+            host.ns.exec_ok(&["ethtool", "-K", "eth0", "tx", "off"])?;
+            host.ns.ip_batch(&format!(
+                "addr add {}/24 dev eth0\nlink set eth0 up\nroute add default via {GW_LAN}\n",
+                host.ip
+            ))?;
+        }
+        Ok(hosts)
+    }
+
+    /// Puts `vm`'s `eth0` under [`LAN_BRIDGE`] (once), moving its addresses and routes.
+    fn bridge_vm_lan(&self) -> anyhow::Result<()> {
+        if self.vm.ip(&["link", "show", LAN_BRIDGE]).is_ok() {
+            return Ok(());
+        }
+        let shown = self.vm.ip(&["-j", "addr", "show", "dev", "eth0"])?;
+        let shown: serde_json::Value =
+            serde_json::from_slice(&shown.stdout).context("`ip -j addr show` output")?;
+        let link = &shown[0];
+        // The bridge keeps eth0's MAC, so the gateway's neighbour entries stay right.
+        let mac = link["address"].as_str().context("eth0 has no MAC")?;
+        // Flushed at once: deleting a primary IPv4 address one by one takes its
+        // secondaries with it.
+        let mut batch = format!(
+            "link add {LAN_BRIDGE} address {mac} type bridge\nlink set eth0 master {LAN_BRIDGE}\n\
+             addr flush dev eth0 scope global\n"
+        );
+        for addr in link["addr_info"].as_array().into_iter().flatten() {
+            if addr["scope"] != "global" {
+                continue;
+            }
+            let local = addr["local"].as_str().context("an address without `local`")?;
+            let nodad = if addr["family"] == "inet6" { " nodad" } else { "" };
+            batch.push_str(&format!(
+                "addr add {local}/{} dev {LAN_BRIDGE}{nodad}\n",
+                addr["prefixlen"]
+            ));
+        }
+        batch.push_str(&format!(
+            "link set {LAN_BRIDGE} up\nroute replace default via {GW_LAN}\n\
+             route replace default via 2001:db8:1:1::1\n"
+        ));
+        self.vm.ip_batch(&batch)?;
+        Ok(())
     }
 }
 

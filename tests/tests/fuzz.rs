@@ -1719,6 +1719,7 @@ fn a_million_random_frames() {
         bpffs: bpffs.path().to_owned(),
         xdp_mode: XdpMode::Driver,
         max_mappings: 1024,
+        snat: eipgw_common::SnatConfig::DEFAULT,
     };
 
     // One thread in the namespace runs every frame: ctx_in's ifindex is resolved in the

@@ -20,6 +20,8 @@
 //!   192.0.2.200/32 via 198.51.100.1             with no neighbour entry
 //!     mtu lock 1280                             2001:db8:1::13/128 dev lan0 mtu lock 1280
 //!                                               10.0.1.13/32 dev lan0 mtu lock 1280
+//!                                               10.0.1.40 to .43 (NAT gateway) at
+//!                                               02:00:00:00:00:28 to :2b
 //! ```
 //!
 //! The gateway's own addresses, 198.51.100.2 and 10.0.1.1, are where the ICMP errors it
@@ -27,6 +29,11 @@
 //!
 //! `reconcile` adds the routes of the visible-mode EIPs itself (`203.0.113.20/32 via
 //! 10.0.1.20 dev lan0` and so on).
+//!
+//! The NAT gateway (issue 5) has tables of its own, each on a data plane of its own: DNAT
+//! and SNAT rows that run in order, since a SNAT row depends on the sessions the rows
+//! before it made (`nat_table`), and a two-port range that runs out
+//! (`snat_port_exhaustion`).
 
 use std::{
     fmt::Write as _,
@@ -38,13 +45,13 @@ use aya::{
     maps::{Array, MapData},
     programs::{TestRun as _, TestRunOptions, XdpMode},
 };
-use eipgw::dataplane::{Dataplane, DataplaneOptions};
+use eipgw::dataplane::{Dataplane, DataplaneOptions, monotonic_now_ns};
 use eipgw_common::{
     EipCounters, GatewayConfig, ICMP_ERROR_BURST, ICMP_ERRORS_PER_SECOND, MAP_CONFIG, PIN_DIR_NAME,
-    Verdict, bandwidth, ipv4_key,
+    SnatConfig, Verdict, bandwidth, ipv4_key,
 };
 use eipgw_tests::gateway_ns::*;
-use eipgw_tests::{BpffsMount, require_root, unique_suffix};
+use eipgw_tests::{BpffsMount, Netns, require_root, unique_suffix};
 use etherparse::{
     EtherType, Ethernet2Header, IcmpEchoHeader, Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type,
     IpDscp, IpFragOffset, IpNumber, Ipv4Header, Ipv4Options, Ipv6FlowLabel, Ipv6Header, TcpHeader,
@@ -78,6 +85,8 @@ const TTL_AT_HOST: u8 = 63;
 const TCP_DATA: &[u8] = b"GET / HTTP/1.0\r\n\r\n";
 const UDP_DATA: &[u8] = b"a DNS query, or close enough";
 const ICMP_DATA: &[u8] = b"ping payload 0123456789";
+/// The identifier of every ICMP echo of the 1:1 NAT rows.
+const ECHO_ID: u16 = 0x1234;
 /// Larger than [`SMALL_MTU`] once in a packet.
 const LARGE_DATA: &[u8] = &[0x5a; 1300];
 /// The UDP datagram that [`L4::UdpFirstFragment`] and [`L4::UdpLastFragment`] split.
@@ -109,6 +118,8 @@ struct Hdr {
 #[derive(Clone, Copy, Debug)]
 enum L4 {
     TcpSyn,
+    /// The answer to a SYN: SYN|ACK.
+    TcpSynAck,
     /// ACK|PSH with data.
     TcpData,
     Udp,
@@ -129,39 +140,83 @@ enum L4 {
     UdpLastFragment,
 }
 
+/// The ports of a TCP or UDP header; for an ICMP echo, `src` is the identifier (what a NAT
+/// translates like the source port of a request and the destination port of its reply)
+/// and `dst` is unused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ports {
+    src: u16,
+    dst: u16,
+}
+
+const fn ports(src: u16, dst: u16) -> Ports {
+    Ports { src, dst }
+}
+
+impl L4 {
+    /// The ports of the 1:1 NAT rows, which never change them.
+    fn ports(self) -> Ports {
+        match self {
+            L4::TcpSyn | L4::TcpSynAck => ports(40_000, 443),
+            L4::TcpData => ports(40_001, 80),
+            L4::UdpReply => ports(53, 5353),
+            L4::IcmpEchoRequest | L4::IcmpEchoReply => ports(ECHO_ID, 0),
+            L4::Udp
+            | L4::UdpLarge
+            | L4::UdpLargeMayFragment
+            | L4::UdpWithoutChecksum
+            | L4::UdpFirstFragment
+            | L4::UdpLastFragment => ports(5353, 53),
+        }
+    }
+
+    /// Where the field a NAT translates as the source port sits in a frame without IPv4
+    /// options: the TCP or UDP source port, or the echo identifier.
+    fn port_offset(self) -> usize {
+        match self {
+            L4::IcmpEchoRequest | L4::IcmpEchoReply => ETH_LEN + IPV4_LEN + 4,
+            _ => ETH_LEN + IPV4_LEN,
+        }
+    }
+}
+
 /// Builds an Ethernet + IPv4 frame with every checksum computed by etherparse.
 fn frame(hdr: Hdr, l4: L4) -> Vec<u8> {
+    frame_with(hdr, l4, l4.ports())
+}
+
+/// [`frame`] with the ports (or echo identifier) of `ports`.
+fn frame_with(hdr: Hdr, l4: L4, ports: Ports) -> Vec<u8> {
     let (src, dst) = (hdr.src.octets(), hdr.dst.octets());
     let (protocol, l4_bytes) = match l4 {
         L4::TcpSyn => {
-            let mut tcp = TcpHeader::new(40_000, 443, 0x1000_0000, 64_240);
+            let mut tcp = TcpHeader::new(ports.src, ports.dst, 0x1000_0000, 64_240);
             tcp.syn = true;
             (IpNumber::TCP, tcp_segment(tcp, src, dst, &[]))
         }
+        L4::TcpSynAck => {
+            let mut tcp = TcpHeader::new(ports.src, ports.dst, 0x5000_0000, 65_160);
+            tcp.acknowledgment_number = 0x1000_0001;
+            tcp.syn = true;
+            tcp.ack = true;
+            (IpNumber::TCP, tcp_segment(tcp, src, dst, &[]))
+        }
         L4::TcpData => {
-            let mut tcp = TcpHeader::new(40_001, 80, 0x2000_0001, 502);
+            let mut tcp = TcpHeader::new(ports.src, ports.dst, 0x2000_0001, 502);
             tcp.acknowledgment_number = 0x3000_0001;
             tcp.ack = true;
             tcp.psh = true;
             (IpNumber::TCP, tcp_segment(tcp, src, dst, TCP_DATA))
         }
-        L4::Udp => (IpNumber::UDP, udp_datagram(src, dst, UDP_DATA, true)),
+        L4::Udp | L4::UdpReply => (IpNumber::UDP, udp_datagram(ports, src, dst, UDP_DATA, true)),
         L4::UdpLarge | L4::UdpLargeMayFragment => {
-            (IpNumber::UDP, udp_datagram(src, dst, LARGE_DATA, true))
+            (IpNumber::UDP, udp_datagram(ports, src, dst, LARGE_DATA, true))
         }
-        L4::UdpWithoutChecksum => (IpNumber::UDP, udp_datagram(src, dst, UDP_DATA, false)),
-        L4::UdpReply => {
-            let mut udp =
-                UdpHeader::without_ipv4_checksum(53, 5353, UDP_DATA.len()).expect("a UDP header");
-            udp.checksum = udp.calc_checksum_ipv4_raw(src, dst, UDP_DATA).expect("a checksum");
-            let mut out = udp.to_bytes().to_vec();
-            out.extend_from_slice(UDP_DATA);
-            (IpNumber::UDP, out)
-        }
-        L4::IcmpEchoRequest => (IpNumber::ICMP, icmp_echo(Icmpv4Type::EchoRequest)),
-        L4::IcmpEchoReply => (IpNumber::ICMP, icmp_echo(Icmpv4Type::EchoReply)),
+        L4::UdpWithoutChecksum => (IpNumber::UDP, udp_datagram(ports, src, dst, UDP_DATA, false)),
+        L4::IcmpEchoRequest => (IpNumber::ICMP, icmp_echo(Icmpv4Type::EchoRequest, ports.src)),
+        L4::IcmpEchoReply => (IpNumber::ICMP, icmp_echo(Icmpv4Type::EchoReply, ports.src)),
         L4::UdpFirstFragment => {
-            let whole = udp_datagram(src, dst, FRAGMENTED_DATA, true);
+            let whole = udp_datagram(ports, src, dst, FRAGMENTED_DATA, true);
             (IpNumber::UDP, whole[..UdpHeader::LEN + FIRST_FRAGMENT_DATA].to_vec())
         }
         L4::UdpLastFragment => (IpNumber::UDP, FRAGMENTED_DATA[FIRST_FRAGMENT_DATA..].to_vec()),
@@ -203,8 +258,15 @@ fn tcp_segment(mut tcp: TcpHeader, src: [u8; 4], dst: [u8; 4], data: &[u8]) -> V
     out
 }
 
-fn udp_datagram(src: [u8; 4], dst: [u8; 4], data: &[u8], with_checksum: bool) -> Vec<u8> {
-    let mut udp = UdpHeader::without_ipv4_checksum(5353, 53, data.len()).expect("a UDP header");
+fn udp_datagram(
+    ports: Ports,
+    src: [u8; 4],
+    dst: [u8; 4],
+    data: &[u8],
+    with_checksum: bool,
+) -> Vec<u8> {
+    let mut udp =
+        UdpHeader::without_ipv4_checksum(ports.src, ports.dst, data.len()).expect("a UDP header");
     if with_checksum {
         udp.checksum = udp.calc_checksum_ipv4_raw(src, dst, data).expect("a UDP checksum");
     }
@@ -213,8 +275,8 @@ fn udp_datagram(src: [u8; 4], dst: [u8; 4], data: &[u8], with_checksum: bool) ->
     out
 }
 
-fn icmp_echo(kind: fn(IcmpEchoHeader) -> Icmpv4Type) -> Vec<u8> {
-    let icmp = Icmpv4Header::with_checksum(kind(IcmpEchoHeader { id: 0x1234, seq: 7 }), ICMP_DATA);
+fn icmp_echo(kind: fn(IcmpEchoHeader) -> Icmpv4Type, id: u16) -> Vec<u8> {
+    let icmp = Icmpv4Header::with_checksum(kind(IcmpEchoHeader { id, seq: 7 }), ICMP_DATA);
     let mut out = icmp.to_bytes().to_vec();
     out.extend_from_slice(ICMP_DATA);
     out
@@ -234,7 +296,12 @@ fn fragmentation_needed(next_hop_mtu: u16) -> Icmpv4Type {
 
 /// The IPv4 packet of [`frame`] without its Ethernet header: what an ICMP error quotes.
 fn ip_packet(hdr: Hdr, l4: L4) -> Vec<u8> {
-    frame(hdr, l4)[ETH_LEN..].to_vec()
+    ip_packet_with(hdr, l4, l4.ports())
+}
+
+/// [`ip_packet`] with the ports of `ports`.
+fn ip_packet_with(hdr: Hdr, l4: L4, ports: Ports) -> Vec<u8> {
+    frame_with(hdr, l4, ports)[ETH_LEN..].to_vec()
 }
 
 /// The first `len` bytes of `packet`, as the sender of an ICMP error may cut its quote.
@@ -445,12 +512,25 @@ struct Row {
     /// The verdict counter that must go up by one (and no other may move).
     verdict: Verdict,
     /// The EIP whose counters must count the frame (inbound from the WAN, outbound from the
-    /// LAN: one packet, its IPv4 total length in bytes); no other EIP's may move.
+    /// LAN: one packet, its IPv4 total length in bytes; for [`Verdict::SnatRefused`], one
+    /// refused packet); no other EIP's may move.
     counted_eip: Option<Ipv4Addr>,
 }
 
 /// A translated frame forwarded to the other interface.
 fn forwarded(name: &'static str, ingress: Ingress, l4: L4, input: Hdr, output: Hdr) -> Row {
+    forwarded_with(name, ingress, l4, (input, l4.ports()), (output, l4.ports()))
+}
+
+/// [`forwarded`] with the ports (or echo identifier) of each side: a frame whose ports the
+/// gateway translates too.
+fn forwarded_with(
+    name: &'static str,
+    ingress: Ingress,
+    l4: L4,
+    (input, input_ports): (Hdr, Ports),
+    (output, output_ports): (Hdr, Ports),
+) -> Row {
     let eip = match ingress {
         Ingress::Wan => input.dst,
         Ingress::Lan => output.src,
@@ -458,9 +538,9 @@ fn forwarded(name: &'static str, ingress: Ingress, l4: L4, input: Hdr, output: H
     Row {
         name,
         ingress,
-        input: frame(input, l4),
+        input: frame_with(input, l4, input_ports),
         action: XDP_REDIRECT,
-        output: Output::Rewritten(frame(output, l4)),
+        output: Output::Rewritten(frame_with(output, l4, output_ports)),
         verdict: Verdict::Translated,
         counted_eip: Some(eip),
     }
@@ -545,36 +625,66 @@ fn untouched(
     Row { name, ingress, input, action, output: Output::Unchanged, verdict, counted_eip: None }
 }
 
-fn rows(wan_mac: [u8; 6], lan_mac: [u8; 6]) -> Vec<Row> {
+/// The gateway's own MACs, and the headers of packets crossing it.
+#[derive(Clone, Copy, Debug)]
+struct Link {
+    wan_mac: [u8; 6],
+    lan_mac: [u8; 6],
+}
+
+impl Link {
+    /// A packet from the Internet host to `to` as it reaches wan0.
+    fn inbound(self, to: Ipv4Addr) -> Hdr {
+        Hdr {
+            eth_src: INTERNET_HOST_MAC,
+            eth_dst: self.wan_mac,
+            src: INTERNET_HOST,
+            dst: to,
+            ttl: 64,
+            options: &[],
+        }
+    }
+
+    /// `hdr` as it must leave through lan0 to `mac`: TTL - 1 (the gateway is a router hop)
+    /// and the link addresses of the LAN hop. A NAT row also changes the destination.
+    fn to_lan(self, hdr: Hdr, mac: [u8; 6]) -> Hdr {
+        Hdr { eth_src: self.lan_mac, eth_dst: mac, ttl: hdr.ttl - 1, ..hdr }
+    }
+
+    /// A packet from `from` (an instance, or an ENI's EIP) at `mac` on lan0 to the Internet
+    /// host.
+    fn outbound(self, from: Ipv4Addr, mac: [u8; 6]) -> Hdr {
+        Hdr {
+            eth_src: mac,
+            eth_dst: self.lan_mac,
+            src: from,
+            dst: INTERNET_HOST,
+            ttl: 64,
+            options: &[],
+        }
+    }
+
+    /// `hdr` as it must leave through wan0 (to the default next hop, the Internet host's
+    /// MAC): TTL - 1 and the link addresses. A NAT row also changes the source.
+    fn to_wan(self, hdr: Hdr) -> Hdr {
+        Hdr { eth_src: self.wan_mac, eth_dst: INTERNET_HOST_MAC, ttl: hdr.ttl - 1, ..hdr }
+    }
+}
+
+fn rows(link: Link) -> Vec<Row> {
     use Ingress::{Lan, Wan};
+    let Link { wan_mac, lan_mac } = link;
 
     // A packet from the Internet as it reaches wan0, and the same packet as it must leave
-    // through lan0: TTL - 1 (the gateway is a router hop) and the link addresses of the
-    // LAN hop; in NAT mode also the private address as destination.
-    let from_internet = |to: Ipv4Addr| Hdr {
-        eth_src: INTERNET_HOST_MAC,
-        eth_dst: wan_mac,
-        src: INTERNET_HOST,
-        dst: to,
-        ttl: 64,
-        options: &[],
-    };
-    let to_lan =
-        |hdr: Hdr, mac: [u8; 6]| Hdr { eth_src: lan_mac, eth_dst: mac, ttl: hdr.ttl - 1, ..hdr };
+    // through lan0; in NAT mode also with the private address as destination.
+    let from_internet = |to: Ipv4Addr| link.inbound(to);
+    let to_lan = |hdr: Hdr, mac: [u8; 6]| link.to_lan(hdr, mac);
     let to_vm = |hdr: Hdr| Hdr { dst: VM, ..to_lan(hdr, VM_MAC) };
     // And the other way: from an instance on lan0, leaving wan0 with its EIP as source (NAT
     // mode) or as it came (visible modes, whose instances use the EIP itself).
-    let from_lan = |from: Ipv4Addr, mac: [u8; 6]| Hdr {
-        eth_src: mac,
-        eth_dst: lan_mac,
-        src: from,
-        dst: INTERNET_HOST,
-        ttl: 64,
-        options: &[],
-    };
+    let from_lan = |from: Ipv4Addr, mac: [u8; 6]| link.outbound(from, mac);
     let from_vm = |from: Ipv4Addr| from_lan(from, VM_MAC);
-    let to_wan =
-        |hdr: Hdr| Hdr { eth_src: wan_mac, eth_dst: INTERNET_HOST_MAC, ttl: hdr.ttl - 1, ..hdr };
+    let to_wan = |hdr: Hdr| link.to_wan(hdr);
     let to_internet = |hdr: Hdr| Hdr { src: EIP_VM, ..to_wan(hdr) };
 
     // The same for IPv6, which is never translated (R23).
@@ -1281,30 +1391,60 @@ struct Ifindexes {
 /// Runs one row and checks everything it states.
 #[track_caller]
 fn check_row(dataplane: &Dataplane, ifindexes: &Ifindexes, eips: &[Ipv4Addr], row: &Row) {
+    let ran = run_frame(dataplane, ifindexes, eips, row.ingress, &row.input);
+    check_ran(row, &ran, eips);
+}
+
+/// One frame's run through the program: what it returned and left, and the counters
+/// around it.
+struct Ran {
+    action: u32,
+    output: Vec<u8>,
+    before: Vec<(Verdict, u64)>,
+    after: Vec<(Verdict, u64)>,
+    eips_before: Vec<(Ipv4Addr, EipCounters)>,
+    eips_after: Vec<(Ipv4Addr, EipCounters)>,
+}
+
+fn run_frame(
+    dataplane: &Dataplane,
+    ifindexes: &Ifindexes,
+    eips: &[Ipv4Addr],
+    ingress: Ingress,
+    input: &[u8],
+) -> Ran {
     let program = dataplane.program().expect("the loaded program");
-    let ingress_ifindex = match row.ingress {
+    let ingress_ifindex = match ingress {
         Ingress::Wan => ifindexes.wan,
         Ingress::Lan => ifindexes.lan,
     };
-    let ctx = xdp_md(row.input.len(), ingress_ifindex);
+    let ctx = xdp_md(input.len(), ingress_ifindex);
     // Room to spare: a frame that grew would show up as a longer output, not as ENOSPC.
-    let mut data_out = vec![0; row.input.len() + 256];
+    let mut data_out = vec![0; input.len() + 256];
 
     let before = verdict_counts(dataplane);
     let eips_before = eip_counts(dataplane, eips);
     let result = program
         .test_run(TestRunOptions {
-            data_in: Some(&row.input),
+            data_in: Some(input),
             data_out: Some(&mut data_out),
             ctx_in: Some(&ctx),
             ..Default::default()
         })
-        .unwrap_or_else(|e| panic!("{}: BPF_PROG_TEST_RUN failed: {e}", row.name));
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN failed: {e}"));
     let after = verdict_counts(dataplane);
     let eips_after = eip_counts(dataplane, eips);
-    let output = &data_out[..result.data_size_out as usize];
+    data_out.truncate(result.data_size_out as usize);
+    Ran { action: result.return_value, output: data_out, before, after, eips_before, eips_after }
+}
 
-    assert_action(row.name, row.action, result.return_value, output);
+/// Checks everything `row` states against what its run left.
+#[track_caller]
+fn check_ran(row: &Row, ran: &Ran, eips: &[Ipv4Addr]) {
+    let Ran { action, output, before, after, eips_before, eips_after } = ran;
+    let (output, eips_before) = (output.as_slice(), eips_before.clone());
+
+    assert_action(row.name, row.action, *action, output);
     match &row.output {
         Output::Unchanged => assert_frame(row.name, "the input, unchanged", &row.input, output),
         Output::Rewritten(expected) => {
@@ -1312,7 +1452,7 @@ fn check_row(dataplane: &Dataplane, ifindexes: &Ifindexes, eips: &[Ipv4Addr], ro
             assert_checksums(row.name, output);
         }
     }
-    assert_counted(row.name, row.verdict, &before, &after);
+    assert_counted(row.name, row.verdict, before, after);
     let mut expected_eips = eips_before;
     if let Some(eip) = row.counted_eip {
         let (_, counters) = expected_eips
@@ -1321,6 +1461,7 @@ fn check_row(dataplane: &Dataplane, ifindexes: &Ifindexes, eips: &[Ipv4Addr], ro
             .unwrap_or_else(|| panic!("{}: {eip} is not in the desired maps", row.name));
         let bytes = (row.input.len() - ETH_LEN) as u64;
         match row.ingress {
+            _ if row.verdict == Verdict::SnatRefused => counters.snat_refused_packets += 1,
             Ingress::Wan => {
                 counters.inbound_packets += 1;
                 counters.inbound_bytes += bytes;
@@ -1358,7 +1499,7 @@ fn check_row(dataplane: &Dataplane, ifindexes: &Ifindexes, eips: &[Ipv4Addr], ro
         counters.inbound_bytes += (row.input.len() - ETH_LEN) as u64;
     }
     assert!(
-        eips_after == expected_eips,
+        *eips_after == expected_eips,
         "{}: EIP counters are not as expected ({:?} to count it);\nexpected: {expected_eips:?}\n\
          got: {eips_after:?}",
         row.name,
@@ -1572,87 +1713,99 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 fn packet_table() {
     require_root();
-    let suffix = unique_suffix();
-    // Made before the namespace, so dropped after it: by then the veths, and the XDP links
-    // pinned here, are gone.
-    let bpffs = BpffsMount::create(&std::env::temp_dir().join(format!("eipgw-pt-{suffix}")))
-        .expect("mounting a bpffs");
-    let ns = gateway_netns("eipgw-pt", &suffix);
-    let rows = rows(mac_of(&ns, WAN_IF), mac_of(&ns, LAN_IF));
-    let options = DataplaneOptions {
-        wan: WAN_IF.into(),
-        lan: LAN_IF.into(),
-        bpffs: bpffs.path().to_owned(),
-        xdp_mode: XdpMode::Driver,
-        max_mappings: 1024,
-    };
-
-    // One thread inside the namespace does everything that touches the program: the
-    // kernel resolves ctx_in's ingress ifindex in the caller's namespace, and
-    // bpf_fib_lookup routes in that device's. The data plane is dropped on this thread too,
-    // before the namespace goes. Each row runs to the end even if an earlier one failed, so
-    // that one run reports every failing row.
-    let desired = desired_maps();
-    let eips: Vec<Ipv4Addr> = desired.eips.keys().copied().collect();
-    let flood = frame(
-        Hdr {
-            eth_src: INTERNET_HOST_MAC,
-            eth_dst: mac_of(&ns, WAN_IF),
-            src: INTERNET_HOST,
-            dst: EIP_VM,
-            ttl: 1,
-            options: &[],
-        },
-        L4::Udp,
-    );
-    let capped_flood = frame(
-        Hdr {
-            eth_src: INTERNET_HOST_MAC,
-            eth_dst: mac_of(&ns, WAN_IF),
-            src: INTERNET_HOST,
-            dst: EIP_CAPPED,
-            ttl: 64,
-            options: &[],
-        },
-        L4::UdpLarge,
-    );
-    let failed = ns
-        .run_in(|| {
-            let mut dataplane = Dataplane::open(&options).expect("opening the data plane");
-            dataplane.reconcile(&desired).expect("writing the EIP maps");
-            write_own_addresses(bpffs.path());
-            let ifindexes = Ifindexes { wan: ifindex(WAN_IF), lan: ifindex(LAN_IF) };
-            let mut failed: Vec<&str> = rows
-                .iter()
-                .filter(|row| {
-                    panic::catch_unwind(AssertUnwindSafe(|| {
-                        check_row(&dataplane, &ifindexes, &eips, row)
-                    }))
+    let gateway = Gateway::new("eipgw-pt");
+    let link = gateway.link;
+    let rows = rows(link);
+    let flood = frame(Hdr { ttl: 1, ..link.inbound(EIP_VM) }, L4::Udp);
+    let capped_flood = frame(link.inbound(EIP_CAPPED), L4::UdpLarge);
+    let (failed, checked) = gateway.run(SnatConfig::DEFAULT, |dataplane, ifindexes, eips| {
+        let dataplane: &Dataplane = dataplane;
+        let mut failed: Vec<String> = rows
+            .iter()
+            .filter(|row| {
+                panic::catch_unwind(AssertUnwindSafe(|| check_row(dataplane, ifindexes, eips, row)))
                     .is_err()
-                })
-                .map(|row| row.name)
-                .collect();
-            let rate_limit = panic::catch_unwind(AssertUnwindSafe(|| {
-                check_rate_limit(&dataplane, &ifindexes, &flood)
-            }));
-            if rate_limit.is_err() {
-                failed.push("rate limit of the ICMP errors the gateway sends");
-            }
-            let cap = panic::catch_unwind(AssertUnwindSafe(|| {
-                check_bandwidth_cap(&dataplane, &ifindexes, &capped_flood)
-            }));
-            if cap.is_err() {
-                failed.push("bandwidth cap of an EIP");
-            }
-            failed
-        })
-        .unwrap_or_else(|e| panic!("{e:#}"));
+            })
+            .map(|row| row.name.to_owned())
+            .collect();
+        let rate_limit = panic::catch_unwind(AssertUnwindSafe(|| {
+            check_rate_limit(dataplane, ifindexes, &flood)
+        }));
+        if rate_limit.is_err() {
+            failed.push("rate limit of the ICMP errors the gateway sends".into());
+        }
+        let cap = panic::catch_unwind(AssertUnwindSafe(|| {
+            check_bandwidth_cap(dataplane, ifindexes, &capped_flood)
+        }));
+        if cap.is_err() {
+            failed.push("bandwidth cap of an EIP".into());
+        }
+        (failed, rows.len() + 2)
+    });
+    assert_none_failed(&failed, checked);
+}
+
+#[track_caller]
+fn assert_none_failed(failed: &[String], checked: usize) {
     assert!(
         failed.is_empty(),
-        "{} of {} rows failed (each one's message is above): {failed:#?}",
+        "{} of {checked} rows failed (each one's message is above): {failed:#?}",
         failed.len(),
-        rows.len() + 2
     );
+}
+
+/// A gateway namespace ([`gateway_netns`]) with a bpffs of its own, and its MACs.
+struct Gateway {
+    /// Declared before the bpffs, so dropped before it: by then the veths, and the XDP
+    /// links pinned in the bpffs, are gone.
+    ns: Netns,
+    bpffs: BpffsMount,
+    link: Link,
+}
+
+impl Gateway {
+    fn new(prefix: &str) -> Self {
+        let suffix = unique_suffix();
+        let bpffs = BpffsMount::create(&std::env::temp_dir().join(format!("{prefix}-{suffix}")))
+            .expect("mounting a bpffs");
+        let ns = gateway_netns(prefix, &suffix);
+        let link = Link { wan_mac: mac_of(&ns, WAN_IF), lan_mac: mac_of(&ns, LAN_IF) };
+        Gateway { ns, bpffs, link }
+    }
+
+    /// Runs `f` with the program loaded and attached, SNAT configured as `snat`, the maps
+    /// written from [`desired_maps`] and the gateway's own addresses in CONFIG; `f` gets the
+    /// interfaces and every EIP of the maps.
+    ///
+    /// One thread inside the namespace does everything that touches the program: the
+    /// kernel resolves ctx_in's ingress ifindex in the caller's namespace, and
+    /// bpf_fib_lookup routes in that device's. The data plane is dropped on this thread too,
+    /// before the namespace goes.
+    fn run<T: Send>(
+        &self,
+        snat: SnatConfig,
+        f: impl FnOnce(&mut Dataplane, &Ifindexes, &[Ipv4Addr]) -> T + Send,
+    ) -> T {
+        let options = DataplaneOptions {
+            wan: WAN_IF.into(),
+            lan: LAN_IF.into(),
+            bpffs: self.bpffs.path().to_owned(),
+            xdp_mode: XdpMode::Driver,
+            max_mappings: 1024,
+            snat,
+        };
+        let desired = desired_maps();
+        let eips: Vec<Ipv4Addr> = desired.eips.keys().copied().collect();
+        self.ns
+            .run_in(|| {
+                let mut dataplane = Dataplane::open(&options).expect("opening the data plane");
+                dataplane.reconcile(&desired).expect("writing the maps");
+                write_own_addresses(self.bpffs.path());
+                let ifindexes = Ifindexes { wan: ifindex(WAN_IF), lan: ifindex(LAN_IF) };
+                f(&mut dataplane, &ifindexes, &eips)
+            })
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
 }
 
 /// Runs `input` through the program `count` times as if it came in on the WAN; returns how
@@ -1755,5 +1908,693 @@ fn check_rate_limit(dataplane: &Dataplane, ifindexes: &Ifindexes, input: &[u8]) 
         (ICMP_ERROR_BURST..=ICMP_ERROR_BURST + refilled + 1).contains(&sent),
         "{sent} errors sent for {FLOOD} frames in {elapsed:?}: expected the burst of \
          {ICMP_ERROR_BURST} and at most {refilled} more"
+    );
+}
+
+// The NAT gateway (issue 5): DNAT port and IP mappings, and SNAT with its session table.
+// The SNAT rows depend on the sessions the rows before them made, so they run in order
+// on one data plane of their own; the public ports the program picks at random are read
+// from its output and checked to lie in the range, and the rows after use them.
+
+/// The SNAT port range of [`nat_table`]: [`KEPT_PORT`] lies inside it, the default UDP
+/// source port (5353), [`ECHO_ID`] and [`FRAGMENT_PORT`] outside, so those are translated.
+const SNAT_PORTS: SnatConfig =
+    SnatConfig { port_min: 20_000, port_max: 29_999, ..SnatConfig::DEFAULT };
+
+/// The two ports of [`snat_port_exhaustion`].
+const SNAT_TWO_PORTS: SnatConfig =
+    SnatConfig { port_min: 20_000, port_max: 20_001, ..SnatConfig::DEFAULT };
+
+/// A private source port inside [`SNAT_PORTS`]: kept while no other session holds it.
+const KEPT_PORT: u16 = 20_053;
+
+/// The private source port of the fragmented datagram, outside [`SNAT_PORTS`].
+const FRAGMENT_PORT: u16 = 7777;
+
+/// An Internet host other than [`INTERNET_HOST`], behind the same next hop (the default
+/// route).
+const INTERNET_OTHER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+
+/// Far enough ahead that every session has expired, even an established TCP one (7440 s).
+const LONG_AFTER_NS: u64 = 10_000 * 1_000_000_000;
+
+fn admin_prohibited() -> Icmpv4Type {
+    Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FilterProhibited)
+}
+
+#[test]
+fn nat_table() {
+    require_root();
+    let gateway = Gateway::new("eipgw-nat");
+    let link = gateway.link;
+    let (failed, checked) = gateway.run(SNAT_PORTS, |dataplane, ifindexes, eips| {
+        let mut table = Table::new(dataplane, ifindexes, eips, link, SNAT_PORTS);
+        dnat_rows(&mut table);
+        snat_rows(&mut table);
+        (table.failed, table.checked)
+    });
+    assert_none_failed(&failed, checked);
+}
+
+/// Two ports for [`EIP_SNAT`] per protocol: two UDP flows take them, the third is refused
+/// (RFC 5508 REQ-8 style: ICMP administratively prohibited back to the host), counted for
+/// the EIP; an expiry frees the ports again.
+#[test]
+fn snat_port_exhaustion() {
+    require_root();
+    let gateway = Gateway::new("eipgw-snx");
+    let link = gateway.link;
+    let (failed, checked) = gateway.run(SNAT_TWO_PORTS, |dataplane, ifindexes, eips| {
+        let mut table = Table::new(dataplane, ifindexes, eips, link, SNAT_TWO_PORTS);
+        exhaustion_rows(&mut table);
+        (table.failed, table.checked)
+    });
+    assert_none_failed(&failed, checked);
+}
+
+/// Rows (and checks of the session table) run in order on one data plane. A failing one
+/// is recorded and the run goes on, so that one run reports every failure.
+struct Table<'a> {
+    dataplane: &'a mut Dataplane,
+    ifindexes: &'a Ifindexes,
+    eips: &'a [Ipv4Addr],
+    link: Link,
+    snat: SnatConfig,
+    checked: usize,
+    failed: Vec<String>,
+}
+
+impl<'a> Table<'a> {
+    fn new(
+        dataplane: &'a mut Dataplane,
+        ifindexes: &'a Ifindexes,
+        eips: &'a [Ipv4Addr],
+        link: Link,
+        snat: SnatConfig,
+    ) -> Self {
+        Table { dataplane, ifindexes, eips, link, snat, checked: 0, failed: Vec::new() }
+    }
+
+    /// Runs `check` under `name`, and records `name` if it panics.
+    fn step<T>(&mut self, name: &str, check: impl FnOnce(&mut Self) -> T) -> Option<T> {
+        self.checked += 1;
+        let result = panic::catch_unwind(AssertUnwindSafe(|| check(self)));
+        if result.is_err() {
+            self.failed.push(name.to_owned());
+        }
+        result.ok()
+    }
+
+    fn row(&mut self, row: Row) {
+        self.step(row.name, |t| check_row(t.dataplane, t.ifindexes, t.eips, &row));
+    }
+
+    /// The first outbound frame of a SNAT flow whose public port (or echo identifier) the
+    /// program picks: `input` with `ports` must leave as `output` with the same ports but
+    /// for the source port, which must be one of the range that none of `taken` holds.
+    /// Returns that port, or 0 if the row failed (so that the rows using it fail too,
+    /// after it in the report).
+    fn snat_new(
+        &mut self,
+        name: &'static str,
+        l4: L4,
+        (input, ports): (Hdr, Ports),
+        output: Hdr,
+        taken: &[u16],
+    ) -> u16 {
+        let checked = self.step(name, |t| {
+            let input = frame_with(input, l4, ports);
+            let ran = run_frame(t.dataplane, t.ifindexes, t.eips, Ingress::Lan, &input);
+            let at = l4.port_offset();
+            let port = ran.output.get(at..at + 2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+            let expected = frame_with(output, l4, Ports { src: port, ..ports });
+            let row = Row {
+                name,
+                ingress: Ingress::Lan,
+                input,
+                action: XDP_REDIRECT,
+                output: Output::Rewritten(expected),
+                verdict: Verdict::Translated,
+                counted_eip: Some(output.src),
+            };
+            check_ran(&row, &ran, t.eips);
+            let range = t.snat.port_min..=t.snat.port_max;
+            assert!(
+                range.contains(&port) && !taken.contains(&port),
+                "{name}: public port {port} is not one of {range:?} that is free (taken: {taken:?})"
+            );
+            port
+        });
+        checked.unwrap_or(0)
+    }
+
+    /// Checks that the session of `private` (address, port) of `protocol` is listed with
+    /// `public_port` on [`EIP_SNAT`], last to `remote` (its port unless ICMP, which has
+    /// none), in `state`.
+    fn session(
+        &mut self,
+        name: &str,
+        protocol: &str,
+        private: (Ipv4Addr, u16),
+        public_port: u16,
+        remote: (Ipv4Addr, u16),
+        state: &str,
+    ) {
+        self.step(name, |t| {
+            let sessions = t.dataplane.snat_sessions().expect("listing the SNAT sessions");
+            let session = sessions
+                .iter()
+                .find(|s| {
+                    (s.protocol, s.private_ip, s.private_port) == (protocol, private.0, private.1)
+                })
+                .unwrap_or_else(|| {
+                    panic!("{name}: no {protocol} session of {private:?} in {sessions:#?}")
+                });
+            let remote_port = if protocol == "icmp" { remote.1 } else { session.remote_port };
+            let got = (session.eip, session.public_port, session.remote_ip, remote_port);
+            assert!(
+                got == (EIP_SNAT, public_port, remote.0, remote.1) && session.state == state,
+                "{name}: expected {EIP_SNAT}:{public_port} to {remote:?}, {state}; got \
+                 {session:#?}"
+            );
+        });
+    }
+
+    /// Runs the agent's expiry at `now_ns` and checks that it removed `removed` sessions
+    /// and left `left`.
+    fn expire(&mut self, name: &str, now_ns: u64, removed: usize, left: usize) {
+        self.step(name, |t| {
+            let got = t.dataplane.expire_snat_sessions(now_ns).expect("expiring SNAT sessions");
+            let sessions = t.dataplane.snat_sessions().expect("listing the SNAT sessions");
+            assert!(
+                (got, sessions.len()) == (removed, left),
+                "{name}: expected {removed} sessions removed and {left} left; {got} removed, \
+                 left: {sessions:#?}"
+            );
+        });
+    }
+
+    fn session_count(&mut self) -> usize {
+        self.step("listing the SNAT sessions", |t| {
+            t.dataplane.snat_sessions().expect("listing the SNAT sessions").len()
+        })
+        .unwrap_or(0)
+    }
+}
+
+/// DNAT (R26): [`EIP_DNAT`]'s port mappings to [`NAT_SERVER`] both ways, stateless, and
+/// [`EIP_DNAT_IP`]'s IP mapping, which is the 1:1 path.
+fn dnat_rows(table: &mut Table) {
+    use Ingress::{Lan, Wan};
+    let link = table.link;
+    let inbound = link.inbound(EIP_DNAT);
+    let to_server = Hdr { dst: NAT_SERVER, ..link.to_lan(inbound, NAT_SERVER_MAC) };
+    let from_server = link.outbound(NAT_SERVER, NAT_SERVER_MAC);
+    let to_internet = Hdr { src: EIP_DNAT, ..link.to_wan(from_server) };
+    let (tcp, udp) = (DNAT_TCP_PORT, DNAT_UDP_PORT);
+    let (server_tcp, server_udp) = (NAT_SERVER_TCP_PORT, NAT_SERVER_UDP_PORT);
+    // What the server sent, as the Internet host received it (from the EIP's port) and as
+    // the server sent it: what an ICMP error about it quotes.
+    let sent_by_server = |src: Ipv4Addr, port: u16| {
+        let hdr = Hdr { src, dst: INTERNET_HOST, ttl: TTL_AT_HOST, ..from_server };
+        ip_packet_with(hdr, L4::Udp, ports(port, 5353))
+    };
+    let ip_inbound = link.inbound(EIP_DNAT_IP);
+    let to_ip_host = Hdr { dst: NAT_IP_HOST, ..link.to_lan(ip_inbound, NAT_IP_HOST_MAC) };
+    let from_ip_host = link.outbound(NAT_IP_HOST, NAT_IP_HOST_MAC);
+    let ip_to_internet = Hdr { src: EIP_DNAT_IP, ..link.to_wan(from_ip_host) };
+
+    let rows = vec![
+        // Destination address and port rewritten, and both checksums that cover them.
+        forwarded_with(
+            "DNAT: inbound TCP SYN to a mapped port",
+            Wan,
+            L4::TcpSyn,
+            (inbound, ports(40_000, tcp)),
+            (to_server, ports(40_000, server_tcp)),
+        ),
+        forwarded_with(
+            "DNAT: the server's SYN-ACK leaves from the EIP's port",
+            Lan,
+            L4::TcpSynAck,
+            (from_server, ports(server_tcp, 40_000)),
+            (to_internet, ports(tcp, 40_000)),
+        ),
+        forwarded_with(
+            "DNAT: inbound UDP to a mapped port",
+            Wan,
+            L4::Udp,
+            (inbound, ports(5353, udp)),
+            (to_server, ports(5353, server_udp)),
+        ),
+        forwarded_with(
+            "DNAT: the server's UDP answer leaves from the EIP's port",
+            Lan,
+            L4::Udp,
+            (from_server, ports(server_udp, 5353)),
+            (to_internet, ports(udp, 5353)),
+        ),
+        // RFC 768: no checksum stays no checksum.
+        forwarded_with(
+            "DNAT: inbound UDP without checksum to a mapped port",
+            Wan,
+            L4::UdpWithoutChecksum,
+            (inbound, ports(5353, udp)),
+            (to_server, ports(5353, server_udp)),
+        ),
+        // The quoted packet left from the EIP's port: translated back to the server's.
+        translated_error(
+            "DNAT: inbound ICMP port unreachable about the server's UDP answer",
+            Wan,
+            (inbound, to_server),
+            port_unreachable(),
+            &sent_by_server(EIP_DNAT, udp),
+            &sent_by_server(NAT_SERVER, server_udp),
+        ),
+        untouched(
+            "DNAT: inbound to a port with no mapping",
+            Wan,
+            frame_with(inbound, L4::TcpSyn, ports(40_000, tcp + 1)),
+            XDP_DROP,
+            Verdict::DropNoNatMapping,
+        ),
+        // A mapping is for one protocol.
+        untouched(
+            "DNAT: inbound UDP to the TCP mapping's port",
+            Wan,
+            frame_with(inbound, L4::Udp, ports(5353, tcp)),
+            XDP_DROP,
+            Verdict::DropNoNatMapping,
+        ),
+        // The server has no egress but its mappings (no SNAT entry covers it).
+        untouched(
+            "DNAT: outbound from the server's port with no mapping",
+            Lan,
+            frame_with(from_server, L4::Udp, ports(5353, 53)),
+            XDP_DROP,
+            Verdict::DropNoEgress,
+        ),
+        // An IP mapping claims every port (R28): all of them, and ICMP, both ways.
+        forwarded("DNAT IP mapping: inbound TCP SYN", Wan, L4::TcpSyn, ip_inbound, to_ip_host),
+        forwarded("DNAT IP mapping: inbound UDP", Wan, L4::Udp, ip_inbound, to_ip_host),
+        forwarded(
+            "DNAT IP mapping: inbound ICMP echo request",
+            Wan,
+            L4::IcmpEchoRequest,
+            ip_inbound,
+            to_ip_host,
+        ),
+        forwarded(
+            "DNAT IP mapping: outbound TCP leaves from the EIP",
+            Lan,
+            L4::TcpData,
+            from_ip_host,
+            ip_to_internet,
+        ),
+        forwarded(
+            "DNAT IP mapping: outbound UDP leaves from the EIP",
+            Lan,
+            L4::Udp,
+            from_ip_host,
+            ip_to_internet,
+        ),
+    ];
+    for row in rows {
+        table.row(row);
+    }
+}
+
+/// SNAT (R25) through [`EIP_SNAT`]: new flows, existing ones, replies, ICMP errors and
+/// fragments, then expiry.
+fn snat_rows(table: &mut Table) {
+    use Ingress::{Lan, Wan};
+    let link = table.link;
+    // From a SNAT host, as it leaves wan0; to the EIP, as it leaves lan0 for a host.
+    let host = link.outbound(SNAT_HOST, SNAT_HOST_MAC);
+    let host_out = Hdr { src: EIP_SNAT, ..link.to_wan(host) };
+    let host_2 = link.outbound(SNAT_HOST_2, SNAT_HOST_2_MAC);
+    let host_2_out = Hdr { src: EIP_SNAT, ..link.to_wan(host_2) };
+    let inbound = link.inbound(EIP_SNAT);
+    let to_host = Hdr { dst: SNAT_HOST, ..link.to_lan(inbound, SNAT_HOST_MAC) };
+    let to_host_2 = Hdr { dst: SNAT_HOST_2, ..link.to_lan(inbound, SNAT_HOST_2_MAC) };
+    let kept = KEPT_PORT;
+
+    // A new UDP flow whose source port is free and in the range keeps it (RFC 4787 REQ-3
+    // prefers port preservation), and the session says so.
+    table.row(forwarded_with(
+        "SNAT: a new UDP flow keeps its source port, free and in the range",
+        Lan,
+        L4::Udp,
+        (host, ports(kept, 53)),
+        (host_out, ports(kept, 53)),
+    ));
+    table.session(
+        "SNAT: the new UDP flow's session is listed",
+        "udp",
+        (SNAT_HOST, kept),
+        kept,
+        (INTERNET_HOST, 53),
+        "open",
+    );
+    table.row(forwarded_with(
+        "SNAT: the UDP flow's next frame uses its session",
+        Lan,
+        L4::Udp,
+        (host, ports(kept, 53)),
+        (host_out, ports(kept, 53)),
+    ));
+    // Endpoint-independent mapping (RFC 4787 REQ-1).
+    let other = Hdr { dst: INTERNET_OTHER, ..host };
+    table.row(forwarded_with(
+        "SNAT: the same source to another destination keeps its public port",
+        Lan,
+        L4::Udp,
+        (other, ports(kept, 123)),
+        (Hdr { dst: INTERNET_OTHER, ..host_out }, ports(kept, 123)),
+    ));
+    table.session(
+        "SNAT: the session names the last destination",
+        "udp",
+        (SNAT_HOST, kept),
+        kept,
+        (INTERNET_OTHER, 123),
+        "open",
+    );
+    table.row(forwarded_with(
+        "SNAT: the UDP reply to the public port goes back to the host",
+        Wan,
+        L4::Udp,
+        (inbound, ports(53, kept)),
+        (to_host, ports(53, kept)),
+    ));
+
+    // TCP, with ports of its own: the same private port is kept for it too.
+    table.row(forwarded_with(
+        "SNAT: a new TCP flow (SYN) keeps its source port",
+        Lan,
+        L4::TcpSyn,
+        (host, ports(kept, 443)),
+        (host_out, ports(kept, 443)),
+    ));
+    table.session(
+        "SNAT: the TCP session is in its handshake",
+        "tcp",
+        (SNAT_HOST, kept),
+        kept,
+        (INTERNET_HOST, 443),
+        "handshake",
+    );
+    table.row(forwarded_with(
+        "SNAT: the SYN-ACK goes back to the host",
+        Wan,
+        L4::TcpSynAck,
+        (inbound, ports(443, kept)),
+        (to_host, ports(443, kept)),
+    ));
+    table.session(
+        "SNAT: the answered TCP session is established",
+        "tcp",
+        (SNAT_HOST, kept),
+        kept,
+        (INTERNET_HOST, 443),
+        "established",
+    );
+    table.row(forwarded_with(
+        "SNAT: the TCP flow's data uses its session",
+        Lan,
+        L4::TcpData,
+        (host, ports(kept, 443)),
+        (host_out, ports(kept, 443)),
+    ));
+
+    // ICMP echo: the identifier is the port; ECHO_ID is outside the range.
+    let echo_id = table.snat_new(
+        "SNAT: an echo request's identifier outside the range is translated into it",
+        L4::IcmpEchoRequest,
+        (host, ports(ECHO_ID, 0)),
+        host_out,
+        &[],
+    );
+    table.session(
+        "SNAT: the ICMP session is listed",
+        "icmp",
+        (SNAT_HOST, ECHO_ID),
+        echo_id,
+        (INTERNET_HOST, 0), // not compared
+        "open",
+    );
+    table.row(forwarded_with(
+        "SNAT: the echo reply goes back to the host with its identifier",
+        Wan,
+        L4::IcmpEchoReply,
+        (inbound, ports(echo_id, 0)),
+        (to_host, ports(ECHO_ID, 0)),
+    ));
+
+    // A source port outside the range, and one another host's session holds, each get
+    // another port from the range.
+    let outside = table.snat_new(
+        "SNAT: a source port outside the range gets one from it",
+        L4::Udp,
+        (host, ports(5353, 53)),
+        host_out,
+        &[kept],
+    );
+    table.row(forwarded_with(
+        "SNAT: the reply to that port goes back to the host's port",
+        Wan,
+        L4::Udp,
+        (inbound, ports(53, outside)),
+        (to_host, ports(53, 5353)),
+    ));
+    let moved = table.snat_new(
+        "SNAT: a source port another host's session holds gets another",
+        L4::Udp,
+        (host_2, ports(kept, 53)),
+        host_2_out,
+        &[kept, outside],
+    );
+    table.row(forwarded_with(
+        "SNAT: the reply to that port goes back to the second host",
+        Wan,
+        L4::Udp,
+        (inbound, ports(53, moved)),
+        (to_host_2, ports(53, kept)),
+    ));
+    table.row(forwarded_with(
+        "SNAT: the first host's reply still goes to the first host",
+        Wan,
+        L4::Udp,
+        (inbound, ports(53, kept)),
+        (to_host, ports(53, kept)),
+    ));
+
+    // ICMP errors about SNAT'ed flows (RFC 5508 REQ-3): the quoted source (EIP and public
+    // port) translated back, with the quoted checksums.
+    let sent_by_host = |src: Ipv4Addr, l4: L4, ports: Ports| {
+        let hdr = Hdr { src, dst: INTERNET_HOST, ttl: TTL_AT_HOST, ..host };
+        ip_packet_with(hdr, l4, ports)
+    };
+    table.row(translated_error(
+        "SNAT: inbound ICMP port unreachable about a port-translated UDP flow",
+        Wan,
+        (inbound, to_host),
+        port_unreachable(),
+        &sent_by_host(EIP_SNAT, L4::Udp, ports(outside, 53)),
+        &sent_by_host(SNAT_HOST, L4::Udp, ports(5353, 53)),
+    ));
+    table.row(translated_error(
+        "SNAT: inbound ICMP time exceeded about the TCP flow, 8 bytes quoted",
+        Wan,
+        (inbound, to_host),
+        ttl_exceeded(),
+        &cut(sent_by_host(EIP_SNAT, L4::TcpSyn, ports(kept, 443)), IPV4_LEN + QUOTED_L4_BYTES),
+        &cut(sent_by_host(SNAT_HOST, L4::TcpSyn, ports(kept, 443)), IPV4_LEN + QUOTED_L4_BYTES),
+    ));
+
+    // Nothing holds a UDP port of the range that no row was given.
+    let udp_taken = [kept, outside, moved];
+    let free = (SNAT_PORTS.port_min..=SNAT_PORTS.port_max)
+        .rev()
+        .find(|port| !udp_taken.contains(port))
+        .expect("a free port");
+    table.row(untouched(
+        "SNAT: inbound to a port no session holds",
+        Wan,
+        frame_with(inbound, L4::Udp, ports(53, free)),
+        XDP_DROP,
+        Verdict::DropNoNatMapping,
+    ));
+    table.row(untouched(
+        "SNAT: outbound of a protocol without ports",
+        Lan,
+        experimental_frame(host, b"no ports"),
+        XDP_DROP,
+        Verdict::DropNoEgress,
+    ));
+
+    // Fragments (RFC 791): the first creates the session and the fragment state, the
+    // later one follows it by IP id. An inbound later fragment with no state is dropped;
+    // an outbound one from a SNAT host that came ahead of its first gets the host's EIP,
+    // the same for every datagram it sends (paired pooling, RFC 4787 REQ-2).
+    let fragment_port = table.snat_new(
+        "SNAT: the first fragment of a new UDP flow gets a port",
+        L4::UdpFirstFragment,
+        (host, ports(FRAGMENT_PORT, 53)),
+        host_out,
+        &udp_taken,
+    );
+    table.row(forwarded(
+        "SNAT: the last fragment gets the first's address",
+        Lan,
+        L4::UdpLastFragment,
+        host,
+        host_out,
+    ));
+    table.row(untouched(
+        "SNAT: inbound later fragment with no fragment state",
+        Wan,
+        frame(inbound, L4::UdpLastFragment),
+        XDP_DROP,
+        Verdict::DropFragmentUnmatched,
+    ));
+    table.row(forwarded(
+        "SNAT: an outbound later fragment ahead of its first gets the host's EIP",
+        Lan,
+        L4::UdpLastFragment,
+        host_2,
+        host_2_out,
+    ));
+    table.session(
+        "SNAT: the fragmented flow's session is listed",
+        "udp",
+        (SNAT_HOST, FRAGMENT_PORT),
+        fragment_port,
+        (INTERNET_HOST, 53),
+        "open",
+    );
+
+    // Expiry: an agent's pass at the present removes no live session; one far ahead
+    // removes them all, and their replies have nowhere to go. DNAT mappings stay.
+    let sessions = table.session_count();
+    table.expire(
+        "SNAT: an expiry pass now removes no live session",
+        monotonic_now_ns(),
+        0,
+        sessions,
+    );
+    table.row(forwarded_with(
+        "SNAT: after a pass now the reply still goes back",
+        Wan,
+        L4::Udp,
+        (inbound, ports(53, kept)),
+        (to_host, ports(53, kept)),
+    ));
+    table.expire(
+        "SNAT: an expiry pass long after removes every session",
+        monotonic_now_ns() + LONG_AFTER_NS,
+        sessions,
+        0,
+    );
+    table.row(untouched(
+        "SNAT: after expiry the reply is dropped",
+        Wan,
+        frame_with(inbound, L4::Udp, ports(53, kept)),
+        XDP_DROP,
+        Verdict::DropNoNatMapping,
+    ));
+    table.row(untouched(
+        "SNAT: after expiry the echo reply is dropped",
+        Wan,
+        frame_with(inbound, L4::IcmpEchoReply, ports(echo_id, 0)),
+        XDP_DROP,
+        Verdict::DropNoNatMapping,
+    ));
+    // The port the first host held is free again: the second host keeps it now.
+    table.row(forwarded_with(
+        "SNAT: after expiry a freed source port is kept by a new flow",
+        Lan,
+        L4::Udp,
+        (host_2, ports(kept, 53)),
+        (host_2_out, ports(kept, 53)),
+    ));
+    table.row(forwarded_with(
+        "DNAT: a port mapping outlives the SNAT expiry",
+        Wan,
+        L4::Udp,
+        (link.inbound(EIP_DNAT), ports(5353, DNAT_UDP_PORT)),
+        (
+            Hdr { dst: NAT_SERVER, ..link.to_lan(link.inbound(EIP_DNAT), NAT_SERVER_MAC) },
+            ports(5353, NAT_SERVER_UDP_PORT),
+        ),
+    ));
+}
+
+/// [`snat_port_exhaustion`]'s rows, with [`SNAT_TWO_PORTS`].
+fn exhaustion_rows(table: &mut Table) {
+    use Ingress::Lan;
+    let link = table.link;
+    let host = link.outbound(SNAT_HOST, SNAT_HOST_MAC);
+    let host_out = Hdr { src: EIP_SNAT, ..link.to_wan(host) };
+    let host_2 = link.outbound(SNAT_HOST_2, SNAT_HOST_2_MAC);
+    let host_2_out = Hdr { src: EIP_SNAT, ..link.to_wan(host_2) };
+    let first = SNAT_TWO_PORTS.port_min;
+
+    table.row(forwarded_with(
+        "exhaustion: a first UDP flow keeps its port, the range's first",
+        Lan,
+        L4::Udp,
+        (host, ports(first, 53)),
+        (host_out, ports(first, 53)),
+    ));
+    table.snat_new(
+        "exhaustion: a second UDP flow gets the range's other port",
+        L4::Udp,
+        (host, ports(5353, 53)),
+        host_out,
+        &[first],
+    );
+    // Refused, and told so: from the gateway's LAN address, quoting the packet as sent.
+    table.row(Row {
+        counted_eip: Some(EIP_SNAT),
+        ..answered(
+            "exhaustion: a third UDP flow is refused with ICMP administratively prohibited",
+            Lan,
+            frame(host_2, L4::Udp),
+            GW_LAN,
+            admin_prohibited(),
+            Verdict::SnatRefused,
+        )
+    });
+    table.step("exhaustion: the EIP counts one refused packet", |t| {
+        let counters = t.dataplane.eip_counters(EIP_SNAT).expect("counters").expect("a slot");
+        assert_eq!(counters.snat_refused_packets, 1, "{counters:?}");
+    });
+    table.row(forwarded_with(
+        "exhaustion: an existing flow still passes",
+        Lan,
+        L4::Udp,
+        (host, ports(first, 53)),
+        (host_out, ports(first, 53)),
+    ));
+    table.snat_new(
+        "exhaustion: TCP has ports of its own",
+        L4::TcpSyn,
+        (host_2, ports(40_000, 443)),
+        host_2_out,
+        &[],
+    );
+    table.expire(
+        "exhaustion: an expiry pass long after removes every session",
+        monotonic_now_ns() + LONG_AFTER_NS,
+        3,
+        0,
+    );
+    table.snat_new(
+        "exhaustion: once the sessions expired, the refused flow gets a port",
+        L4::Udp,
+        (host_2, ports(5353, 53)),
+        host_2_out,
+        &[],
     );
 }

@@ -1,19 +1,22 @@
 //! The agent: where a request goes from the rules to the store to the maps.
 
-use std::{
-    collections::BTreeSet,
-    net::{Ipv4Addr, Ipv6Addr},
-};
+use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use eipgw_common::{RULE_ANY_PROTOCOL, SecurityGroupRule, SecurityGroupRules, ipv4_key, policy};
 use serde_json::Value;
 
 use crate::{
-    api::{ApiError, ApplyAnswer, ChangeView, ExecuteAnswer, Progress, StatsView},
-    dataplane::{Dataplane, DesiredMaps, EipMapping, EipPolicy},
+    api::{
+        ApiError, ApplyAnswer, ChangeView, ExecuteAnswer, NatEipView, NatGatewayView, Progress,
+        StatsView,
+    },
+    dataplane::{
+        Dataplane, DesiredMaps, EipMapping, EipPolicy, PortMapping, SnatSessionView, Touched,
+        monotonic_now_ns, utilisation_percent,
+    },
     model::{
-        Association, Change, Egress, Key, Kind, Refusal, Request, Resource, RuleProtocol,
-        SecurityGroup, State, describe, egress_of,
+        Association, Change, DnatMapping, Egress, EgressLookup, Key, Kind, NatGateway, Protocol,
+        Refusal, Request, Resource, RuleProtocol, SecurityGroup, State, describe, egress_of,
     },
     store::Store,
 };
@@ -28,11 +31,13 @@ impl Agent {
     /// Loads the state and makes the data plane match it.
     pub fn start(store: Store, mut dataplane: Dataplane) -> anyhow::Result<Self> {
         let state = store.load()?;
-        let all_eips: Vec<Ipv4Addr> = state.eips.keys().copied().collect();
-        let all_ipv6: Vec<Ipv6Addr> =
-            state.enis.values().flat_map(|e| e.ipv6_public.iter().copied()).collect();
-        let all_groups: Vec<u32> = state.security_groups.values().map(|g| g.number).collect();
-        dataplane.reconcile(&desired_maps(&state, &all_eips, &all_ipv6, &all_groups))?;
+        let everything = Touched {
+            eips: state.eips.keys().copied().collect(),
+            ipv6: state.enis.values().flat_map(|e| e.ipv6_public.iter().copied()).collect(),
+            groups: state.security_groups.values().map(|g| g.number).collect(),
+            snat: state.enis.values().flat_map(|e| e.ipv4s()).collect(),
+        };
+        dataplane.reconcile(&desired_maps(&state, &everything))?;
         log::info!(
             "state {} holds {} EIPs; maps reconciled under {}",
             store.path().display(),
@@ -96,9 +101,9 @@ impl Agent {
             self.state.revert(change);
             return Err(ApiError::Failed(e));
         }
-        let Touched { eips, ipv6, groups } = touched(&self.state, change);
-        let after = desired_maps(&self.state, &eips, &ipv6, &groups);
-        self.dataplane.apply(&after, eips, ipv6, groups)?;
+        let touched = touched(&self.state, change);
+        let after = desired_maps(&self.state, &touched);
+        self.dataplane.apply(&after, &touched)?;
         Ok(())
     }
 
@@ -132,6 +137,56 @@ impl Agent {
         egress_of(&self.state, ip)
     }
 
+    /// The live SNAT sessions, of one EIP and/or one private address if asked.
+    pub fn nat_sessions(
+        &self,
+        eip: Option<Ipv4Addr>,
+        private_ip: Option<Ipv4Addr>,
+    ) -> anyhow::Result<Vec<SnatSessionView>> {
+        let mut sessions = self.dataplane.snat_sessions()?;
+        sessions.retain(|s| {
+            eip.is_none_or(|e| s.eip == e) && private_ip.is_none_or(|p| s.private_ip == p)
+        });
+        Ok(sessions)
+    }
+
+    /// A NAT gateway's EIPs: what each serves, and how full its SNAT port range is.
+    pub fn nat_gateway_view(&self, id: &str) -> Result<NatGatewayView, ApiError> {
+        let gateway = self
+            .state
+            .nat_gateways
+            .get(id)
+            .ok_or_else(|| ApiError::Refused(Refusal::not_found(Kind::NatGateway, id)))?;
+        let usage = self.dataplane.snat_usage()?;
+        let config = self.dataplane.snat_config();
+        let mut eips = Vec::new();
+        for eip in self.state.eips_of_nat_gateway(id) {
+            let used = usage.get(&eip.address).copied().unwrap_or_default();
+            let counters = self.dataplane.eip_counters(eip.address)?;
+            eips.push(NatEipView {
+                eip: eip.address,
+                roles: nat_roles(gateway, eip.address).into_iter().map(str::to_owned).collect(),
+                sessions: used.sessions,
+                ports_in_use: used.ports_in_use,
+                port_range_size: config.port_count(),
+                utilisation_percent: utilisation_percent(used.ports_in_use, &config),
+                snat_refused_packets: counters.map_or(0, |c| c.snat_refused_packets),
+            });
+        }
+        Ok(NatGatewayView {
+            nat_gateway: gateway.id.clone(),
+            vpc: gateway.vpc.clone(),
+            port_min: config.port_min,
+            port_max: config.port_max,
+            eips,
+        })
+    }
+
+    /// Ends the SNAT sessions that are over now; returns how many.
+    pub fn expire_snat_sessions(&mut self) -> anyhow::Result<usize> {
+        self.dataplane.expire_snat_sessions(monotonic_now_ns())
+    }
+
     pub fn stats(&self) -> anyhow::Result<StatsView> {
         let verdicts = self.dataplane.verdict_counters()?;
         Ok(StatsView {
@@ -140,20 +195,19 @@ impl Agent {
     }
 }
 
-/// What a change may affect in the maps.
-struct Touched {
-    eips: Vec<Ipv4Addr>,
-    ipv6: Vec<Ipv6Addr>,
-    /// Security group numbers.
-    groups: Vec<u32>,
-}
-
-/// The EIPs, IPv6 addresses and security groups whose map entries a change may affect;
-/// `state` is the state after it.
+/// What a change may affect in the maps; `state` is the state after it.
+///
+/// SNAT egress (R27) of a private address changes with its ENI (addresses, instance), with
+/// an EIP association on it, and with the NAT gateways of its VPC. The first two name
+/// their addresses, so a plain `eip associate` recomputes one address; a gateway change
+/// recomputes its whole VPC, which is rare and bounded by the VPC's size.
 fn touched(state: &State, change: &Change) -> Touched {
     let mut eips = BTreeSet::new();
     let mut ipv6 = BTreeSet::new();
     let mut groups = BTreeSet::new();
+    let mut snat = BTreeSet::new();
+    let mut gateways = BTreeSet::new();
+    let mut vpcs = BTreeSet::new();
     for (key, resource) in change.before.iter().chain(change.after.iter()) {
         if key.kind == Kind::Eip
             && let Ok(address) = key.id.parse()
@@ -163,6 +217,7 @@ fn touched(state: &State, change: &Change) -> Touched {
         match resource {
             Some(Resource::Eni(eni)) => {
                 ipv6.extend(eni.ipv6_public.iter().copied());
+                snat.extend(eni.ipv4s());
                 // Its security group is its EIPs' (and its instance's EIP's).
                 eips.extend(state.eips_of_eni(&eni.id).map(|eip| eip.address));
                 if let Some(instance) = &eni.instance
@@ -171,66 +226,157 @@ fn touched(state: &State, change: &Change) -> Touched {
                     eips.insert(eip.address);
                 }
             }
+            Some(Resource::Eip(eip)) => {
+                // The address that gains or loses its own EIP moves between 1:1 and SNAT.
+                snat.extend(eip.association.as_ref().and_then(Association::private_ip));
+            }
+            Some(Resource::NatGateway(gateway)) => {
+                // DNAT entries change the mapping of the EIPs they name.
+                eips.extend(gateway.dnat_entries.values().map(|e| e.eip));
+                eips.extend(gateway.snat_entries.values().flat_map(|e| e.eips.iter().copied()));
+                gateways.insert(gateway.id.clone());
+                vpcs.insert(gateway.vpc.clone());
+            }
             Some(Resource::SecurityGroup(group)) => {
                 groups.insert(group.number);
             }
             _ => {}
         }
     }
+    for gateway in &gateways {
+        eips.extend(state.eips_of_nat_gateway(gateway).map(|eip| eip.address));
+    }
+    if !vpcs.is_empty() {
+        let in_vpcs = state
+            .enis
+            .values()
+            .filter(|eni| state.vpc_of_eni(eni).is_some_and(|vpc| vpcs.contains(&vpc.id)));
+        snat.extend(in_vpcs.flat_map(|eni| eni.ipv4s()));
+    }
     Touched {
         eips: eips.into_iter().collect(),
         ipv6: ipv6.into_iter().collect(),
         groups: groups.into_iter().collect(),
+        snat: snat.into_iter().collect(),
     }
 }
 
-/// What the maps should hold for these EIPs and IPv6 addresses in `state`.
-fn desired_maps(
-    state: &State,
-    eips: &[Ipv4Addr],
-    ipv6: &[Ipv6Addr],
-    groups: &[u32],
-) -> DesiredMaps {
+/// What the maps should hold for what `touched` names in `state`. The EIPs that SNAT
+/// sources leave through come along (with their mappings), so that the data plane has
+/// their counter slots.
+fn desired_maps(state: &State, touched: &Touched) -> DesiredMaps {
     let mut desired = DesiredMaps::default();
-    for group in state.security_groups.values().filter(|g| groups.contains(&g.number)) {
+    for group in state.security_groups.values().filter(|g| touched.groups.contains(&g.number)) {
         desired.security_groups.insert(group.number, group_rules(group));
     }
-    for address in eips {
-        let Some(eip) = state.eips.get(address) else {
-            continue;
-        };
-        let next_hop = |eni: &str| state.enis.get(eni).map(|e| e.primary_ip);
-        let mapping = match &eip.association {
-            Some(
-                Association::Instance { private_ip, .. } | Association::Eni { private_ip, .. },
-            ) => EipMapping::Nat { private_ip: *private_ip },
-            Some(Association::CutThrough { eni }) => match next_hop(eni) {
-                Some(next_hop) => EipMapping::CutThrough { next_hop },
-                None => EipMapping::Unassociated,
-            },
-            Some(Association::MultiEip { eni }) => match next_hop(eni) {
-                Some(next_hop) => EipMapping::MultiEip { next_hop },
-                None => EipMapping::Unassociated,
-            },
-            // The NAT gateway's data plane comes with its own issue; until then its EIPs
-            // take no 1:1 traffic.
-            Some(Association::NatGateway { .. }) | None => EipMapping::Unassociated,
-        };
-        desired.eips.insert(*address, mapping);
-        let policy = EipPolicy {
-            bandwidth_mbps: eip.bandwidth_mbps,
-            security_group: state.security_group_of_eip(eip).map(|g| g.number),
-        };
-        if policy != EipPolicy::default() {
-            desired.policies.insert(*address, policy);
+    for &address in &touched.eips {
+        add_eip(state, &mut desired, address);
+    }
+    let egress = EgressLookup::new(state);
+    for &ip in &touched.snat {
+        if let Egress::Snat { eips, .. } = egress.egress_of(ip)
+            && let Some(eip) = snat_eip(ip, &eips)
+        {
+            desired.snat_sources.insert(ip, eip);
+            if !desired.eips.contains_key(&eip) {
+                add_eip(state, &mut desired, eip);
+            }
         }
     }
-    desired.ipv6_public = ipv6
+    desired.ipv6_public = touched
+        .ipv6
         .iter()
         .copied()
         .filter(|ip| state.owner_of_ipv6(*ip).is_some_and(|eni| eni.ipv6_public.contains(ip)))
         .collect();
     desired
+}
+
+/// Adds one EIP to `desired`: its mapping, its policy, and its DNAT port mappings.
+fn add_eip(state: &State, desired: &mut DesiredMaps, address: Ipv4Addr) {
+    let Some(eip) = state.eips.get(&address) else {
+        return;
+    };
+    let next_hop = |eni: &str| state.enis.get(eni).map(|e| e.primary_ip);
+    let mapping = match &eip.association {
+        Some(Association::Instance { private_ip, .. } | Association::Eni { private_ip, .. }) => {
+            EipMapping::Nat { private_ip: *private_ip }
+        }
+        Some(Association::CutThrough { eni }) => match next_hop(eni) {
+            Some(next_hop) => EipMapping::CutThrough { next_hop },
+            None => EipMapping::Unassociated,
+        },
+        Some(Association::MultiEip { eni }) => match next_hop(eni) {
+            Some(next_hop) => EipMapping::MultiEip { next_hop },
+            None => EipMapping::Unassociated,
+        },
+        Some(Association::NatGateway { nat_gateway }) => {
+            let entries = state
+                .nat_gateways
+                .get(nat_gateway)
+                .into_iter()
+                .flat_map(|g| g.dnat_entries.values().filter(|e| e.eip == address));
+            // An IP mapping is 1:1 NAT on the stateless path (R28 leaves it alone on its
+            // EIP); otherwise the EIP takes port mappings and SNAT sessions.
+            let mut mapping = EipMapping::NatGateway;
+            for entry in entries {
+                match entry.mapping {
+                    DnatMapping::Ip { private_ip } => mapping = EipMapping::Nat { private_ip },
+                    DnatMapping::Port { protocol, public_port, private_ip, private_port } => {
+                        let proto = match protocol {
+                            Protocol::Tcp => policy::PROTO_TCP,
+                            Protocol::Udp => policy::PROTO_UDP,
+                        };
+                        desired.dnat_ports.insert(
+                            PortMapping { eip: address, proto, public_port },
+                            (private_ip, private_port),
+                        );
+                    }
+                }
+            }
+            mapping
+        }
+        None => EipMapping::Unassociated,
+    };
+    desired.eips.insert(address, mapping);
+    let policy = EipPolicy {
+        bandwidth_mbps: eip.bandwidth_mbps,
+        security_group: state.security_group_of_eip(eip).map(|g| g.number),
+    };
+    if policy != EipPolicy::default() {
+        desired.policies.insert(address, policy);
+    }
+}
+
+/// The EIP a SNAT source leaves through, among its entry's: always the same one for an
+/// address, so that every session of a host shares one public address (paired pooling,
+/// RFC 4787 REQ-2). A fixed hash of the address (not a per-process random one) keeps the
+/// choice across agent restarts, where a new choice would end the host's sessions, and
+/// spreads a vSwitch's consecutive addresses evenly over the EIPs.
+fn snat_eip(ip: Ipv4Addr, eips: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+    if eips.is_empty() {
+        return None;
+    }
+    // Fibonacci hashing: the high bits of the product mix every bit of the address.
+    let hash = u32::from(ip).wrapping_mul(0x9E37_79B9) >> 16;
+    Some(eips[hash as usize % eips.len()])
+}
+
+/// What an EIP of `gateway` serves: "ip-mapping" (a DNAT IP mapping), "dnat" (port
+/// mappings), "snat" (named by a SNAT entry), in that order.
+fn nat_roles(gateway: &NatGateway, eip: Ipv4Addr) -> Vec<&'static str> {
+    let dnat = gateway.dnat_entries.values().filter(|e| e.eip == eip);
+    let mut roles = Vec::new();
+    if dnat.clone().any(|e| matches!(e.mapping, DnatMapping::Ip { .. })) {
+        roles.push("ip-mapping");
+    }
+    if dnat.clone().any(|e| matches!(e.mapping, DnatMapping::Port { .. })) {
+        roles.push("dnat");
+    }
+    if gateway.snat_entries.values().any(|e| e.eips.contains(&eip)) {
+        roles.push("snat");
+    }
+    roles
 }
 
 /// A security group's rules as the program reads them.
@@ -274,4 +420,142 @@ fn change_views(change: &Change, with_values: bool) -> Vec<ChangeView> {
             after: with_values.then(|| after.clone()).flatten(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::{
+        EIP1, EIP4, EIP5, ENI1_IP, I1_IP, I2_IP, associate_instance, dnat_ip, dnat_port, json, ok,
+        req, v4, with_nat_gateway, world,
+    };
+
+    /// Runs a request that must be allowed; returns what it touches in the maps and what
+    /// they should hold for it, as the agent computes them.
+    #[track_caller]
+    fn after(state: &mut State, request: Value) -> (Touched, DesiredMaps) {
+        let request = req(request);
+        let (_, change) =
+            state.run(&request).unwrap_or_else(|r| panic!("{request:?} was refused: {r}"));
+        let touched = touched(state, &change);
+        let desired = desired_maps(state, &touched);
+        (touched, desired)
+    }
+
+    fn snat_vsw_a(eips: &[&str]) -> Value {
+        json!({"op": "add_snat_entry", "nat_gateway": "ngw-1", "id": "s-1",
+               "source": {"type": "vswitch", "value": "vsw-a"}, "eips": eips})
+    }
+
+    #[test]
+    fn a_nat_gateway_eip_takes_port_mappings_or_its_ip_mapping() {
+        let mut s = world();
+        with_nat_gateway(&mut s);
+        ok(&mut s, json!({"op": "add_nat_gateway_eip", "nat_gateway": "ngw-1", "eip": EIP4}));
+        let (_, desired) = after(&mut s, dnat_port("web", EIP5, "udp", 53, I1_IP));
+        assert_eq!(desired.eips[&v4(EIP5)], EipMapping::NatGateway);
+        let web = PortMapping { eip: v4(EIP5), proto: policy::PROTO_UDP, public_port: 53 };
+        assert_eq!(desired.dnat_ports[&web], (v4(I1_IP), 8080));
+        // An IP mapping makes its EIP plain 1:1 NAT.
+        let (touched, desired) = after(&mut s, dnat_ip("all", EIP4, I2_IP));
+        assert_eq!(desired.eips[&v4(EIP4)], EipMapping::Nat { private_ip: v4(I2_IP) });
+        assert!(touched.snat.contains(&v4(I2_IP)), "its target's egress changes");
+        // Removing the port mapping takes it out of the EIP's mappings.
+        let removed = json!({"op": "remove_dnat_entry", "nat_gateway": "ngw-1", "id": "web"});
+        let (touched, desired) = after(&mut s, removed);
+        assert!(touched.eips.contains(&v4(EIP5)));
+        assert_eq!(desired.eips[&v4(EIP5)], EipMapping::NatGateway);
+        assert!(desired.dnat_ports.is_empty());
+    }
+
+    #[test]
+    fn snat_sources_follow_the_egress_of_each_address() {
+        let mut s = world();
+        with_nat_gateway(&mut s);
+        let (touched, desired) = after(&mut s, snat_vsw_a(&[EIP5]));
+        // Every address of the gateway's VPC is looked at; those of vsw-a get SNAT.
+        assert!(touched.snat.contains(&v4("10.0.2.10")));
+        assert_eq!(desired.snat_sources.get(&v4(I1_IP)), Some(&v4(EIP5)));
+        assert_eq!(desired.snat_sources.get(&v4(ENI1_IP)), Some(&v4(EIP5)));
+        assert_eq!(desired.snat_sources.get(&v4("10.0.2.10")), None);
+        // The EIP comes along, so that the data plane has its slot.
+        assert_eq!(desired.eips[&v4(EIP5)], EipMapping::NatGateway);
+    }
+
+    #[test]
+    fn an_eip_association_recomputes_only_its_address() {
+        let mut s = world();
+        with_nat_gateway(&mut s);
+        ok(&mut s, snat_vsw_a(&[EIP5]));
+        let (touched, desired) = after(&mut s, associate_instance(EIP1, "i-1"));
+        assert_eq!(touched.eips, [v4(EIP1)]);
+        assert_eq!(touched.snat, [v4(I1_IP)]);
+        // No SNAT source for it any more: the data plane removes it.
+        assert!(desired.snat_sources.is_empty());
+        assert_eq!(desired.eips[&v4(EIP1)], EipMapping::Nat { private_ip: v4(I1_IP) });
+        // And back to SNAT when the EIP goes.
+        let unassociate = json!({"op": "unassociate_eip", "eip": EIP1});
+        let (touched, desired) = after(&mut s, unassociate);
+        assert_eq!(touched.snat, [v4(I1_IP)]);
+        assert_eq!(desired.snat_sources.get(&v4(I1_IP)), Some(&v4(EIP5)));
+    }
+
+    #[test]
+    fn deleting_a_gateway_removes_its_sources_and_frees_its_eips() {
+        let mut s = world();
+        with_nat_gateway(&mut s);
+        ok(&mut s, snat_vsw_a(&[EIP5]));
+        ok(&mut s, dnat_port("web", EIP5, "tcp", 80, I2_IP));
+        let (touched, desired) = after(&mut s, json!({"op": "delete_nat_gateway", "id": "ngw-1"}));
+        assert!(touched.snat.contains(&v4(I1_IP)), "the VPC of the gone gateway");
+        assert!(touched.eips.contains(&v4(EIP5)));
+        assert!(desired.snat_sources.is_empty());
+        assert!(desired.dnat_ports.is_empty());
+        assert_eq!(desired.eips[&v4(EIP5)], EipMapping::Unassociated);
+    }
+
+    #[test]
+    fn an_eni_change_recomputes_its_addresses() {
+        let mut s = world();
+        with_nat_gateway(&mut s);
+        ok(&mut s, snat_vsw_a(&[EIP5]));
+        let assign = json!({"op": "assign_private_ips", "eni": "eni-1", "ips": ["10.0.1.101"]});
+        let (touched, desired) = after(&mut s, assign);
+        assert!(touched.snat.contains(&v4("10.0.1.101")));
+        assert_eq!(desired.snat_sources.get(&v4("10.0.1.101")), Some(&v4(EIP5)));
+        let unassign = json!({"op": "unassign_private_ips", "eni": "eni-1", "ips": ["10.0.1.101"]});
+        let (touched, desired) = after(&mut s, unassign);
+        assert!(touched.snat.contains(&v4("10.0.1.101")));
+        assert_eq!(desired.snat_sources.get(&v4("10.0.1.101")), None);
+    }
+
+    #[test]
+    fn a_host_always_leaves_through_one_eip_and_hosts_spread_over_them() {
+        let eips: Vec<Ipv4Addr> = (10..14).map(|n| Ipv4Addr::new(203, 0, 113, n)).collect();
+        let mut per_eip = std::collections::BTreeMap::new();
+        for host in 1..=254 {
+            let ip = Ipv4Addr::new(10, 0, 1, host);
+            let eip = snat_eip(ip, &eips).unwrap();
+            assert_eq!(snat_eip(ip, &eips), Some(eip), "the same EIP every time");
+            *per_eip.entry(eip).or_insert(0) += 1;
+        }
+        assert_eq!(per_eip.len(), 4, "{per_eip:?}");
+        assert!(per_eip.values().all(|&n| (40..=90).contains(&n)), "uneven: {per_eip:?}");
+        assert_eq!(snat_eip(Ipv4Addr::new(10, 0, 1, 1), &[]), None);
+        assert_eq!(snat_eip(Ipv4Addr::new(10, 0, 1, 1), &eips[..1]), Some(eips[0]));
+    }
+
+    #[test]
+    fn an_eips_roles_name_what_uses_it() {
+        let mut s = world();
+        with_nat_gateway(&mut s);
+        ok(&mut s, json!({"op": "add_nat_gateway_eip", "nat_gateway": "ngw-1", "eip": EIP4}));
+        let roles = |s: &State, eip: &str| nat_roles(&s.nat_gateways["ngw-1"], v4(eip));
+        assert!(roles(&s, EIP5).is_empty());
+        ok(&mut s, snat_vsw_a(&[EIP5]));
+        ok(&mut s, dnat_port("web", EIP5, "tcp", 80, I1_IP));
+        ok(&mut s, dnat_ip("all", EIP4, I2_IP));
+        assert_eq!(roles(&s, EIP5), ["dnat", "snat"]);
+        assert_eq!(roles(&s, EIP4), ["ip-mapping"]);
+    }
 }

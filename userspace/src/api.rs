@@ -6,6 +6,8 @@
 //! - `GET /v1/resources/{kind}` and `GET /v1/resources/{kind}/{id}`: described resources
 //! - `GET /v1/egress/{ip}`: how a private address reaches the Internet (R27)
 //! - `GET /v1/stats`: data-plane verdict counters
+//! - `GET /v1/nat/sessions[?eip=E][&private_ip=P]`: live SNAT sessions ([`SnatSessionView`])
+//! - `GET /v1/nat/gateways/{id}`: a NAT gateway's EIPs and their port use ([`NatGatewayView`])
 
 use std::{net::Ipv4Addr, path::Path, sync::Arc};
 
@@ -13,7 +15,7 @@ use anyhow::Context as _;
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, Path as UrlPath, State as AxState},
+    extract::{DefaultBodyLimit, Path as UrlPath, RawQuery, State as AxState},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -24,6 +26,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     agent::Agent,
+    dataplane::{ProtocolCounts, SnatSessionView},
     model::{Egress, Key, Kind, Refusal, Request, Resource},
 };
 
@@ -97,6 +100,33 @@ pub struct ChangeView {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsView {
     pub verdicts: std::collections::BTreeMap<String, u64>,
+}
+
+/// A NAT gateway's EIPs and how they are used (`eipctl nat show`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NatGatewayView {
+    pub nat_gateway: String,
+    pub vpc: String,
+    /// The SNAT port range the agent runs with, the same for every EIP.
+    pub port_min: u16,
+    pub port_max: u16,
+    pub eips: Vec<NatEipView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NatEipView {
+    pub eip: std::net::Ipv4Addr,
+    /// "ip-mapping", "dnat" and/or "snat"; none for an EIP no entry uses yet.
+    pub roles: Vec<String>,
+    /// Live SNAT sessions on the EIP.
+    pub sessions: u64,
+    /// SNAT ports held, per protocol (each protocol has the whole range).
+    pub ports_in_use: ProtocolCounts,
+    pub port_range_size: u32,
+    /// The fullest protocol's share of the range, 0 to 100.
+    pub utilisation_percent: f64,
+    /// New SNAT flows refused: no free port, or the session table full.
+    pub snat_refused_packets: u64,
 }
 
 /// The body of every non-2xx answer. `kind` tells a refusal (the request breaks a rule or
@@ -185,6 +215,8 @@ pub fn router(agent: Shared) -> Router {
         .route("/v1/resources/{kind}/{id}", get(show))
         .route("/v1/egress/{ip}", get(egress))
         .route("/v1/stats", get(stats))
+        .route("/v1/nat/sessions", get(nat_sessions))
+        .route("/v1/nat/gateways/{id}", get(nat_gateway))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(agent)
 }
@@ -296,4 +328,62 @@ async fn egress(
 
 async fn stats(AxState(agent): AxState<Shared>) -> Result<Json<StatsView>, ApiError> {
     Ok(Json(agent.lock().await.stats()?))
+}
+
+/// `eip=E&private_ip=P`, both optional: what `nat sessions` is narrowed to.
+fn session_filter(query: Option<&str>) -> Result<(Option<Ipv4Addr>, Option<Ipv4Addr>), Refusal> {
+    let (mut eip, mut private_ip) = (None, None);
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match name {
+            "eip" => &mut eip,
+            "private_ip" => &mut private_ip,
+            _ => {
+                return Err(Refusal::invalid(format!(
+                    "unknown parameter {name:?}: sessions are filtered by eip and private_ip"
+                )));
+            }
+        };
+        let address = value
+            .parse()
+            .map_err(|_| Refusal::invalid(format!("{name}={value:?} is not an IPv4 address")))?;
+        *slot = Some(address);
+    }
+    Ok((eip, private_ip))
+}
+
+async fn nat_sessions(
+    AxState(agent): AxState<Shared>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<SnatSessionView>>, ApiError> {
+    let (eip, private_ip) = session_filter(query.as_deref()).map_err(ApiError::Refused)?;
+    Ok(Json(agent.lock().await.nat_sessions(eip, private_ip)?))
+}
+
+async fn nat_gateway(
+    AxState(agent): AxState<Shared>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<NatGatewayView>, ApiError> {
+    Ok(Json(agent.lock().await.nat_gateway_view(&id)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_filtered_by_eip_and_private_ip() {
+        let eip: Ipv4Addr = "203.0.113.14".parse().unwrap();
+        let private: Ipv4Addr = "10.0.1.10".parse().unwrap();
+        assert_eq!(session_filter(None), Ok((None, None)));
+        assert_eq!(session_filter(Some("eip=203.0.113.14")), Ok((Some(eip), None)));
+        assert_eq!(
+            session_filter(Some("private_ip=10.0.1.10&eip=203.0.113.14")),
+            Ok((Some(eip), Some(private)))
+        );
+        let bad = session_filter(Some("eip=nope")).unwrap_err();
+        assert!(bad.message.contains("not an IPv4"), "{bad}");
+        let unknown = session_filter(Some("port=80")).unwrap_err();
+        assert_eq!(unknown.code, crate::model::codes::INVALID_ARGUMENT);
+    }
 }

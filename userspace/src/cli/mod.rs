@@ -5,6 +5,7 @@ mod apply;
 mod eip;
 mod eni;
 mod instance;
+mod nat;
 mod nat_gateway;
 mod network;
 mod output;
@@ -69,6 +70,9 @@ enum Command {
     /// NAT gateways, their EIPs and SNAT/DNAT entries.
     #[command(subcommand, name = "nat-gateway")]
     NatGateway(nat_gateway::NatGatewayCommand),
+    /// The NAT gateways at work: SNAT sessions, and port use per EIP.
+    #[command(subcommand)]
+    Nat(nat::NatCommand),
     /// Security groups: which inbound Internet traffic reaches the ENIs that use them.
     #[command(subcommand, name = "security-group")]
     SecurityGroup(security_group::SecurityGroupCommand),
@@ -134,6 +138,7 @@ pub fn main() -> ExitCode {
         Command::Eni(c) => eni::run(&ctx, c),
         Command::Eip(c) => eip::run(&ctx, c),
         Command::NatGateway(c) => nat_gateway::run(&ctx, c),
+        Command::Nat(c) => nat::run(&ctx, c),
         Command::SecurityGroup(c) => security_group::run(&ctx, c),
         Command::Apply(args) => apply::run(&ctx, args),
         Command::Egress { ip } => egress(&ctx, ip),

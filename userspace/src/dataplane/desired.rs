@@ -20,6 +20,10 @@ pub enum EipMapping {
     CutThrough { next_hop: Ipv4Addr },
     /// Multi-EIP visible: forwarded unchanged to the ENI at `next_hop` (R11).
     MultiEip { next_hop: Ipv4Addr },
+    /// One of a NAT gateway's EIPs without a DNAT IP mapping (an EIP with one is
+    /// [`EipMapping::Nat`]): inbound traffic reaches its DNAT port mappings and the SNAT
+    /// sessions that hold its ports (R25, R26).
+    NatGateway,
 }
 
 impl EipMapping {
@@ -29,7 +33,7 @@ impl EipMapping {
             EipMapping::CutThrough { next_hop } | EipMapping::MultiEip { next_hop } => {
                 Some(next_hop)
             }
-            EipMapping::Unassociated | EipMapping::Nat { .. } => None,
+            EipMapping::Unassociated | EipMapping::Nat { .. } | EipMapping::NatGateway => None,
         }
     }
 }
@@ -59,6 +63,27 @@ impl EipPolicy {
     }
 }
 
+/// A DNAT port mapping's public side (R26): the key of [`DesiredMaps::dnat_ports`]. The
+/// order (EIP first) lets one EIP's mappings be read as a range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortMapping {
+    pub eip: Ipv4Addr,
+    /// IP protocol number (6 TCP, 17 UDP).
+    pub proto: u8,
+    pub public_port: u16,
+}
+
+impl PortMapping {
+    /// Every mapping of `eip`, as a range of keys.
+    pub fn of_eip(eip: Ipv4Addr) -> std::ops::RangeInclusive<PortMapping> {
+        PortMapping { eip, proto: 0, public_port: 0 }..=PortMapping {
+            eip,
+            proto: u8::MAX,
+            public_port: u16::MAX,
+        }
+    }
+}
+
 /// The full (or, for an incremental update, partial) content of the maps.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredMaps {
@@ -69,6 +94,25 @@ pub struct DesiredMaps {
     pub security_groups: BTreeMap<u32, SecurityGroupRules>,
     /// IPv6 addresses with public bandwidth enabled (R23).
     pub ipv6_public: BTreeSet<Ipv6Addr>,
+    /// DNAT port mappings → (private IP, private port), ports in host order. Every EIP
+    /// named here is in `eips`.
+    pub dnat_ports: BTreeMap<PortMapping, (Ipv4Addr, u16)>,
+    /// Private IPv4s whose egress is SNAT (R27) → the EIP they leave through. Every EIP
+    /// named here is in `eips`.
+    pub snat_sources: BTreeMap<Ipv4Addr, Ipv4Addr>,
+}
+
+/// What an incremental update covers: for each of these, the maps are brought to what the
+/// [`DesiredMaps`] says, and an entry it does not name is removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// EIPs: their mapping, policy and DNAT port mappings.
+    pub eips: Vec<Ipv4Addr>,
+    pub ipv6: Vec<Ipv6Addr>,
+    /// Security group numbers.
+    pub groups: Vec<u32>,
+    /// Private IPv4s whose SNAT egress may have changed.
+    pub snat: Vec<Ipv4Addr>,
 }
 
 impl DesiredMaps {

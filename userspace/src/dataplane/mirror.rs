@@ -68,6 +68,15 @@ impl<K: Pod + Ord, V: Pod + PartialEq> MirroredMap<K, V> {
         keys.into_iter().filter(|k| self.get(k).is_some()).collect()
     }
 
+    /// The keys in `range` as planned, without walking the rest.
+    pub fn keys_in(&self, range: impl std::ops::RangeBounds<K> + Clone) -> Vec<K> {
+        let mut keys: Vec<K> = self.mirror.range(range.clone()).map(|(k, _)| *k).collect();
+        keys.extend(self.pending.range(range).map(|(k, _)| *k));
+        keys.sort();
+        keys.dedup();
+        keys.into_iter().filter(|k| self.get(k).is_some()).collect()
+    }
+
     /// Writes what is planned: deletions one by one (they are few), changed values in
     /// batches. If the kernel refuses part of it, the copy is read back from the kernel, so
     /// it never believes something that is not there.
@@ -113,21 +122,99 @@ impl<K: Pod + Ord, V: Pod + PartialEq> MirroredMap<K, V> {
     }
 }
 
+/// Every entry of a map the program writes to (no copy of it can be kept here), read with
+/// BPF_MAP_LOOKUP_BATCH: a few system calls for the whole table, where walking it key by
+/// key costs two per entry. Entries added or removed meanwhile may be missed or seen.
+pub fn read_all<K: Pod, V: Pod>(map: &HashMap<MapData, K, V>) -> anyhow::Result<Vec<(K, V)>> {
+    let fd = map.map().fd().as_fd().as_raw_fd();
+    let mut rows = Vec::new();
+    let (mut keys, mut values) = (vec![zeroed::<K>(); BATCH], vec![zeroed::<V>(); BATCH]);
+    // Where to resume: a hash map's token is a bucket number (u32), which the kernel writes
+    // to `next` and reads back from `resume`.
+    let (mut resume, mut next) = (0u64, 0u64);
+    let mut from_start = true;
+    loop {
+        let resume_at = if from_start { std::ptr::null_mut() } else { &mut resume as *mut u64 };
+        let (count, done) = lookup_batch(fd, resume_at, &mut next, &mut keys, &mut values)
+            .context("reading a map in batches (BPF_MAP_LOOKUP_BATCH, Linux 5.6+)")?;
+        rows.extend(keys.iter().copied().zip(values.iter().copied()).take(count));
+        if done {
+            return Ok(rows);
+        }
+        resume = next;
+        from_start = false;
+    }
+}
+
+fn zeroed<T: Pod>() -> T {
+    // SAFETY: map types are plain integers and arrays of them: all zero is one of them.
+    unsafe { std::mem::zeroed() }
+}
+
+/// `bpf(BPF_MAP_LOOKUP_BATCH)`: reads up to `keys.len()` entries after `in_batch` (null:
+/// from the start); returns how many, and whether the map has no more (ENOENT).
+fn lookup_batch<K: Pod, V: Pod>(
+    fd: i32,
+    in_batch: *mut u64,
+    out_batch: *mut u64,
+    keys: &mut [K],
+    values: &mut [V],
+) -> std::io::Result<(usize, bool)> {
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+    let mut attr = BatchAttr {
+        in_batch: in_batch as u64,
+        out_batch: out_batch as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: keys.len().min(values.len()) as u32,
+        map_fd: fd as u32,
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: `attr` points at `count` writable keys and values laid out as the map's key
+    // and value types, and at two tokens of 8 bytes (the kernel writes 4 for a hash map),
+    // all alive across the call.
+    match unsafe { batch_call(BPF_MAP_LOOKUP_BATCH, &mut attr) } {
+        Ok(()) => Ok((attr.count as usize, false)),
+        // ENOENT: the last entries are in, `count` says how many (maybe none).
+        Err(error) if error.raw_os_error() == Some(libc::ENOENT) => Ok((attr.count as usize, true)),
+        Err(error) => Err(error),
+    }
+}
+
+/// `bpf(command, attr)` for a batch command.
+///
+/// # Safety
+/// Every pointer in `attr` must be valid for what `command` reads or writes through it.
+unsafe fn batch_call(command: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
+    // SAFETY: the caller vouches for the pointers in `attr`; its size is passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            command,
+            attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>() as u32,
+        )
+    };
+    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// The `batch` member of `union bpf_attr` (include/uapi/linux/bpf.h).
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
 /// `bpf(BPF_MAP_UPDATE_BATCH)` (Linux 5.6+): aya 0.16 has no batch operations.
 fn update_batch<K: Pod, V: Pod>(fd: i32, keys: &[K], values: &[V]) -> std::io::Result<()> {
     const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
-    /// The `batch` member of `union bpf_attr` (include/uapi/linux/bpf.h).
-    #[repr(C)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
     let mut attr = BatchAttr {
         in_batch: 0,
         out_batch: 0,
@@ -139,18 +226,8 @@ fn update_batch<K: Pod, V: Pod>(fd: i32, keys: &[K], values: &[V]) -> std::io::R
         flags: 0,
     };
     // SAFETY: `attr` points at `count` keys and values that live across the call, laid out
-    // as the map's key and value types, and its size is passed.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_UPDATE_BATCH,
-            &mut attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    // as the map's key and value types.
+    unsafe { batch_call(BPF_MAP_UPDATE_BATCH, &mut attr) }?;
     if attr.count as usize != keys.len() {
         return Err(std::io::Error::other(format!(
             "only {} of {} written",

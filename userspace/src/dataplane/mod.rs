@@ -11,9 +11,10 @@ mod hairpin_filter;
 mod mirror;
 mod routes;
 mod slots;
+mod snat;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     ffi::CString,
     net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
@@ -23,7 +24,8 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuValues, xdp::DevMapHash,
+        Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuValues, ProgramArray,
+        xdp::DevMapHash,
     },
     programs::{
         ProgramError, Xdp, XdpMode,
@@ -31,19 +33,22 @@ use aya::{
     },
 };
 use eipgw_common::{
-    EipBuckets, EipCounters, EipEntry, EipLimits, GatewayConfig, Ipv6Key, MAP_CONFIG,
-    MAP_EGRESS_DEVICES, MAP_EIP_BUCKETS, MAP_EIP_COUNTERS, MAP_EIP_FILTER, MAP_EIP_LIMITS,
-    MAP_EIPS, MAP_IPV6_PUBLIC, MAP_PRIVATE_IPS, MAP_SECURITY_GROUPS, MAP_VERDICT_COUNTERS,
-    MODE_CUT_THROUGH, MODE_MULTI_EIP, MODE_NAT, MODE_UNASSOCIATED, PIN_DIR_NAME, PROGRAM_GATEWAY,
-    PrivateEntry, SecurityGroupRules, Verdict, ipv4_key, ipv4_octets,
+    EipBuckets, EipCounters, EipEntry, EipLimits, Endpoint, GatewayConfig, Ipv6Key, MAP_CONFIG,
+    MAP_DNAT_PORTS, MAP_DNAT_REVERSE, MAP_EGRESS_DEVICES, MAP_EIP_BUCKETS, MAP_EIP_COUNTERS,
+    MAP_EIP_FILTER, MAP_EIP_LIMITS, MAP_EIPS, MAP_IPV6_PUBLIC, MAP_NAT_PROGRAMS, MAP_PRIVATE_IPS,
+    MAP_SECURITY_GROUPS, MAP_SNAT_CONFIG, MAP_SNAT_PORTS, MAP_SNAT_SESSIONS, MAP_SNAT_SOURCES,
+    MAP_VERDICT_COUNTERS, MODE_CUT_THROUGH, MODE_MULTI_EIP, MODE_NAT, MODE_NAT_GATEWAY,
+    MODE_UNASSOCIATED, NAT_PROGRAM_INDEX, NatTarget, PIN_DIR_NAME, PROGRAM_GATEWAY, PROGRAM_NAT,
+    PrivateEntry, SecurityGroupRules, SnatConfig, SnatSession, Verdict, ipv4_key, ipv4_octets,
 };
 
 pub use bpffs::ensure_bpffs;
-pub use desired::{DesiredMaps, EipMapping, EipPolicy};
+pub use desired::{DesiredMaps, EipMapping, EipPolicy, PortMapping, Touched};
 use hairpin_filter::HairpinFilter;
-use mirror::MirroredMap;
+use mirror::{MirroredMap, read_all};
 use routes::Routes;
 use slots::Slots;
+pub use snat::{ProtocolCounts, SnatSessionView, SnatUsage, utilisation_percent};
 
 /// The compiled XDP program (ebpf/), embedded at build time by build.rs.
 pub static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/eipgw"));
@@ -58,6 +63,9 @@ pub struct DataplaneOptions {
     /// Capacity of the EIP and private-IP maps. Only used when the maps are created; pinned
     /// maps keep the size they were made with.
     pub max_mappings: u32,
+    /// The SNAT port range and idle timeouts, written to the program at open. A
+    /// `port_min` of 0 means [`SnatConfig::DEFAULT`].
+    pub snat: SnatConfig,
 }
 
 pub struct Dataplane {
@@ -77,6 +85,16 @@ pub struct Dataplane {
     limits_written: std::collections::HashMap<u32, EipLimits>,
     buckets: Array<MapData, EipBuckets>,
     security_groups: BpfHashMap<MapData, u32, SecurityGroupRules>,
+    dnat_ports: MirroredMap<Endpoint, NatTarget>,
+    dnat_reverse: MirroredMap<Endpoint, NatTarget>,
+    snat_sources: MirroredMap<u32, PrivateEntry>,
+    /// Written by the program; the agent reads and deletes.
+    snat_sessions: BpfHashMap<MapData, Endpoint, SnatSession>,
+    snat_ports: BpfHashMap<MapData, Endpoint, Endpoint>,
+    snat_config: SnatConfig,
+    /// Port claims that no session held at the last sweep (EIP side → private side); ended
+    /// if still so at the next (see [`Dataplane::expire_snat_sessions`]).
+    unheld_ports: BTreeMap<Endpoint, Endpoint>,
     hairpin_filter: HairpinFilter,
     slots: Slots,
     nr_cpus: usize,
@@ -92,6 +110,19 @@ impl Dataplane {
             .with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
 
         let mut ebpf = load_object(&pin_dir, options.max_mappings)?;
+
+        // The NAT gateway program goes into its slot before the gateway program that
+        // tail-calls it is attached (or swapped in): no frame finds the slot empty.
+        let nat: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAT)
+            .ok_or_else(|| anyhow!("program {PROGRAM_NAT} missing from the object"))?
+            .try_into()?;
+        nat.load().context("the kernel verifier rejected the NAT gateway XDP program")?;
+        let nat_fd = nat.fd()?.try_clone()?;
+        let mut nat_programs: ProgramArray<MapData> = take_map(&mut ebpf, MAP_NAT_PROGRAMS)?;
+        nat_programs
+            .set(NAT_PROGRAM_INDEX, &nat_fd, 0)
+            .context("putting the NAT gateway program into its program array")?;
 
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_GATEWAY)
@@ -111,6 +142,16 @@ impl Dataplane {
         // added later is not seen until the next start.
         let (wan_addr, lan_addr) = (interface_ipv4(&options.wan)?, interface_ipv4(&options.lan)?);
         config.set(0, &GatewayConfig { wan_ifindex, lan_ifindex, wan_addr, lan_addr }, 0)?;
+        let snat_config = options.snat.or_default();
+        if snat_config.port_min > snat_config.port_max {
+            bail!(
+                "the SNAT port range {}-{} is empty: the lower port comes first",
+                snat_config.port_min,
+                snat_config.port_max
+            );
+        }
+        let mut snat_config_map: Array<MapData, SnatConfig> = take_map(&mut ebpf, MAP_SNAT_CONFIG)?;
+        snat_config_map.set(0, &snat_config, 0).context("writing the SNAT configuration")?;
         let mut devices: DevMapHash<MapData> = take_map(&mut ebpf, MAP_EGRESS_DEVICES)?;
         for ifindex in [wan_ifindex, lan_ifindex] {
             devices
@@ -153,6 +194,19 @@ impl Dataplane {
             limits_written,
             buckets: take_map(&mut ebpf, MAP_EIP_BUCKETS)?,
             security_groups: take_map(&mut ebpf, MAP_SECURITY_GROUPS)?,
+            dnat_ports: MirroredMap::new(MAP_DNAT_PORTS, take_map(&mut ebpf, MAP_DNAT_PORTS)?)?,
+            dnat_reverse: MirroredMap::new(
+                MAP_DNAT_REVERSE,
+                take_map(&mut ebpf, MAP_DNAT_REVERSE)?,
+            )?,
+            snat_sources: MirroredMap::new(
+                MAP_SNAT_SOURCES,
+                take_map(&mut ebpf, MAP_SNAT_SOURCES)?,
+            )?,
+            snat_sessions: take_map(&mut ebpf, MAP_SNAT_SESSIONS)?,
+            snat_ports: take_map(&mut ebpf, MAP_SNAT_PORTS)?,
+            snat_config,
+            unheld_ports: BTreeMap::new(),
             hairpin_filter,
             eips,
             slots,
@@ -179,6 +233,7 @@ impl Dataplane {
     /// `desired` says: entries that should not be there are removed, missing or different
     /// ones written. Used at start-up; idempotent.
     pub fn reconcile(&mut self, desired: &DesiredMaps) -> anyhow::Result<()> {
+        check_nat_eips(desired)?;
         // Groups first: an EIP's limits may name one only once its rules are there.
         self.write_groups(&desired.security_groups)?;
         for key in self.eips.keys() {
@@ -214,6 +269,34 @@ impl Dataplane {
         for address in &desired.ipv6_public {
             self.ipv6_public.set(Ipv6Key { addr: address.octets() }, 1);
         }
+        // DNAT port mappings of every EIP that has or should have some, then reverse
+        // entries that no mapping explains (left by a crash).
+        let dnat_eips: BTreeSet<Ipv4Addr> = self
+            .dnat_ports
+            .keys()
+            .into_iter()
+            .map(|key| Ipv4Addr::from(ipv4_octets(key.addr)))
+            .chain(desired.dnat_ports.keys().map(|m| m.eip))
+            .collect();
+        self.plan_dnat(desired, dnat_eips)?;
+        let explained: BTreeSet<Endpoint> = desired
+            .dnat_ports
+            .iter()
+            .map(|(m, (ip, port))| Endpoint::new(ipv4_key(ip.octets()), port.to_be(), m.proto))
+            .collect();
+        for key in self.dnat_reverse.keys() {
+            if !explained.contains(&key) {
+                self.dnat_reverse.delete(key);
+            }
+        }
+        let snat_ips: BTreeSet<Ipv4Addr> = self
+            .snat_sources
+            .keys()
+            .into_iter()
+            .map(|key| Ipv4Addr::from(ipv4_octets(key)))
+            .chain(desired.snat_sources.keys().copied())
+            .collect();
+        self.plan_snat_sources(desired, snat_ips)?;
         self.flush()?;
         self.write_policies(desired, desired.eips.keys().copied())?;
         let stale: Vec<u32> = self
@@ -226,21 +309,17 @@ impl Dataplane {
         self.routes.reconcile(&desired.visible_routes())
     }
 
-    /// Brings the touched EIPs and IPv6 addresses to what `after` (which needs to hold
-    /// only those) says; what the maps hold now is the "before". The cost follows the size
-    /// of the change, not the number of mappings.
-    pub fn apply(
-        &mut self,
-        after: &DesiredMaps,
-        touched_eips: impl IntoIterator<Item = Ipv4Addr>,
-        touched_ipv6: impl IntoIterator<Item = Ipv6Addr>,
-        touched_groups: impl IntoIterator<Item = u32>,
-    ) -> anyhow::Result<()> {
-        let touched_eips: Vec<Ipv4Addr> = touched_eips.into_iter().collect();
+    /// Brings what `touched` names to what `after` (which needs to hold only those) says;
+    /// what the maps hold now is the "before". EIPs in `after.eips` count as touched too.
+    /// The cost follows the size of the change, not the number of mappings.
+    pub fn apply(&mut self, after: &DesiredMaps, touched: &Touched) -> anyhow::Result<()> {
+        check_nat_eips(after)?;
+        let touched_eips: BTreeSet<Ipv4Addr> =
+            touched.eips.iter().chain(after.eips.keys()).copied().collect();
         let (written, removed): (Vec<u32>, Vec<u32>) =
-            touched_groups.into_iter().partition(|n| after.security_groups.contains_key(n));
+            touched.groups.iter().partition(|n| after.security_groups.contains_key(n));
         // Groups first, and gone groups last: whatever an EIP's limits name is there.
-        let written: std::collections::BTreeMap<u32, SecurityGroupRules> =
+        let written: BTreeMap<u32, SecurityGroupRules> =
             written.into_iter().map(|n| (n, after.security_groups[&n])).collect();
         self.write_groups(&written)?;
         for &address in &touched_eips {
@@ -250,7 +329,7 @@ impl Dataplane {
                 self.plan_eip(address, current, wanted)?;
             }
         }
-        for address in touched_ipv6 {
+        for &address in &touched.ipv6 {
             let key = Ipv6Key { addr: address.octets() };
             if after.ipv6_public.contains(&address) {
                 self.ipv6_public.set(key, 1);
@@ -258,9 +337,107 @@ impl Dataplane {
                 self.ipv6_public.delete(key);
             }
         }
+        self.plan_dnat(after, touched_eips.iter().copied())?;
+        self.plan_snat_sources(after, touched.snat.iter().copied())?;
         self.flush()?;
         self.write_policies(after, touched_eips)?;
         self.remove_groups(removed)
+    }
+
+    /// Plans the DNAT port mappings of `eips` as `desired` says: mappings it does not name
+    /// go (with their reverse entries), the others are written both ways. The EIPs' slots
+    /// must be planned already.
+    fn plan_dnat(
+        &mut self,
+        desired: &DesiredMaps,
+        eips: impl IntoIterator<Item = Ipv4Addr>,
+    ) -> anyhow::Result<()> {
+        let mut writes = Vec::new();
+        for eip in eips {
+            let eip_key = ipv4_key(eip.octets());
+            let slot = self.slots.get(eip_key);
+            let mut wanted = BTreeMap::new();
+            for (mapping, &(private_ip, private_port)) in
+                desired.dnat_ports.range(PortMapping::of_eip(eip))
+            {
+                let stats_slot = slot.ok_or_else(|| {
+                    anyhow!("DNAT port mapping on EIP {eip}, which is not in the EIP map")
+                })?;
+                let key = Endpoint::new(eip_key, mapping.public_port.to_be(), mapping.proto);
+                let target = NatTarget {
+                    addr: ipv4_key(private_ip.octets()),
+                    stats_slot,
+                    port: private_port.to_be(),
+                    _pad: 0,
+                };
+                wanted.insert(key, target);
+            }
+            let all_of_eip = Endpoint::new(eip_key, 0, 0)..=Endpoint {
+                addr: eip_key,
+                port: u16::MAX,
+                proto: u8::MAX,
+                _pad: u8::MAX,
+            };
+            for key in self.dnat_ports.keys_in(all_of_eip) {
+                let Some(old) = self.dnat_ports.get(&key) else {
+                    continue;
+                };
+                if wanted.get(&key) == Some(&old) {
+                    continue;
+                }
+                if !wanted.contains_key(&key) {
+                    self.dnat_ports.delete(key);
+                }
+                // Only if it still leads back here: another mapping may own it by now.
+                let reverse = Endpoint::new(old.addr, old.port, key.proto);
+                if self
+                    .dnat_reverse
+                    .get(&reverse)
+                    .is_some_and(|r| r.addr == key.addr && r.port == key.port)
+                {
+                    self.dnat_reverse.delete(reverse);
+                }
+            }
+            writes.extend(wanted);
+        }
+        // Written after every removal, so that a private endpoint moving from one public
+        // port to another in one change keeps its new reverse entry.
+        for (key, target) in writes {
+            self.dnat_ports.set(key, target);
+            let reverse = NatTarget {
+                addr: key.addr,
+                stats_slot: target.stats_slot,
+                port: key.port,
+                _pad: 0,
+            };
+            self.dnat_reverse.set(Endpoint::new(target.addr, target.port, key.proto), reverse);
+        }
+        Ok(())
+    }
+
+    /// Plans the SNAT_SOURCES entries of these private IPs as `desired` says. The EIPs'
+    /// slots must be planned already.
+    fn plan_snat_sources(
+        &mut self,
+        desired: &DesiredMaps,
+        ips: impl IntoIterator<Item = Ipv4Addr>,
+    ) -> anyhow::Result<()> {
+        for ip in ips {
+            let key = ipv4_key(ip.octets());
+            match desired.snat_sources.get(&ip) {
+                Some(eip) => {
+                    let eip_addr = ipv4_key(eip.octets());
+                    let stats_slot = self.slots.get(eip_addr).ok_or_else(|| {
+                        anyhow!(
+                            "SNAT source {ip} leaves through EIP {eip}, which is not in the EIP map"
+                        )
+                    })?;
+                    self.snat_sources.set(key, PrivateEntry { eip_addr, stats_slot });
+                }
+                None => self.snat_sources.delete(key),
+            }
+        }
+        Ok(())
     }
 
     fn write_groups(
@@ -327,6 +504,9 @@ impl Dataplane {
         self.eips.flush()?;
         self.hairpin_filter.flush()?;
         self.private_ips.flush()?;
+        self.dnat_ports.flush()?;
+        self.dnat_reverse.flush()?;
+        self.snat_sources.flush()?;
         self.ipv6_public.flush()?;
         for address in std::mem::take(&mut self.stale_routes) {
             self.routes.remove(address)?;
@@ -351,6 +531,7 @@ impl Dataplane {
             outbound_over_cap_bytes: sum.outbound_over_cap_bytes + c.outbound_over_cap_bytes,
             inbound_denied_packets: sum.inbound_denied_packets + c.inbound_denied_packets,
             inbound_denied_bytes: sum.inbound_denied_bytes + c.inbound_denied_bytes,
+            snat_refused_packets: sum.snat_refused_packets + c.snat_refused_packets,
         })))
     }
 
@@ -365,6 +546,88 @@ impl Dataplane {
             .collect()
     }
 
+    /// The SNAT configuration the program runs with.
+    pub fn snat_config(&self) -> SnatConfig {
+        self.snat_config
+    }
+
+    /// The live SNAT sessions, by private endpoint.
+    pub fn snat_sessions(&self) -> anyhow::Result<Vec<SnatSessionView>> {
+        let now = monotonic_now_ns();
+        let mut views: Vec<SnatSessionView> = read_all(&self.snat_sessions)?
+            .iter()
+            .map(|(key, session)| snat::view(key, session, now))
+            .collect();
+        views.sort_by_key(|v| (v.private_ip, v.protocol, v.private_port));
+        Ok(views)
+    }
+
+    /// Sessions and ports in use per EIP.
+    pub fn snat_usage(&self) -> anyhow::Result<BTreeMap<Ipv4Addr, SnatUsage>> {
+        let sessions = read_all(&self.snat_sessions)?;
+        let ports = read_all(&self.snat_ports)?;
+        Ok(snat::usage(sessions.iter().map(|(_, s)| s), ports.iter().map(|(p, _)| p)))
+    }
+
+    /// Ends the SNAT sessions that are over at `now_ns` (CLOCK_MONOTONIC, see
+    /// [`monotonic_now_ns`]): idle past their timeout, or of a private address that no longer
+    /// leaves through their EIP. Each session goes before its port claim, so that the
+    /// program never hands a port to a new flow while a session still holds it. Returns how
+    /// many sessions ended.
+    pub fn expire_snat_sessions(&mut self, now_ns: u64) -> anyhow::Result<usize> {
+        // Claims first: one made after this read has its session in the next one.
+        let ports = read_all(&self.snat_ports)?;
+        let sessions = read_all(&self.snat_sessions)?;
+        let mut ended = 0;
+        for (key, session) in &sessions {
+            let source = self.snat_sources.get(&key.addr);
+            if !snat::ends(&self.snat_config, key, session, source, now_ns) {
+                continue;
+            }
+            // Again, at the last moment: a packet may have refreshed it since the read.
+            let Some(session) = lookup(&self.snat_sessions, key)? else {
+                continue;
+            };
+            if !snat::ends(&self.snat_config, key, &session, source, now_ns) {
+                continue;
+            }
+            remove(&mut self.snat_sessions, key).context("ending a SNAT session")?;
+            let claim = Endpoint::new(session.eip, session.public_port, key.proto);
+            self.release_port(claim, *key)?;
+            ended += 1;
+        }
+        // Claims whose session is gone (the agent stopped between the two deletions, or
+        // the program could not add the session): ended when still so one sweep later,
+        // because the program claims the port just before it adds the session.
+        let held: BTreeMap<Endpoint, Endpoint> = sessions
+            .iter()
+            .map(|(key, s)| (*key, Endpoint::new(s.eip, s.public_port, key.proto)))
+            .collect();
+        let unheld: BTreeMap<Endpoint, Endpoint> =
+            ports.into_iter().filter(|(claim, key)| held.get(key) != Some(claim)).collect();
+        for (claim, key) in std::mem::take(&mut self.unheld_ports) {
+            if unheld.get(&claim) == Some(&key) {
+                self.release_port(claim, key)?;
+            }
+        }
+        self.unheld_ports = unheld;
+        Ok(ended)
+    }
+
+    /// Removes the port claim `claim` if it is still `key`'s and `key` holds no session on
+    /// it (a packet may have opened a new one on the same port meanwhile).
+    fn release_port(&mut self, claim: Endpoint, key: Endpoint) -> anyhow::Result<()> {
+        if lookup(&self.snat_ports, &claim)? != Some(key) {
+            return Ok(());
+        }
+        let holds = lookup(&self.snat_sessions, &key)?
+            .is_some_and(|s| Endpoint::new(s.eip, s.public_port, key.proto) == claim);
+        if !holds {
+            remove(&mut self.snat_ports, &claim).context("releasing a SNAT port")?;
+        }
+        Ok(())
+    }
+
     /// The mapping an EIP has in the map now, if it is there.
     fn current_mapping(&self, key: u32) -> Option<EipMapping> {
         let entry = self.eips.get(&key)?;
@@ -373,6 +636,7 @@ impl Dataplane {
             MODE_NAT => EipMapping::Nat { private_ip: addr },
             MODE_CUT_THROUGH => EipMapping::CutThrough { next_hop: addr },
             MODE_MULTI_EIP => EipMapping::MultiEip { next_hop: addr },
+            MODE_NAT_GATEWAY => EipMapping::NatGateway,
             _ => EipMapping::Unassociated,
         })
     }
@@ -430,6 +694,7 @@ impl Dataplane {
             EipMapping::Nat { private_ip } => (MODE_NAT, private_ip),
             EipMapping::CutThrough { next_hop } => (MODE_CUT_THROUGH, next_hop),
             EipMapping::MultiEip { next_hop } => (MODE_MULTI_EIP, next_hop),
+            EipMapping::NatGateway => (MODE_NAT_GATEWAY, Ipv4Addr::UNSPECIFIED),
         };
         if let Some(next_hop) = mapping.next_hop() {
             self.routes.replace(address, next_hop)?;
@@ -451,6 +716,52 @@ impl Dataplane {
         self.set_limits(slot, EipLimits::default())?;
         self.buckets.set(slot, &EipBuckets::default(), 0)?;
         Ok(())
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads, so comparable with
+/// the session times the program writes.
+pub fn monotonic_now_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// Every EIP that the DNAT port mappings and the SNAT sources name is in `desired.eips`
+/// (it needs its counter slot); checked before anything is written.
+fn check_nat_eips(desired: &DesiredMaps) -> anyhow::Result<()> {
+    let named =
+        desired.dnat_ports.keys().map(|m| m.eip).chain(desired.snat_sources.values().copied());
+    for eip in named {
+        if !desired.eips.contains_key(&eip) {
+            bail!(
+                "EIP {eip} has DNAT port mappings or SNAT sources but no entry in the desired EIPs"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn lookup<K: aya::Pod, V: aya::Pod>(
+    map: &BpfHashMap<MapData, K, V>,
+    key: &K,
+) -> anyhow::Result<Option<V>> {
+    match map.get(key, 0) {
+        Ok(value) => Ok(Some(value)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes `key`; one already gone is fine.
+fn remove<K: aya::Pod, V: aya::Pod>(
+    map: &mut BpfHashMap<MapData, K, V>,
+    key: &K,
+) -> anyhow::Result<()> {
+    match map.remove(key) {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

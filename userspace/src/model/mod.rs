@@ -11,10 +11,10 @@ mod state;
 mod txn;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use describe::describe;
-pub use ops::{Egress, Executed, egress_of, execute};
+pub use ops::{Egress, EgressLookup, Executed, egress_of, execute};
 pub use refusal::{Refusal, codes};
 pub use request::Request;
 pub use resources::*;

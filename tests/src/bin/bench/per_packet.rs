@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun as _, TestRunOptions, Xdp, XdpMode};
 use eipgw::dataplane::{Dataplane, DataplaneOptions, EipMapping, load_object};
-use eipgw_common::{PIN_DIR_NAME, PROGRAM_REFERENCE, Verdict};
+use eipgw_common::{PIN_DIR_NAME, PROGRAM_REFERENCE, SnatConfig, Verdict};
 use eipgw_tests::{BpffsMount, gateway_ns::*, unique_suffix};
 use etherparse::{Icmpv4Type, PacketBuilder, icmpv4::DestUnreachableHeader};
 
@@ -166,6 +166,7 @@ pub fn one_setup(
         bpffs: bpffs.path().to_owned(),
         xdp_mode: XdpMode::Driver,
         max_mappings: (MAX_MAPPINGS + extra_mappings + extra_mappings / 16).next_power_of_two(),
+        snat: SnatConfig::DEFAULT,
     };
     let max_mappings = options.max_mappings;
     ns.run_in(move || {

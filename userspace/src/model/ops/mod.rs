@@ -21,7 +21,7 @@ use super::{
     txn::Txn,
 };
 
-pub use nat_gateway::{Egress, egress_of};
+pub use nat_gateway::{Egress, EgressLookup, egress_of};
 
 /// What a request did, for the answer: the resource it was about, and warnings (R11).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use super::{Executed, check_id, dnat_targeting, eip, nat_gateway, vpc};
+use super::{Executed, check_id, eip, nat_gateway, vpc};
 use crate::model::{
     refusal::{Refusal, codes},
     resources::*,
@@ -151,6 +151,17 @@ pub fn add_snat(
         ));
     }
     check_gateway_eips(state, gateway_id, eips)?;
+    // R28: an IP mapping claims every port of its EIP, so none is left to translate to.
+    if let Some(entry) = ip_mapping_on(state, eips) {
+        return Err(Refusal::rule(
+            codes::DNAT_CONFLICT,
+            "R28",
+            format!(
+                "EIP {} has the DNAT IP mapping {}, which claims every port; SNAT needs ports of its own",
+                entry.eip, entry.id
+            ),
+        ));
+    }
     let mut gateway = gateway.clone();
     gateway.snat_entries.insert(
         id.into(),
@@ -256,12 +267,90 @@ pub fn add_dnat(
             ));
         }
     }
+    match mapping {
+        // R28 again: the IP mapping would claim the ports SNAT hands out.
+        DnatMapping::Ip { private_ip } => {
+            // R26: the address's replies leave through the mapping's EIP, which must be
+            // one (as with R02 for EIPs).
+            if let Some(other) = state
+                .nat_gateways
+                .values()
+                .flat_map(|g| g.dnat_entries.values())
+                .find(|e| e.mapping == DnatMapping::Ip { private_ip: *private_ip })
+            {
+                return Err(Refusal::rule(
+                    codes::DNAT_CONFLICT,
+                    "R26",
+                    format!(
+                        "DNAT entry {} already maps EIP {} to {private_ip}; its replies could leave through only one",
+                        other.id, other.eip
+                    ),
+                ));
+            }
+            if let Some(other) = dnat_entries(state).find(|e| {
+                matches!(e.mapping, DnatMapping::Port { private_ip: ip, .. } if ip == *private_ip)
+            }) {
+                return Err(both_kinds_refusal(&other.id, *private_ip));
+            }
+            if let Some((gw, entry)) = snat_using(state, address) {
+                return Err(Refusal::rule(
+                    codes::DNAT_CONFLICT,
+                    "R28",
+                    format!(
+                        "SNAT entry {} of NAT gateway {} uses EIP {address}; an IP mapping would claim every port of it",
+                        entry.id, gw.id
+                    ),
+                ));
+            }
+        }
+        // R26: replies leave from the private endpoint and are translated back without
+        // state, so one private endpoint can only stand behind one public port.
+        DnatMapping::Port { protocol, private_ip, private_port, .. } => {
+            let same_target = state.nat_gateways.values().flat_map(|g| g.dnat_entries.values()).find(
+                |e| {
+                    matches!(&e.mapping, DnatMapping::Port { protocol: p, private_ip: ip, private_port: port, .. }
+                        if p == protocol && ip == private_ip && port == private_port)
+                },
+            );
+            if let Some(other) = dnat_entries(state)
+                .find(|e| e.mapping == DnatMapping::Ip { private_ip: *private_ip })
+            {
+                return Err(both_kinds_refusal(&other.id, *private_ip));
+            }
+            if let Some(other) = same_target {
+                return Err(Refusal::rule(
+                    codes::DNAT_CONFLICT,
+                    "R26",
+                    format!(
+                        "DNAT entry {} already forwards to {private_ip} port {private_port}; its replies could not be told apart",
+                        other.id
+                    ),
+                ));
+            }
+        }
+    }
     let mut gateway = gateway.clone();
     gateway
         .dnat_entries
         .insert(id.into(), DnatEntry { id: id.into(), eip: address, mapping: mapping.clone() });
     txn.put(Resource::NatGateway(gateway));
     Ok(Executed::about(Kind::NatGateway, gateway_id))
+}
+
+fn dnat_entries(state: &State) -> impl Iterator<Item = &DnatEntry> {
+    state.nat_gateways.values().flat_map(|g| g.dnat_entries.values())
+}
+
+/// R26/R27: an address with an IP mapping sends everything, replies included, from that
+/// mapping's EIP, so the replies of a port mapping to it would leave from the wrong one.
+fn both_kinds_refusal(other: &str, private_ip: Ipv4Addr) -> Refusal {
+    Refusal::rule(
+        codes::DNAT_CONFLICT,
+        "R27",
+        format!(
+            "DNAT entry {other} already maps {private_ip}; an address takes either one IP mapping or port mappings, not both"
+        ),
+    )
 }
 
 pub fn remove_dnat(txn: &mut Txn, gateway_id: &str, id: &str) -> Result<Executed, Refusal> {
@@ -274,6 +363,24 @@ pub fn remove_dnat(txn: &mut Txn, gateway_id: &str, id: &str) -> Result<Executed
     }
     txn.put(Resource::NatGateway(gateway));
     Ok(Executed::about(Kind::NatGateway, gateway_id))
+}
+
+/// A DNAT IP mapping (on any gateway) on one of `eips`.
+fn ip_mapping_on<'s>(state: &'s State, eips: &[Ipv4Addr]) -> Option<&'s DnatEntry> {
+    state
+        .nat_gateways
+        .values()
+        .flat_map(|g| g.dnat_entries.values())
+        .find(|e| matches!(e.mapping, DnatMapping::Ip { .. }) && eips.contains(&e.eip))
+}
+
+/// A SNAT entry (gateway, entry) that translates to `address`.
+fn snat_using(state: &State, address: Ipv4Addr) -> Option<(&NatGateway, &SnatEntry)> {
+    state
+        .nat_gateways
+        .values()
+        .flat_map(|g| g.snat_entries.values().map(move |e| (g, e)))
+        .find(|(_, e)| e.eips.contains(&address))
 }
 
 fn check_gateway_eips(state: &State, gateway_id: &str, eips: &[Ipv4Addr]) -> Result<(), Refusal> {
@@ -308,12 +415,58 @@ pub enum Egress {
 /// R27: own EIP, then DNAT IP mapping, then SNAT (the most specific source: instance, then
 /// vSwitch, then the longest CIDR).
 pub fn egress_of(state: &State, ip: Ipv4Addr) -> Egress {
+    egress(state, ip, |ip| {
+        let mapping = DnatMapping::Ip { private_ip: ip };
+        state
+            .nat_gateways
+            .values()
+            .flat_map(|g| g.dnat_entries.values().map(move |e| (g, e)))
+            .find(|(_, e)| e.mapping == mapping)
+    })
+}
+
+/// [`egress_of`] for many addresses (the agent at start-up, or a NAT gateway's whole VPC
+/// after a change): the DNAT IP mappings are indexed once, when first needed, instead of
+/// scanned for every address that has no EIP.
+pub struct EgressLookup<'s> {
+    state: &'s State,
+    ip_mappings: std::cell::OnceCell<BTreeMap<Ipv4Addr, (&'s NatGateway, &'s DnatEntry)>>,
+}
+
+impl<'s> EgressLookup<'s> {
+    pub fn new(state: &'s State) -> Self {
+        Self { state, ip_mappings: std::cell::OnceCell::new() }
+    }
+
+    pub fn egress_of(&self, ip: Ipv4Addr) -> Egress {
+        egress(self.state, ip, |ip| {
+            let index = self.ip_mappings.get_or_init(|| {
+                let mut index = BTreeMap::new();
+                for gateway in self.state.nat_gateways.values() {
+                    for entry in gateway.dnat_entries.values() {
+                        if let DnatMapping::Ip { private_ip } = entry.mapping {
+                            // The first, as `egress_of` finds it.
+                            index.entry(private_ip).or_insert((gateway, entry));
+                        }
+                    }
+                }
+                index
+            });
+            index.get(&ip).copied()
+        })
+    }
+}
+
+/// R27, with `ip_mapping` finding the DNAT IP mapping to an address.
+fn egress<'s>(
+    state: &'s State,
+    ip: Ipv4Addr,
+    ip_mapping: impl FnOnce(Ipv4Addr) -> Option<(&'s NatGateway, &'s DnatEntry)>,
+) -> Egress {
     if let Some(eip) = state.eip_of_private_ip(ip) {
         return Egress::Eip { eip: eip.address };
     }
-    if let Some((gw, entry)) =
-        dnat_targeting(state, &[ip]).find(|(_, e)| matches!(e.mapping, DnatMapping::Ip { .. }))
-    {
+    if let Some((gw, entry)) = ip_mapping(ip) {
         return Egress::DnatIpMapping { nat_gateway: gw.id.clone(), eip: entry.eip };
     }
     let Some(eni) = state.owner_of_ipv4(ip) else {

@@ -24,9 +24,9 @@ pub use serde_json::{Value, json};
 
 pub use super::describe::describe;
 pub use super::{
-    Association, AssociationMode, DnatMapping, Egress, Eip, Eni, EniKind, Executed, Instance,
-    InstanceState, Key, Kind, PortRange, Refusal, Request, Resource, RuleProtocol, SecurityGroup,
-    SecurityGroupRule, State, codes, egress_of,
+    Association, AssociationMode, DnatMapping, Egress, EgressLookup, Eip, Eni, EniKind, Executed,
+    Instance, InstanceState, Key, Kind, PortRange, Refusal, Request, Resource, RuleProtocol,
+    SecurityGroup, SecurityGroupRule, State, codes, egress_of,
 };
 
 pub const HANGZHOU: &str = "cn-hangzhou";

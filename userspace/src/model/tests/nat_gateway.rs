@@ -322,6 +322,27 @@ fn r27_without_any_there_is_no_egress() {
     assert_eq!(egress_of(&s, v4(I1_IP)), snat_egress("by-vpc", &[EIP5]));
 }
 
+#[test]
+fn r27_egress_for_many_addresses_is_egress_for_each() {
+    let mut s = world();
+    with_nat_gateway(&mut s);
+    ok(&mut s, add_eip("ngw-1", EIP4));
+    ok(&mut s, add_eip("ngw-1", EIP3));
+    ok(&mut s, snat("by-vsw", source("vswitch", "vsw-a"), &[EIP5]));
+    ok(&mut s, snat("by-instance", source("instance", "i-zone-i"), &[EIP5]));
+    ok(&mut s, dnat_ip("all", EIP4, I2_IP));
+    ok(&mut s, dnat_ip("all-eni", EIP3, "10.0.2.100"));
+    ok(&mut s, associate_instance(EIP1, "i-1"));
+    let lookup = EgressLookup::new(&s);
+    let mut seen = BTreeSet::new();
+    for ip in s.enis.values().flat_map(|e| e.ipv4s()).chain([v4("10.0.1.199")]) {
+        let egress = lookup.egress_of(ip);
+        assert_eq!(egress, egress_of(&s, ip), "{ip}");
+        seen.insert(serde_json::to_value(&egress).unwrap()["type"].to_string());
+    }
+    assert_eq!(seen.len(), 4, "every kind of egress was compared");
+}
+
 // R28: a NAT gateway's EIP serves nothing else; DNAT port claims do not overlap.
 
 #[test]
@@ -383,6 +404,88 @@ fn r28_distinct_ports_and_protocols_are_allowed() {
     ok(&mut s, dnat_port("tls", EIP5, "tcp", 443, I2_IP));
     ok(&mut s, dnat_ip("all", EIP4, ENI1_IP));
     assert_eq!(s.nat_gateways["ngw-1"].dnat_entries.len(), 4);
+}
+
+#[test]
+fn r27_an_address_takes_an_ip_mapping_or_port_mappings_not_both() {
+    let mut s = world();
+    with_nat_gateway(&mut s);
+    ok(&mut s, add_eip("ngw-1", EIP4));
+    ok(&mut s, dnat_port("web", EIP5, "tcp", 80, I1_IP));
+    let refusal = refused_by(&mut s, dnat_ip("all", EIP4, I1_IP), codes::DNAT_CONFLICT, "R27");
+    assert!(refusal.message.contains("web"), "{refusal}");
+    ok(&mut s, dnat_ip("all", EIP4, I2_IP));
+    let refusal =
+        refused_by(&mut s, dnat_port("ssh", EIP5, "tcp", 22, I2_IP), codes::DNAT_CONFLICT, "R27");
+    assert!(refusal.message.contains("all"), "{refusal}");
+}
+
+#[test]
+fn r28_snat_cannot_use_an_eip_with_an_ip_mapping() {
+    let mut s = world();
+    with_nat_gateway(&mut s);
+    ok(&mut s, add_eip("ngw-1", EIP4));
+    ok(&mut s, dnat_ip("all", EIP5, I1_IP));
+    let refusal = refused_by(
+        &mut s,
+        snat("s-1", source("vswitch", "vsw-a"), &[EIP4, EIP5]),
+        codes::DNAT_CONFLICT,
+        "R28",
+    );
+    assert!(refusal.message.contains("all"), "{refusal}");
+    // The gateway's other EIP is free for SNAT, and so is this one once the mapping goes.
+    ok(&mut s, snat("s-1", source("vswitch", "vsw-a"), &[EIP4]));
+    ok(&mut s, json!({"op": "remove_dnat_entry", "nat_gateway": "ngw-1", "id": "all"}));
+    ok(&mut s, snat("s-2", source("vswitch", "vsw-b"), &[EIP5]));
+}
+
+#[test]
+fn r28_an_ip_mapping_cannot_take_an_eip_snat_uses() {
+    let mut s = world();
+    with_nat_gateway(&mut s);
+    ok(&mut s, add_eip("ngw-1", EIP4));
+    ok(&mut s, snat("s-1", source("vswitch", "vsw-a"), &[EIP4, EIP5]));
+    let refusal = refused_by(&mut s, dnat_ip("all", EIP5, I1_IP), codes::DNAT_CONFLICT, "R28");
+    assert!(refusal.message.contains("s-1"), "{refusal}");
+    // Port mappings share an EIP with SNAT (SNAT does not hand out mapped ports).
+    ok(&mut s, dnat_port("web", EIP5, "tcp", 80, I1_IP));
+    ok(&mut s, json!({"op": "remove_snat_entry", "nat_gateway": "ngw-1", "id": "s-1"}));
+    ok(&mut s, dnat_ip("all", EIP4, I2_IP));
+}
+
+#[test]
+fn r26_two_port_mappings_cannot_lead_to_one_private_endpoint() {
+    let mut s = world();
+    with_nat_gateway(&mut s);
+    ok(&mut s, add_eip("ngw-1", EIP4));
+    // Both helpers' mappings lead to port 8080.
+    ok(&mut s, dnat_port("web", EIP5, "tcp", 80, I1_IP));
+    let refusal =
+        refused_by(&mut s, dnat_port("web-2", EIP5, "tcp", 81, I1_IP), codes::DNAT_CONFLICT, "R26");
+    assert!(refusal.message.contains("web"), "{refusal}");
+    // Through another EIP too: the replies would still leave from one endpoint.
+    refused_by(&mut s, dnat_port("web-3", EIP4, "tcp", 80, I1_IP), codes::DNAT_CONFLICT, "R26");
+    // Another protocol, another address or another private port is another endpoint.
+    ok(&mut s, dnat_port("dns", EIP5, "udp", 81, I1_IP));
+    ok(&mut s, dnat_port("web-i2", EIP5, "tcp", 82, I2_IP));
+    let other_port = json!({"op": "add_dnat_entry", "nat_gateway": "ngw-1", "id": "alt",
+                            "eip": EIP5, "mapping": {"type": "port", "protocol": "tcp",
+                            "public_port": 83, "private_ip": I1_IP, "private_port": 8081}});
+    ok(&mut s, other_port);
+    // Once the entry goes, its endpoint is free again.
+    ok(&mut s, json!({"op": "remove_dnat_entry", "nat_gateway": "ngw-1", "id": "web"}));
+    ok(&mut s, dnat_port("web-2", EIP5, "tcp", 81, I1_IP));
+}
+
+#[test]
+fn r26_two_ip_mappings_cannot_lead_to_one_address() {
+    let mut s = world();
+    with_nat_gateway(&mut s);
+    ok(&mut s, add_eip("ngw-1", EIP4));
+    ok(&mut s, dnat_ip("all", EIP5, I1_IP));
+    let refusal = refused_by(&mut s, dnat_ip("all-2", EIP4, I1_IP), codes::DNAT_CONFLICT, "R26");
+    assert!(refusal.message.contains("all"), "{refusal}");
+    ok(&mut s, dnat_ip("all-2", EIP4, I2_IP));
 }
 
 #[test]
