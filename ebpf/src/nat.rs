@@ -14,7 +14,7 @@
 //! written, so two CPUs never hand out one port.
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, xdp_md},
+    bindings::{BPF_NOEXIST, xdp_action, xdp_md},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
     programs::XdpContext,
 };
@@ -222,13 +222,39 @@ fn fragment_translation(frame: &Ipv4Frame) -> Option<Translation> {
 }
 
 /// Which side of the frame a translation rewrites.
+///
+/// ICMP errors have sides of their own, sent by steps of their own: with errors and plain
+/// frames in one function, the verifier walks every path of one with every path of the
+/// other, and the program grew past what it allows.
 #[derive(Copy, Clone, PartialEq, Eq)]
 enum Side {
-    /// Inbound: destination address and port (and in an ICMP error, the quoted source).
+    /// Inbound: destination address and port.
     Destination = 0,
     /// Outbound: source address and port.
     Source = 1,
+    /// Outbound ICMP error from a private host: source address, and the quoted destination
+    /// address and port (the packet that reached the host, as it was before translation).
+    ErrorSource = 2,
+    /// Inbound ICMP error about a packet the EIP sent: destination address, and the quoted
+    /// source address and port.
+    ErrorDestination = 3,
 }
+
+impl Side {
+    #[inline(always)]
+    fn inbound(self) -> bool {
+        matches!(self, Side::Destination | Side::ErrorDestination)
+    }
+
+    /// Whether the frames of this side are ICMP errors, with a quote to translate.
+    #[inline(always)]
+    fn quotes(self) -> bool {
+        matches!(self, Side::ErrorSource | Side::ErrorDestination)
+    }
+}
+
+/// The bits of a packed [`Next::Forward`] that hold its [`Side`].
+const SIDE_MASK: u32 = 3;
 
 #[inline(always)]
 fn inbound(
@@ -253,7 +279,8 @@ fn inbound(
         if quoted.src() != eip {
             return done(Outcome::drop(Verdict::DropIcmpErrorUnmatched));
         }
-        let Some((proto, port, _)) = quoted_port(ctx, quoted, ICMP_ECHO_REQUEST)? else {
+        let Some((proto, port, _)) = quoted_port(ctx, quoted, ICMP_ECHO_REQUEST, QUOTED_SRC)?
+        else {
             return done(Outcome::drop(Verdict::DropIcmpErrorUnmatched));
         };
         match public_endpoint(Endpoint::new(eip, port, proto), false) {
@@ -273,7 +300,8 @@ fn inbound(
         }
         t
     };
-    Ok(forward(Translation { slot, ..translation }, Side::Destination, own_addr))
+    let side = if frame.quoted.is_some() { Side::ErrorDestination } else { Side::Destination };
+    Ok(forward(Translation { slot, ..translation }, side, own_addr))
 }
 
 /// What a NAT gateway EIP's public endpoint leads to: a DNAT port mapping, or the SNAT
@@ -320,10 +348,20 @@ fn note_inbound_tcp(private: &Endpoint, flags: u8) {
 #[inline(always)]
 fn outbound(ctx: &XdpContext, frame: &Ipv4Frame, own_addr: u32) -> Result<Next, Malformed> {
     let src = frame.src();
-    if frame.quoted.is_some() {
-        // Errors the private hosts send about what reached them through a port
-        // translation are not translated back (yet): without it they have no egress.
-        return done(Outcome::drop(Verdict::DropIcmpErrorUnmatched));
+    if let Some(quoted) = &frame.quoted {
+        // An error the private host sends about a packet that reached it through a port
+        // translation: a DNAT port mapping's, or one that came back on a SNAT session.
+        // The quote names the host as its destination, at the private port.
+        if quoted.dst() != src {
+            return done(Outcome::drop(Verdict::DropIcmpErrorUnmatched));
+        }
+        let Some((proto, port, _)) = quoted_port(ctx, quoted, ICMP_ECHO_REPLY, QUOTED_DST)? else {
+            return done(Outcome::drop(Verdict::DropIcmpErrorUnmatched));
+        };
+        return match private_endpoint(&Endpoint::new(src, port, proto)) {
+            Some(t) => Ok(forward(t, Side::ErrorSource, own_addr)),
+            None => done(Outcome::drop(Verdict::DropIcmpErrorUnmatched)),
+        };
     }
     // One call of `forward_outbound` for every kind of translation: each inlined copy
     // costs the verifier a walk of its own.
@@ -372,6 +410,22 @@ fn outbound(ctx: &XdpContext, frame: &Ipv4Frame, own_addr: u32) -> Result<Next, 
         }
     };
     Ok(forward(translation, Side::Source, own_addr))
+}
+
+/// The public endpoint a private endpoint is seen as: its DNAT port mapping's, or its live
+/// SNAT session's (not refreshed: an error about a flow does not keep it alive).
+#[inline(always)]
+fn private_endpoint(key: &Endpoint) -> Option<Translation> {
+    // SAFETY: copied out at once; the agent replaces entries whole.
+    if let Some(target) = unsafe { DNAT_REVERSE.get(key) }.copied() {
+        return Some(Translation { addr: target.addr, port: target.port, slot: target.stats_slot });
+    }
+    // SAFETY: as above; a torn read of a session another CPU writes rejects one error.
+    let session = unsafe { SNAT_SESSIONS.get(key) }.copied()?;
+    if config().expired(key.proto, &session, now_ns()) {
+        return None;
+    }
+    Some(Translation { addr: session.eip, port: session.public_port, slot: session.stats_slot })
 }
 
 /// What comes after one of the program's steps (each a global function, so that the
@@ -424,11 +478,26 @@ pub struct Scratch {
 pub fn run(ctx: &XdpContext) -> Outcome {
     let mut next = eipgw_nat_decide(ctx.ctx);
     if next & NEXT_FORWARD != 0 {
-        next = if next & 1 == Side::Source as u32 {
-            eipgw_nat_forward_out(ctx.ctx)
-        } else {
-            eipgw_nat_forward_in(ctx.ctx)
+        let side = next & SIDE_MASK;
+        next = match side {
+            s if s == Side::Source as u32 => eipgw_nat_forward_out(ctx.ctx),
+            s if s == Side::ErrorSource as u32 => eipgw_nat_forward_error_out(ctx.ctx),
+            s if s == Side::ErrorDestination as u32 => eipgw_nat_forward_error_in(ctx.ctx),
+            _ => eipgw_nat_forward_in(ctx.ctx),
         };
+        // An error's quote is translated once the outer packet is rewritten and on its way
+        // (a redirect happens after the program returns). Done by the step that forwards
+        // it, the three calls' stacks together were more than the verifier allows.
+        let forwarded = next & NEXT_ANSWER == 0 && next & 0xff != xdp_action::XDP_DROP;
+        if forwarded
+            && (side == Side::ErrorSource as u32 || side == Side::ErrorDestination as u32)
+            && let Some(scratch) = NAT_SCRATCH.get(0)
+        {
+            let quote = scratch.addr as u64 | (scratch.port as u64) << 32 | (side as u64) << 48;
+            if eipgw_nat_translate_quote(ctx.ctx, quote) != 0 {
+                next = Outcome::drop(Verdict::DropMalformed).pack();
+            }
+        }
     }
     if next & NEXT_ANSWER != 0 {
         let own_addr = NAT_SCRATCH.get(0).map_or(0, |s| s.own_addr);
@@ -492,6 +561,22 @@ pub extern "C" fn eipgw_nat_forward_out(ctx: *mut xdp_md) -> u32 {
     forward_side(ctx, Side::Source)
 }
 
+/// [`eipgw_nat_forward_out`] for an ICMP error from a private host, whose quote is
+/// translated too (see [`Side`]).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn eipgw_nat_forward_error_out(ctx: *mut xdp_md) -> u32 {
+    forward_side(ctx, Side::ErrorSource)
+}
+
+/// [`eipgw_nat_forward_in`] for an ICMP error from the Internet, whose quote is
+/// translated too (see [`Side`]).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn eipgw_nat_forward_error_in(ctx: *mut xdp_md) -> u32 {
+    forward_side(ctx, Side::ErrorDestination)
+}
+
 #[inline(always)]
 fn forward_side(ctx: *mut xdp_md, side: Side) -> u32 {
     let ctx = XdpContext::new(ctx);
@@ -500,6 +585,10 @@ fn forward_side(ctx: *mut xdp_md, side: Side) -> u32 {
     };
     let translation = Translation { addr: scratch.addr, port: scratch.port, slot: scratch.slot };
     let result = match parse_ipv4(&ctx) {
+        // Each step sees only the frames it was chosen for.
+        Ok(frame) if frame.quoted.is_some() != side.quotes() => {
+            Ok(Next::Done(Outcome::drop(Verdict::DropMalformed)))
+        }
         Ok(frame) => route_and_send(&ctx, &frame, translation, side),
         Err(Malformed) => Err(Malformed),
     };
@@ -513,7 +602,7 @@ fn route_and_send(
     translation: Translation,
     side: Side,
 ) -> Result<Next, Malformed> {
-    if side == Side::Source {
+    if !side.inbound() {
         let decision = policy::eipgw_outbound_policy(ctx.ctx, translation.slot, translation.addr);
         if decision != policy::PASSES {
             return done(Outcome::unpack(decision));
@@ -522,10 +611,7 @@ fn route_and_send(
     if frame.ttl() <= 1 {
         return Ok(Next::Answer(RouterError::TimeExceeded));
     }
-    let routed_to = match side {
-        Side::Destination => translation.addr,
-        Side::Source => frame.dst(),
-    };
+    let routed_to = if side.inbound() { translation.addr } else { frame.dst() };
     let flow = Flow::V4 { src: frame.src(), dst: routed_to, tos: frame.tos() };
     let route = route::lookup(ctx, &flow, frame.proto(), frame.total_len);
     send(ctx, frame, route, translation, side)
@@ -668,45 +754,34 @@ fn send(
         let error = RouterError::FragmentationNeeded { mtu };
         return Ok(Next::Answer(error));
     }
-    let direction = match side {
-        Side::Destination => Direction::Inbound,
-        Side::Source => Direction::Outbound,
-    };
+    let direction = if side.inbound() { Direction::Inbound } else { Direction::Outbound };
     let bytes = frame.total_len as u64;
     remember_fragment(frame, &translation);
-    let echo_type = match side {
-        Side::Destination => ICMP_ECHO_REPLY,
-        Side::Source => ICMP_ECHO_REQUEST,
-    };
     // The port first: every route that does not drop the frame rewrites it, and one that
     // does drops it anyway. (Carrying an `Option<Ports>` into the closure made LLVM store
     // its undefined fields, which the verifier refuses to read.)
-    if frame.quoted.is_none()
-        && translation.port != 0
-        && let Some(ports) = ports(ctx, frame, echo_type)?
-    {
-        match side {
-            Side::Destination => ports.set(ports.dst, translation.port),
-            Side::Source => ports.set(ports.src, translation.port),
+    match (&frame.quoted, side) {
+        (None, _) if translation.port == 0 => {}
+        (None, Side::Destination) => {
+            if let Some(ports) = ports(ctx, frame, ICMP_ECHO_REPLY)? {
+                ports.set(ports.dst, translation.port);
+            }
         }
-    }
-    if let (Some(quoted), Side::Destination) = (&frame.quoted, side)
-        && let Some((_, _, at)) = quoted_port(ctx, quoted, ICMP_ECHO_REQUEST)?
-    {
-        set_quoted_port(quoted, at, translation.port);
+        (None, _) => {
+            if let Some(ports) = ports(ctx, frame, ICMP_ECHO_REQUEST)? {
+                ports.set(ports.src, translation.port);
+            }
+        }
+        // The quote: once the frame is on its way (see `run`).
+        (Some(_), _) => {}
     }
     let outcome = deliver(
         ctx,
         frame,
         route,
         |frame| match side {
-            Side::Destination => {
-                frame.set_dst(translation.addr);
-                if let Some(quoted) = &frame.quoted {
-                    quoted.set_src(translation.addr);
-                }
-            }
-            Side::Source => frame.set_src(translation.addr),
+            Side::Destination | Side::ErrorDestination => frame.set_dst(translation.addr),
+            Side::Source | Side::ErrorSource => frame.set_src(translation.addr),
         },
         Verdict::Translated,
         || count_eip(translation.slot, direction, bytes),
@@ -714,7 +789,53 @@ fn send(
     Ok(Next::Done(outcome))
 }
 
-/// The quoted packet's protocol and source port (or, for an ICMP echo message of
+/// Translates the quote of an ICMP error the way its packet was translated: the other
+/// way round from the outer packet (RFC 5508 §4.2). `quote` packs the address (low 32
+/// bits), the port (network byte order; 0: kept) and the [`Side`] of the outer packet.
+///
+/// A global function: inlined into the delivery, it was walked once for every kind of
+/// route, and its checksum paths multiplied theirs.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn eipgw_nat_translate_quote(ctx: *mut xdp_md, quote: u64) -> u32 {
+    let ctx = XdpContext::new(ctx);
+    let (addr, port) = (quote as u32, (quote >> 32) as u16);
+    let inbound = (quote >> 48) as u32 == Side::ErrorDestination as u32;
+    match translate_quote(&ctx, addr, port, inbound) {
+        Ok(()) => 0,
+        Err(Malformed) => 1,
+    }
+}
+
+#[inline(always)]
+fn translate_quote(ctx: &XdpContext, addr: u32, port: u16, inbound: bool) -> Result<(), Malformed> {
+    let frame = parse_ipv4(ctx)?;
+    let Some(quoted) = &frame.quoted else {
+        return Ok(());
+    };
+    // Inbound, the error is about a packet the EIP sent: the quote's source is the EIP's.
+    // Outbound, about a packet sent to the EIP: the quote's destination.
+    let (echo_type, which) =
+        if inbound { (ICMP_ECHO_REQUEST, QUOTED_SRC) } else { (ICMP_ECHO_REPLY, QUOTED_DST) };
+    if port != 0
+        && let Some((_, _, at)) = quoted_port(ctx, quoted, echo_type, which)?
+    {
+        set_quoted_port(quoted, at, port);
+    }
+    if inbound {
+        quoted.set_src(addr);
+    } else {
+        quoted.set_dst(addr);
+    }
+    Ok(())
+}
+
+/// Which port of a quoted TCP or UDP header [`quoted_port`] reads: the index of its
+/// 16-bit word. (An ICMP echo's identifier stands for both.)
+const QUOTED_SRC: usize = 0;
+const QUOTED_DST: usize = 1;
+
+/// The quoted packet's protocol and its port `which` (or, for an ICMP echo message of
 /// `echo_type`, its identifier), with where it sits and the checksum that covers it
 /// there; `None` if the quote holds no such field.
 #[inline(always)]
@@ -722,6 +843,7 @@ fn quoted_port(
     ctx: &XdpContext,
     quoted: &Quoted,
     echo_type: u8,
+    which: usize,
 ) -> Result<Option<(u8, u16, QuotedPort)>, Malformed> {
     let proto = quoted.proto();
     if quoted.is_later_fragment() || quoted.l4_at + 8 > quoted.end {
@@ -732,9 +854,11 @@ fn quoted_port(
     let words = l4 as *mut u16;
     match proto {
         PROTO_TCP | PROTO_UDP => {
-            // SAFETY: bounds-checked just above.
-            let port = unsafe { *words };
-            Ok(Some((proto, port, QuotedPort { port: words, icmp_check: None })))
+            // SAFETY: bounds-checked just above; `which` is 0 or 1, of the 4 words.
+            let at = unsafe { words.add(which & 1) };
+            // SAFETY: as above.
+            let port = unsafe { *at };
+            Ok(Some((proto, port, QuotedPort { port: at, icmp_check: None })))
         }
         PROTO_ICMP => {
             // SAFETY: as above: type and code, checksum, identifier.

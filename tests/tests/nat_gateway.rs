@@ -35,6 +35,9 @@ const WEB_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 20);
 const MAPPED_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 21);
 const WEB_PUBLIC_PORT: u16 = 80;
 const WEB_PRIVATE_PORT: u16 = 8080;
+/// A UDP port mapping of the SNAT EIP to a port of the web instance where nothing listens.
+const CLOSED_PUBLIC_PORT: u16 = 5300;
+const CLOSED_PRIVATE_PORT: u16 = 5399;
 const BODY: &str = "hello from behind the NAT gateway\n";
 /// How long a client keeps trying: the first packets wait for ARP on the gateway.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
@@ -138,6 +141,26 @@ fn udp_echoed(socket: &UdpSocket, to: SocketAddr, payload: &[u8]) -> Result<(), 
             Ok((_, from)) => return Err(format!("a wrong echo came from {from}, not {to}")),
             Err(_) if Instant::now() < deadline => {}
             Err(e) => return Err(format!("no echo from {to}: {e}")),
+        }
+    }
+}
+
+/// Sends datagrams on a socket connected to `to` until one is refused (the socket took an
+/// ICMP port unreachable that quotes exactly what it sent) or the deadline passes.
+fn udp_refused(to: SocketAddr) -> Result<(), String> {
+    let socket = UdpSocket::bind((INTERNET_HOST, 0)).map_err(|e| format!("bind: {e}"))?;
+    socket.connect(to).map_err(|e| format!("connect: {e}"))?;
+    socket.set_read_timeout(Some(Duration::from_millis(500))).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + CLIENT_DEADLINE;
+    let mut buf = [0u8; 64];
+    loop {
+        // A refusal may also surface on the send after the one it answered.
+        let result = socket.send(b"anyone there?").and_then(|_| socket.recv(&mut buf));
+        match result {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Ok(()),
+            Ok(n) => return Err(format!("an answer came: {:?}", &buf[..n])),
+            Err(_) if Instant::now() < deadline => {}
+            Err(e) => return Err(format!("never refused: {e}")),
         }
     }
 }
@@ -339,8 +362,12 @@ fn a_dnat_port_reaches_a_private_server_and_own_eip_then_ip_mapping_come_before_
         "dnat-add ngw-1 web --eip {SNAT_EIP} --protocol tcp --public-port {WEB_PUBLIC_PORT} \
          --private-ip {WEB_IP} --private-port {WEB_PRIVATE_PORT}"
     );
+    let closed = format!(
+        "dnat-add ngw-1 closed --eip {SNAT_EIP} --protocol udp --public-port \
+         {CLOSED_PUBLIC_PORT} --private-ip {WEB_IP} --private-port {CLOSED_PRIVATE_PORT}"
+    );
     let ip = format!("dnat-add ngw-1 mapped --eip {MAPPED_EIP} --private-ip {MAPPED_IP}");
-    for entry in [snat, port, ip] {
+    for entry in [snat, port, closed, ip] {
         eipctl(&agent, &format!("nat-gateway {entry}"));
     }
 
@@ -355,6 +382,12 @@ fn a_dnat_port_reaches_a_private_server_and_own_eip_then_ip_mapping_come_before_
     let unmapped = format!("http://{SNAT_EIP}:{WEB_PRIVATE_PORT}/");
     assert!(curl(inet, &unmapped).is_err(), "an unmapped port of the SNAT EIP answered");
     assert!(verdict(&agent, "drop_no_nat_mapping") > no_mapping, "the drop was not counted");
+    // The server's own ICMP errors go back translated (RFC 5508 REQ-3): the client's
+    // socket, connected to the EIP's port, takes the port unreachable that the instance
+    // sent about its private port as its own.
+    let closed = SocketAddr::from((SNAT_EIP, CLOSED_PUBLIC_PORT));
+    let refused = must(inet.run_in(move || udp_refused(closed)));
+    refused.unwrap_or_else(|e| panic!("UDP to {closed}: {e}\nagent log:\n{}", agent.log_text()));
     // The IP mapping forwards any port.
     let url = format!("http://{MAPPED_EIP}:7100/");
     assert_eq!(curl(inet, &url).unwrap_or_else(|e| panic!("curl {url}: {e}")), BODY);

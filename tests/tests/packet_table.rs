@@ -2119,6 +2119,12 @@ fn dnat_rows(table: &mut Table) {
         let hdr = Hdr { src, dst: INTERNET_HOST, ttl: TTL_AT_HOST, ..from_server };
         ip_packet_with(hdr, L4::Udp, ports(port, 5353))
     };
+    // What reached the server, as the Internet host sent it (to the EIP's port) and as the
+    // server received it: what an error the server sends about it quotes.
+    let received_by_server = |dst: Ipv4Addr, l4: L4, port: u16| {
+        let hdr = Hdr { src: INTERNET_HOST, dst, ttl: TTL_AT_HOST, ..inbound };
+        ip_packet_with(hdr, l4, ports(5353, port))
+    };
     let ip_inbound = link.inbound(EIP_DNAT_IP);
     let to_ip_host = Hdr { dst: NAT_IP_HOST, ..link.to_lan(ip_inbound, NAT_IP_HOST_MAC) };
     let from_ip_host = link.outbound(NAT_IP_HOST, NAT_IP_HOST_MAC);
@@ -2170,6 +2176,38 @@ fn dnat_rows(table: &mut Table) {
             port_unreachable(),
             &sent_by_server(EIP_DNAT, udp),
             &sent_by_server(NAT_SERVER, server_udp),
+        ),
+        // And the other way: the server's error about what reached it. The quoted
+        // destination (the server and its port) becomes the EIP and its port.
+        translated_error(
+            "DNAT: outbound ICMP port unreachable from the server about a mapped datagram",
+            Lan,
+            (from_server, to_internet),
+            port_unreachable(),
+            &received_by_server(NAT_SERVER, L4::Udp, server_udp),
+            &received_by_server(EIP_DNAT, L4::Udp, udp),
+        ),
+        translated_error(
+            "DNAT: outbound ICMP error from the server about a TCP segment, 8 bytes quoted",
+            Lan,
+            (from_server, to_internet),
+            port_unreachable(),
+            &cut(
+                received_by_server(NAT_SERVER, L4::TcpSyn, server_tcp),
+                IPV4_LEN + QUOTED_L4_BYTES,
+            ),
+            &cut(received_by_server(EIP_DNAT, L4::TcpSyn, tcp), IPV4_LEN + QUOTED_L4_BYTES),
+        ),
+        untouched(
+            "DNAT: outbound ICMP error from the server about a port no mapping holds",
+            Lan,
+            icmp_error(
+                from_server,
+                port_unreachable(),
+                &received_by_server(NAT_SERVER, L4::Udp, server_udp + 1),
+            ),
+            XDP_DROP,
+            Verdict::DropIcmpErrorUnmatched,
         ),
         untouched(
             "DNAT: inbound to a port with no mapping",
@@ -2411,6 +2449,20 @@ fn snat_rows(table: &mut Table) {
         &cut(sent_by_host(EIP_SNAT, L4::TcpSyn, ports(kept, 443)), IPV4_LEN + QUOTED_L4_BYTES),
         &cut(sent_by_host(SNAT_HOST, L4::TcpSyn, ports(kept, 443)), IPV4_LEN + QUOTED_L4_BYTES),
     ));
+    // And the host's own error about a reply that came back on its session: the quoted
+    // destination (the host and its private port) becomes the EIP and the public port.
+    let received_by_host = |dst: Ipv4Addr, l4: L4, ports: Ports| {
+        let hdr = Hdr { src: INTERNET_HOST, dst, ttl: TTL_AT_HOST, ..inbound };
+        ip_packet_with(hdr, l4, ports)
+    };
+    table.row(translated_error(
+        "SNAT: outbound ICMP port unreachable from the host about a reply on its session",
+        Lan,
+        (host, host_out),
+        port_unreachable(),
+        &received_by_host(SNAT_HOST, L4::Udp, ports(53, 5353)),
+        &received_by_host(EIP_SNAT, L4::Udp, ports(53, outside)),
+    ));
 
     // Nothing holds a UDP port of the range that no row was given.
     let udp_taken = [kept, outside, moved];
@@ -2418,6 +2470,17 @@ fn snat_rows(table: &mut Table) {
         .rev()
         .find(|port| !udp_taken.contains(port))
         .expect("a free port");
+    table.row(untouched(
+        "SNAT: outbound ICMP error from the host about a port no session holds",
+        Lan,
+        icmp_error(
+            host,
+            port_unreachable(),
+            &received_by_host(SNAT_HOST, L4::Udp, ports(53, free)),
+        ),
+        XDP_DROP,
+        Verdict::DropIcmpErrorUnmatched,
+    ));
     table.row(untouched(
         "SNAT: inbound to a port no session holds",
         Wan,
