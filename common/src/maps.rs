@@ -364,13 +364,17 @@ pub enum Verdict {
     /// Answered with ICMP destination unreachable, administratively prohibited (XDP_TX;
     /// RFC 5508 REQ-8 style), or dropped when no error may be sent.
     SnatRefused = 20,
-    /// Drop: a later fragment of a port-translated datagram whose first fragment has not
-    /// passed (XDP cannot hold a frame until it comes), or came more than 30 s before.
+    /// Drop: a later fragment of a port-translated datagram whose first fragment came more
+    /// than 30 s before, or one that could not be held (too large, or the agent's ring full).
     DropFragmentUnmatched = 21,
+    /// An inbound later fragment of a port-translated datagram that came before its first
+    /// fragment: handed to the agent (`HELD_FRAGMENTS`), which runs it through the program
+    /// again once the first fragment has passed (counted again then).
+    FragmentHeld = 22,
 }
 
 impl Verdict {
-    pub const COUNT: u32 = 22;
+    pub const COUNT: u32 = 23;
     pub const ALL: [Verdict; Self::COUNT as usize] = [
         Verdict::DropMalformed,
         Verdict::DropEipNotAssociated,
@@ -394,6 +398,7 @@ impl Verdict {
         Verdict::DropNoNatMapping,
         Verdict::SnatRefused,
         Verdict::DropFragmentUnmatched,
+        Verdict::FragmentHeld,
     ];
 
     /// Stable name used by the API and the CLI.
@@ -421,6 +426,7 @@ impl Verdict {
             Verdict::DropNoNatMapping => "drop_no_nat_mapping",
             Verdict::SnatRefused => "snat_refused",
             Verdict::DropFragmentUnmatched => "drop_fragment_unmatched",
+            Verdict::FragmentHeld => "fragment_held",
         }
     }
 }

@@ -251,6 +251,52 @@ pub struct FragmentTarget {
 }
 const _: () = assert!(core::mem::size_of::<FragmentTarget>() == 16);
 
+/// The ring buffer through which the program hands the agent what it cannot finish alone:
+/// inbound later fragments that came before their first fragment ([`HeldFrame`]), and word
+/// that a first fragment some of them wait for has passed ([`HeldRelease`]). XDP cannot keep
+/// a frame; the agent keeps it and runs it through the program again (BPF_PROG_TEST_RUN in
+/// live-frames mode, from the interface it came in on) once the first fragment has passed.
+pub const MAP_HELD_FRAGMENTS: &str = "HELD_FRAGMENTS";
+/// The datagrams ([`FragmentKey`]) that have frames held: the first fragment of one of
+/// these says so on [`MAP_HELD_FRAGMENTS`]. LRU: the agent forgets held frames in time too.
+pub const MAP_HELD_KEYS: &str = "HELD_KEYS";
+/// Size of [`MAP_HELD_FRAGMENTS`]: about 2000 frames in flight to the agent.
+pub const HELD_RING_BYTES: u32 = 4 << 20;
+/// Capacity of [`MAP_HELD_KEYS`].
+pub const MAX_HELD_KEYS: u32 = 4096;
+/// The largest frame that is held (an Ethernet frame of a 1500-byte MTU fits; larger later
+/// fragments that come early are dropped as [`crate::Verdict::DropFragmentUnmatched`]).
+pub const HELD_FRAME_BYTES: usize = 2048;
+/// [`HeldFrame::kind`].
+pub const HELD_KIND_FRAME: u32 = 1;
+/// [`HeldRelease::kind`].
+pub const HELD_KIND_RELEASE: u32 = 2;
+
+/// A later fragment the program could not translate yet, as it arrived.
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct HeldFrame {
+    /// [`HELD_KIND_FRAME`].
+    pub kind: u32,
+    /// The interface it came in on.
+    pub ifindex: u32,
+    /// How many bytes of `frame` it has.
+    pub len: u32,
+    pub key: FragmentKey,
+    pub frame: [u8; HELD_FRAME_BYTES],
+}
+const _: () = assert!(core::mem::size_of::<HeldFrame>() == 24 + HELD_FRAME_BYTES);
+
+/// The first fragment of `key`'s datagram has passed, so its held frames can follow.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeldRelease {
+    /// [`HELD_KIND_RELEASE`].
+    pub kind: u32,
+    pub key: FragmentKey,
+}
+const _: () = assert!(core::mem::size_of::<HeldRelease>() == 16);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: #[repr(C)], integers only, no implicit padding (the size asserts prove it).

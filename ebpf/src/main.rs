@@ -27,14 +27,15 @@ mod route;
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::XdpContext,
 };
 use eipgw_common::{
     DEFAULT_MAX_MAPPINGS, EIP_FILTER_SLOTS, EipBuckets, EipCounters, EipEntry, EipLimits, Endpoint,
-    FlowKey, FragmentKey, FragmentTarget, GatewayConfig, IcmpErrorBudget, Ipv6Key, MAX_DNAT_PORTS,
-    MAX_FRAGMENTS, MAX_GROUP_FLOWS, MAX_SECURITY_GROUPS, MAX_SNAT_SESSIONS, MAX_SNAT_SOURCES,
-    NatTarget, PrivateEntry, SecurityGroupRules, SnatConfig, SnatSession, Verdict,
+    FlowKey, FragmentKey, FragmentTarget, GatewayConfig, HELD_RING_BYTES, IcmpErrorBudget, Ipv6Key,
+    MAX_DNAT_PORTS, MAX_FRAGMENTS, MAX_GROUP_FLOWS, MAX_HELD_KEYS, MAX_SECURITY_GROUPS,
+    MAX_SNAT_SESSIONS, MAX_SNAT_SOURCES, NatTarget, PrivateEntry, SecurityGroupRules, SnatConfig,
+    SnatSession, Verdict,
 };
 
 // Every map is pinned by name so that a restarted agent finds the same maps (and the same
@@ -84,6 +85,10 @@ static SNAT_PORTS: HashMap<Endpoint, Endpoint> = HashMap::pinned(MAX_SNAT_SESSIO
 static SNAT_CONFIG: Array<SnatConfig> = Array::pinned(1, 0);
 #[map]
 static FRAGMENTS: LruHashMap<FragmentKey, FragmentTarget> = LruHashMap::pinned(MAX_FRAGMENTS, 0);
+#[map]
+static HELD_FRAGMENTS: RingBuf = RingBuf::pinned(HELD_RING_BYTES, 0);
+#[map]
+static HELD_KEYS: LruHashMap<FragmentKey, u8> = LruHashMap::pinned(MAX_HELD_KEYS, 0);
 /// The budget of ICMP errors the program sends as a router, per CPU. The one map that is
 /// not pinned: a restarted agent may as well start with a full budget, and no agent reads it.
 #[map]

@@ -15,12 +15,13 @@
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action, xdp_md},
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, generated::bpf_xdp_load_bytes},
     programs::XdpContext,
 };
 use eipgw_common::{
-    Endpoint, FRAGMENT_TIMEOUT_NS, FragmentKey, FragmentTarget, MODE_NAT_GATEWAY, SNAT_PORT_PROBES,
-    SnatConfig, SnatSession, Verdict,
+    Endpoint, FRAGMENT_TIMEOUT_NS, FragmentKey, FragmentTarget, HELD_FRAME_BYTES, HELD_KIND_FRAME,
+    HELD_KIND_RELEASE, HeldFrame, HeldRelease, MODE_NAT_GATEWAY, SNAT_PORT_PROBES, SnatConfig,
+    SnatSession, Verdict,
     checksum::{self, QuotedChecksums, QuotedL4},
     initial_state,
     policy::{PROTO_ICMP, PROTO_TCP, PROTO_UDP},
@@ -28,8 +29,8 @@ use eipgw_common::{
 };
 
 use crate::{
-    DNAT_PORTS, DNAT_REVERSE, EIPS, FRAGMENTS, NAT_SCRATCH, SNAT_CONFIG, SNAT_PORTS, SNAT_SESSIONS,
-    SNAT_SOURCES,
+    DNAT_PORTS, DNAT_REVERSE, EIPS, FRAGMENTS, HELD_FRAGMENTS, HELD_KEYS, NAT_SCRATCH, SNAT_CONFIG,
+    SNAT_PORTS, SNAT_SESSIONS, SNAT_SOURCES,
     counters::{Direction, EipDrop, count_eip, count_eip_drop},
     forward::{Outcome, deliver},
     gateway::{Ingress, ingress},
@@ -203,9 +204,71 @@ fn remember_fragment(frame: &Ipv4Frame, translation: &Translation) {
             stats_slot: translation.slot,
             created_ns: now_ns(),
         };
+        let key = fragment_key(frame);
         // LRU: a full table forgets the oldest datagram, whose fragments are long gone.
-        let _ = FRAGMENTS.insert(&fragment_key(frame), &target, 0);
+        let _ = FRAGMENTS.insert(&key, &target, 0);
+        // Later fragments that came first wait with the agent: they can follow now.
+        // SAFETY: only whether there is a value is looked at.
+        if unsafe { HELD_KEYS.get(&key) }.is_some() {
+            let _ = HELD_KEYS.remove(&key);
+            let _ = HELD_FRAGMENTS.output(&HeldRelease { kind: HELD_KIND_RELEASE, key }, 0);
+        }
     }
+}
+
+/// Hands an inbound later fragment whose first fragment has not passed yet to the agent,
+/// which sends it through the program again once it has (see `HELD_FRAGMENTS`).
+#[inline(always)]
+fn hold_fragment(ctx: &XdpContext, frame: &Ipv4Frame) -> Outcome {
+    let key = fragment_key(frame);
+    let id_proto = key.id as u32 | (key.proto as u32) << 16;
+    Outcome::unpack(eipgw_nat_hold_fragment(ctx.ctx, key.src, key.dst, id_proto))
+}
+
+/// [`hold_fragment`]'s work, a global function so that the copy is verified once. `src`,
+/// `dst` and `id_proto` (the identification, with the protocol above it) name the
+/// datagram ([`FragmentKey`]).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn eipgw_nat_hold_fragment(
+    ctx: *mut xdp_md,
+    src: u32,
+    dst: u32,
+    id_proto: u32,
+) -> u32 {
+    let context = XdpContext::new(ctx);
+    let unmatched = Outcome::drop(Verdict::DropFragmentUnmatched).pack();
+    let len = context.data_end().saturating_sub(context.data());
+    if len == 0 || len > HELD_FRAME_BYTES {
+        return unmatched;
+    }
+    let Some(mut entry) = HELD_FRAGMENTS.reserve::<HeldFrame>(0) else {
+        return unmatched;
+    };
+    let key = FragmentKey { src, dst, id: id_proto as u16, proto: (id_proto >> 16) as u8, _pad: 0 };
+    let held = entry.as_mut_ptr();
+    // SAFETY: `held` is the reserved record; `len` is within its frame buffer (checked
+    // above), and the helper copies from the packet, bounds-checked by the kernel.
+    let copied = unsafe {
+        (*held).kind = HELD_KIND_FRAME;
+        (*held).ifindex = context.ingress_ifindex() as u32;
+        (*held).len = len as u32;
+        (*held).key = key;
+        // The same `len`, in a form whose range the verifier sees as 1..=2048 (it lost the
+        // check for 0 above to the optimizer's merged comparison).
+        let size = ((len as u32 - 1) & (HELD_FRAME_BYTES as u32 - 1)) + 1;
+        bpf_xdp_load_bytes(ctx, 0, (*held).frame.as_mut_ptr().cast(), size)
+    };
+    if copied != 0 {
+        entry.discard(0);
+        return unmatched;
+    }
+    // Before the frame is on the ring: the first fragment, on another CPU, must find the
+    // key once the agent can have the frame (if it finds it earlier, the agent looks the
+    // first fragment up itself when the frame comes).
+    let _ = HELD_KEYS.insert(&key, &0, 0);
+    entry.submit(0);
+    Outcome::drop(Verdict::FragmentHeld).pack()
 }
 
 /// How the first fragment of this (later) fragment's datagram was translated, if it
@@ -272,7 +335,7 @@ fn inbound(
     let translation = if frame.is_later_fragment() {
         match fragment_translation(frame) {
             Some(t) => t,
-            None => return done(Outcome::drop(Verdict::DropFragmentUnmatched)),
+            None => return done(hold_fragment(ctx, frame)),
         }
     } else if let Some(quoted) = &frame.quoted {
         // An error about a packet the EIP sent: from a DNAT'ed service, or a SNAT session.

@@ -38,6 +38,8 @@ const WEB_PRIVATE_PORT: u16 = 8080;
 /// A UDP port mapping of the SNAT EIP to a port of the web instance where nothing listens.
 const CLOSED_PUBLIC_PORT: u16 = 5300;
 const CLOSED_PRIVATE_PORT: u16 = 5399;
+/// A UDP port mapping to a server on the web instance, which takes a fragmented datagram.
+const FRAGMENTED_PORT: u16 = 5301;
 const BODY: &str = "hello from behind the NAT gateway\n";
 /// How long a client keeps trying: the first packets wait for ARP on the gateway.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
@@ -143,6 +145,47 @@ fn udp_echoed(socket: &UdpSocket, to: SocketAddr, payload: &[u8]) -> Result<(), 
             Err(e) => return Err(format!("no echo from {to}: {e}")),
         }
     }
+}
+
+/// Bytes of UDP payload in the fragmented datagram: two fragments of 104 bytes.
+const FRAGMENTED_PAYLOAD: usize = 200;
+
+/// Sends one UDP datagram with `payload` to `to` as two IPv4 fragments, the last first,
+/// through a raw socket (the kernel fills in the header checksum). The UDP header and its
+/// checksum come from etherparse.
+fn send_fragments_last_first(to: SocketAddr, payload: &[u8]) -> Result<(), String> {
+    let SocketAddr::V4(to_v4) = to else { return Err("IPv4 only".into()) };
+    let builder = etherparse::PacketBuilder::ipv4(INTERNET_HOST.octets(), to_v4.ip().octets(), 64)
+        .udp(40_404, to.port());
+    let mut whole = Vec::new();
+    builder.write(&mut whole, payload).map_err(|e| e.to_string())?;
+    let udp = &whole[20..];
+    // The first fragment carries a multiple of 8 bytes; offsets count in 8-byte units.
+    let split = 104;
+    let fragment = |offset: usize, more: bool, body: &[u8]| {
+        let flags_offset = (offset / 8) as u16 | if more { 0x2000 } else { 0 };
+        let total = (20 + body.len()) as u16;
+        let mut packet = vec![0x45, 0];
+        packet.extend(total.to_be_bytes());
+        packet.extend(0x4242u16.to_be_bytes()); // identification
+        packet.extend(flags_offset.to_be_bytes());
+        packet.extend([64, 17, 0, 0]); // TTL, UDP, checksum (the kernel's)
+        packet.extend(INTERNET_HOST.octets());
+        packet.extend(to_v4.ip().octets());
+        packet.extend(body);
+        packet
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::from(libc::IPPROTO_RAW)),
+    )
+    .map_err(|e| format!("raw socket: {e}"))?;
+    let target = socket2::SockAddr::from(to);
+    for packet in [fragment(split, false, &udp[split..]), fragment(0, true, &udp[..split])] {
+        socket.send_to(&packet, &target).map_err(|e| format!("send: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Sends datagrams on a socket connected to `to` until one is refused (the socket took an
@@ -367,7 +410,11 @@ fn a_dnat_port_reaches_a_private_server_and_own_eip_then_ip_mapping_come_before_
          {CLOSED_PUBLIC_PORT} --private-ip {WEB_IP} --private-port {CLOSED_PRIVATE_PORT}"
     );
     let ip = format!("dnat-add ngw-1 mapped --eip {MAPPED_EIP} --private-ip {MAPPED_IP}");
-    for entry in [snat, port, closed, ip] {
+    let fragmented = format!(
+        "dnat-add ngw-1 fragmented --eip {SNAT_EIP} --protocol udp --public-port \
+         {FRAGMENTED_PORT} --private-ip {WEB_IP} --private-port {FRAGMENTED_PORT}"
+    );
+    for entry in [snat, port, closed, fragmented, ip] {
         eipctl(&agent, &format!("nat-gateway {entry}"));
     }
 
@@ -388,6 +435,23 @@ fn a_dnat_port_reaches_a_private_server_and_own_eip_then_ip_mapping_come_before_
     let closed = SocketAddr::from((SNAT_EIP, CLOSED_PUBLIC_PORT));
     let refused = must(inet.run_in(move || udp_refused(closed)));
     refused.unwrap_or_else(|e| panic!("UDP to {closed}: {e}\nagent log:\n{}", agent.log_text()));
+    // A datagram whose fragments come last first: only the first fragment holds the port
+    // that says where it goes, so the gateway holds the other until it has passed.
+    let server = must(web.ns.run_in(|| UdpSocket::bind((WEB_IP, FRAGMENTED_PORT))))
+        .unwrap_or_else(|e| panic!("binding the fragment server: {e}"));
+    let held = verdict(&agent, "fragment_held");
+    let payload: Vec<u8> = (0..FRAGMENTED_PAYLOAD).map(|i| i as u8).collect();
+    let to = SocketAddr::from((SNAT_EIP, FRAGMENTED_PORT));
+    let datagram = payload.clone();
+    must(inet.run_in(move || send_fragments_last_first(to, &datagram)))
+        .unwrap_or_else(|e| panic!("sending fragments: {e}"));
+    server.set_read_timeout(Some(CLIENT_DEADLINE)).expect("read timeout");
+    let mut buf = vec![0u8; 2 * FRAGMENTED_PAYLOAD];
+    let (n, from) = server.recv_from(&mut buf).unwrap_or_else(|e| {
+        panic!("the datagram never came whole: {e}\nagent log:\n{}", agent.log_text())
+    });
+    assert_eq!((&buf[..n], from.ip()), (&payload[..], IpAddr::V4(INTERNET_HOST)));
+    assert!(verdict(&agent, "fragment_held") > held, "the early fragment was not held");
     // The IP mapping forwards any port.
     let url = format!("http://{MAPPED_EIP}:7100/");
     assert_eq!(curl(inet, &url).unwrap_or_else(|e| panic!("curl {url}: {e}")), BODY);

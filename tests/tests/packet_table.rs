@@ -2514,13 +2514,19 @@ fn snat_rows(table: &mut Table) {
         host,
         host_out,
     ));
+    // Where it goes is in the first fragment, which has not passed: the frame is handed to
+    // the agent to wait for it (the topology test follows it through).
     table.row(untouched(
-        "SNAT: inbound later fragment with no fragment state",
+        "SNAT: inbound later fragment with no fragment state is held",
         Wan,
         frame(inbound, L4::UdpLastFragment),
         XDP_DROP,
-        Verdict::DropFragmentUnmatched,
+        Verdict::FragmentHeld,
     ));
+    table.step("SNAT: the held fragment waits with the agent", |t| {
+        let report = t.dataplane.release_held_fragments().expect("releasing held fragments");
+        assert_eq!((report.sent, report.dropped, report.waiting), (0, 0, 1), "{report:?}");
+    });
     table.row(forwarded(
         "SNAT: an outbound later fragment ahead of its first gets the host's EIP",
         Lan,

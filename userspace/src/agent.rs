@@ -11,8 +11,8 @@ use crate::{
         StatsView,
     },
     dataplane::{
-        Dataplane, DesiredMaps, EipMapping, EipPolicy, PortMapping, SnatSessionView, Touched,
-        monotonic_now_ns, utilisation_percent,
+        Dataplane, DesiredMaps, EipMapping, EipPolicy, HeldReport, PortMapping, SnatSessionView,
+        Touched, monotonic_now_ns, utilisation_percent,
     },
     model::{
         Association, Change, DnatMapping, Egress, EgressLookup, Key, Kind, NatGateway, Protocol,
@@ -185,6 +185,15 @@ impl Agent {
     /// Ends the SNAT sessions that are over now; returns how many.
     pub fn expire_snat_sessions(&mut self) -> anyhow::Result<usize> {
         self.dataplane.expire_snat_sessions(monotonic_now_ns())
+    }
+
+    /// See [`Dataplane::held_fragments_fd`]: a copy, for a thread that waits on it.
+    pub fn held_fragments_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        self.dataplane.held_fragments_fd().try_clone_to_owned()
+    }
+
+    pub fn release_held_fragments(&mut self) -> anyhow::Result<HeldReport> {
+        self.dataplane.release_held_fragments()
     }
 
     pub fn stats(&self) -> anyhow::Result<StatsView> {

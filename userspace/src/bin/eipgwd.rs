@@ -1,6 +1,11 @@
 //! `eipgwd`: the eipgw agent.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    os::fd::{AsRawFd as _, OwnedFd},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use aya::programs::XdpMode;
@@ -134,8 +139,14 @@ fn main() -> anyhow::Result<()> {
             // The program and maps stay pinned: translation goes on without the agent.
             log::info!("stopping; XDP stays attached and keeps translating");
         };
+        let held = agent.held_fragments_fd().context("copying the held-fragment ring's fd")?;
         let agent = Arc::new(tokio::sync::Mutex::new(agent));
         tokio::spawn(sweep_snat_sessions(agent.clone()));
+        let releaser = agent.clone();
+        std::thread::Builder::new()
+            .name("held-fragments".into())
+            .spawn(move || release_held_fragments(releaser, held))
+            .context("starting the held-fragment thread")?;
         let socket = args.api_socket.clone();
         let result = api::serve(agent, &socket, shutdown).await;
         let _ = std::fs::remove_file(&socket);
@@ -168,6 +179,37 @@ async fn sweep_snat_sessions(agent: Arc<tokio::sync::Mutex<Agent>>) {
             }
             Ok(Err(_)) => {}
             Err(e) => log::error!("the SNAT session sweep stopped: {e}"),
+        }
+    }
+}
+
+/// How often held fragments are looked at when the program says nothing: the ones that
+/// waited too long are let go.
+const HELD_FRAGMENTS_EVERY: Duration = Duration::from_secs(1);
+
+/// Releases held fragments (see `dataplane::held`) as soon as the program puts a record on
+/// the ring, for as long as the agent runs. A thread of its own, since it waits in poll(2).
+fn release_held_fragments(agent: Arc<tokio::sync::Mutex<Agent>>, ring: OwnedFd) {
+    let mut failing = false;
+    loop {
+        let mut poll = libc::pollfd { fd: ring.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let timeout = HELD_FRAGMENTS_EVERY.as_millis() as libc::c_int;
+        // SAFETY: one valid pollfd, for the call's duration. Interrupted or not, the ring is
+        // read below, and waiting resumes after.
+        unsafe { libc::poll(&mut poll, 1, timeout) };
+        match agent.blocking_lock().release_held_fragments() {
+            Ok(report) => {
+                if report.sent + report.dropped > 0 {
+                    log::debug!("held fragments: {report:?}");
+                }
+                failing = false;
+            }
+            // Said once, not every second, until it works again.
+            Err(e) if !failing => {
+                log::warn!("releasing held fragments: {e:#}");
+                failing = true;
+            }
+            Err(_) => {}
         }
     }
 }

@@ -8,6 +8,7 @@
 mod bpffs;
 mod desired;
 mod hairpin_filter;
+mod held;
 mod mirror;
 mod routes;
 mod slots;
@@ -35,16 +36,19 @@ use aya::{
 use eipgw_common::{
     EipBuckets, EipCounters, EipEntry, EipLimits, Endpoint, GatewayConfig, Ipv6Key, MAP_CONFIG,
     MAP_DNAT_PORTS, MAP_DNAT_REVERSE, MAP_EGRESS_DEVICES, MAP_EIP_BUCKETS, MAP_EIP_COUNTERS,
-    MAP_EIP_FILTER, MAP_EIP_LIMITS, MAP_EIPS, MAP_IPV6_PUBLIC, MAP_NAT_PROGRAMS, MAP_PRIVATE_IPS,
-    MAP_SECURITY_GROUPS, MAP_SNAT_CONFIG, MAP_SNAT_PORTS, MAP_SNAT_SESSIONS, MAP_SNAT_SOURCES,
-    MAP_VERDICT_COUNTERS, MODE_CUT_THROUGH, MODE_MULTI_EIP, MODE_NAT, MODE_NAT_GATEWAY,
-    MODE_UNASSOCIATED, NAT_PROGRAM_INDEX, NatTarget, PIN_DIR_NAME, PROGRAM_GATEWAY, PROGRAM_NAT,
-    PrivateEntry, SecurityGroupRules, SnatConfig, SnatSession, Verdict, ipv4_key, ipv4_octets,
+    MAP_EIP_FILTER, MAP_EIP_LIMITS, MAP_EIPS, MAP_FRAGMENTS, MAP_HELD_FRAGMENTS, MAP_IPV6_PUBLIC,
+    MAP_NAT_PROGRAMS, MAP_PRIVATE_IPS, MAP_SECURITY_GROUPS, MAP_SNAT_CONFIG, MAP_SNAT_PORTS,
+    MAP_SNAT_SESSIONS, MAP_SNAT_SOURCES, MAP_VERDICT_COUNTERS, MODE_CUT_THROUGH, MODE_MULTI_EIP,
+    MODE_NAT, MODE_NAT_GATEWAY, MODE_UNASSOCIATED, NAT_PROGRAM_INDEX, NatTarget, PIN_DIR_NAME,
+    PROGRAM_GATEWAY, PROGRAM_NAT, PrivateEntry, SecurityGroupRules, SnatConfig, SnatSession,
+    Verdict, ipv4_key, ipv4_octets,
 };
 
 pub use bpffs::ensure_bpffs;
 pub use desired::{DesiredMaps, EipMapping, EipPolicy, PortMapping, Touched};
 use hairpin_filter::HairpinFilter;
+use held::HeldFragments;
+pub use held::HeldReport;
 use mirror::{MirroredMap, read_all};
 use routes::Routes;
 use slots::Slots;
@@ -96,6 +100,7 @@ pub struct Dataplane {
     /// if still so at the next (see [`Dataplane::expire_snat_sessions`]).
     unheld_ports: BTreeMap<Endpoint, Endpoint>,
     hairpin_filter: HairpinFilter,
+    held: HeldFragments,
     slots: Slots,
     nr_cpus: usize,
     pin_dir: PathBuf,
@@ -208,6 +213,10 @@ impl Dataplane {
             snat_config,
             unheld_ports: BTreeMap::new(),
             hairpin_filter,
+            held: HeldFragments::new(
+                take_map(&mut ebpf, MAP_HELD_FRAGMENTS)?,
+                take_map(&mut ebpf, MAP_FRAGMENTS)?,
+            ),
             eips,
             slots,
             nr_cpus,
@@ -227,6 +236,23 @@ impl Dataplane {
             .program(PROGRAM_GATEWAY)
             .ok_or_else(|| anyhow!("program {PROGRAM_GATEWAY} missing"))?
             .try_into()?)
+    }
+
+    /// Readable when the program has handed over fragments to hold (see `held`): the
+    /// time to call [`Dataplane::release_held_fragments`].
+    pub fn held_fragments_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.held.fd()
+    }
+
+    /// Sends the held fragments whose first fragment has passed through the program again,
+    /// and lets go of those that waited too long.
+    pub fn release_held_fragments(&mut self) -> anyhow::Result<HeldReport> {
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM_GATEWAY)
+            .ok_or_else(|| anyhow!("program {PROGRAM_GATEWAY} missing"))?
+            .try_into()?;
+        Ok(self.held.release(program, std::time::Instant::now(), monotonic_now_ns()))
     }
 
     /// Makes the maps (and the kernel routes of visible-mode EIPs) hold exactly what
