@@ -3,8 +3,8 @@
 use std::net::Ipv4Addr;
 
 use super::{
-    Executed, check_eni_no_dnat, check_no_dnat, check_unicast, eip, eni, instance, instance_ipv4s,
-    region,
+    Executed, check_eni_no_dnat, check_no_dnat_where, check_unicast, eip, eni, held_by_instance,
+    instance, region,
 };
 use crate::model::{
     refusal::{Refusal, codes},
@@ -259,7 +259,7 @@ fn for_instance(state: &State, eip: &Eip, id: &str) -> Result<Association, Refus
             ),
         ));
     }
-    check_no_dnat(state, id, &instance_ipv4s(state, id))?;
+    check_no_dnat_where(state, id, &held_by_instance(state, id))?;
     Ok(Association::Instance {
         instance: id.into(),
         eni: primary.id.clone(),

@@ -316,7 +316,20 @@ fn dnat_targeting<'s>(
 
 /// R08: the target of a DNAT entry gets no EIP (`what` names it in the message).
 fn check_no_dnat(state: &State, what: &str, ips: &[Ipv4Addr]) -> Result<(), Refusal> {
-    if let Some((gw, entry)) = dnat_targeting(state, ips).next() {
+    check_no_dnat_where(state, what, &|ip| ips.contains(&ip))
+}
+
+/// [`check_no_dnat`] for the addresses `is_target` says yes to: the DNAT entries (few) are
+/// asked about, not every address of a large ENI or instance.
+fn check_no_dnat_where(
+    state: &State,
+    what: &str,
+    is_target: &dyn Fn(Ipv4Addr) -> bool,
+) -> Result<(), Refusal> {
+    let mut targeting = state.nat_gateways.values().flat_map(|gw| {
+        gw.dnat_entries.values().filter(|e| is_target(e.mapping.private_ip())).map(move |e| (gw, e))
+    });
+    if let Some((gw, entry)) = targeting.next() {
         return Err(Refusal::rule(
             codes::DNAT_CONFLICT,
             "R08",
@@ -333,10 +346,12 @@ fn check_no_dnat(state: &State, what: &str, ips: &[Ipv4Addr]) -> Result<(), Refu
 /// the detached ENI may be a DNAT target.
 fn check_eni_no_dnat(state: &State, eni: &Eni) -> Result<(), Refusal> {
     match &eni.instance {
-        Some(instance) => {
-            check_no_dnat(state, &format!("instance {instance}"), &instance_ipv4s(state, instance))
-        }
-        None => check_no_dnat(state, &format!("ENI {}", eni.id), &eni.ipv4s().collect::<Vec<_>>()),
+        Some(instance) => check_no_dnat_where(
+            state,
+            &format!("instance {instance}"),
+            &held_by_instance(state, instance),
+        ),
+        None => check_no_dnat_where(state, &format!("ENI {}", eni.id), &|ip| eni.has_ipv4(ip)),
     }
 }
 
@@ -344,6 +359,11 @@ fn check_eni_no_dnat(state: &State, eni: &Eni) -> Result<(), Refusal> {
 fn instance_has_eip(state: &State, instance: &str) -> bool {
     state.eip_of_instance(instance).is_some()
         || state.enis_of_instance(instance).any(|e| state.eips_of_eni(&e.id).next().is_some())
+}
+
+/// Whether an ENI of `instance` holds an address: [`instance_ipv4s`] as a question.
+fn held_by_instance<'s>(state: &'s State, instance: &'s str) -> impl Fn(Ipv4Addr) -> bool + 's {
+    move |ip| state.owner_of_ipv4(ip).is_some_and(|eni| eni.instance.as_deref() == Some(instance))
 }
 
 /// Every private IPv4 of an instance (all its ENIs).
