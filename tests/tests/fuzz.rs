@@ -1155,12 +1155,15 @@ struct Parsed {
 }
 
 /// A quoted TCP or UDP checksum. The quote rarely holds all it covers, but a rewrite of the
-/// quoted addresses must change it by what they changed (RFC 5508 §4.2, RFC 1624): the
-/// one's-complement sum of the two addresses and the checksum stays as it was.
+/// quoted addresses and ports (a NAT gateway's port translation) must change it by what
+/// they changed (RFC 5508 §4.2, RFC 1624): the one's-complement sum of the two addresses,
+/// the two ports and the checksum stays as it was.
 #[derive(Clone, Copy, Debug)]
 struct QuotedL4 {
     /// Offset of the quoted source and destination addresses.
     addresses: usize,
+    /// Offset of the quoted source and destination ports.
+    ports: usize,
     field: usize,
     udp: bool,
 }
@@ -1170,6 +1173,7 @@ impl QuotedL4 {
     fn read(&self, frame: &[u8]) -> (u16, u16) {
         let sum = Sum16BitWords::new()
             .add_slice(&frame[self.addresses..self.addresses + 8])
+            .add_slice(&frame[self.ports..self.ports + 4])
             .add_slice(&frame[self.field..self.field + 2])
             .ones_complement();
         (get_u16(frame, self.field), sum)
@@ -1262,6 +1266,7 @@ fn parse_ipv4(frame: &[u8]) -> Result<Parsed, String> {
                     .filter(|&field| field + 2 <= end && inner.fragments_offset().value() == 0)
                     .map(|field| QuotedL4 {
                         addresses: at + IPV4_SRC,
+                        ports: at + header_len,
                         field,
                         udp: inner.protocol().0 == PROTO_UDP,
                     });
@@ -1458,7 +1463,7 @@ fn judge_changed(
                 "quoted L4 checksum broken",
                 format!(
                     "{} checksum {check_before:#06x}, then {check_after:#06x}: not changed by \
-                     what the quoted addresses changed",
+                     what the quoted addresses and ports changed",
                     if before.udp { "UDP" } else { "TCP" }
                 ),
             );
