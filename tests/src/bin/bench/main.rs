@@ -11,7 +11,9 @@
 //! 3. the same per-packet cost of an inbound NAT hit with 1k, 100k and 1M mappings
 //!    installed;
 //! 4. the control plane: applying many associations, and how soon an association takes
-//!    effect.
+//!    effect;
+//! 5. SNAT through the gateway against nftables masquerade: new sessions per second and
+//!    the rate of established flows (section 2's generator and sink).
 //!
 //! `--quick` runs each section briefly, to keep the harness working (under a minute);
 //! `--section N` runs only section N.
@@ -20,6 +22,7 @@ mod control_plane;
 mod forwarding;
 mod per_packet;
 mod report;
+mod snat;
 mod table_scale;
 mod traffic;
 
@@ -31,14 +34,14 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let only = args.iter().position(|a| a == "--section").map(|i| {
         args.get(i + 1).map(String::as_str).unwrap_or_else(|| {
-            eprintln!("eipgw-bench: --section needs a number (1 to 4)");
+            eprintln!("eipgw-bench: --section needs a number (1 to 5)");
             std::process::exit(2);
         })
     });
     if let Some(section) = only
-        && !["1", "2", "3", "4"].contains(&section)
+        && !["1", "2", "3", "4", "5"].contains(&section)
     {
-        eprintln!("eipgw-bench: there is no section {section}; sections are 1 to 4");
+        eprintln!("eipgw-bench: there is no section {section}; sections are 1 to 5");
         std::process::exit(2);
     }
     let mut report = Report::default();
@@ -53,6 +56,9 @@ fn main() {
     }
     if only.is_none_or(|s| s == "4") {
         control_plane::run(quick, &mut report);
+    }
+    if only.is_none_or(|s| s == "5") {
+        snat::run(quick, &mut report);
     }
     report.print();
     // Beside the build, whatever directory the bench was started from.
