@@ -13,6 +13,7 @@
 #![feature(core_intrinsics)]
 #![expect(internal_features, reason = "the atomic add intrinsic; see policy::within_cap")]
 
+mod bench;
 mod counters;
 mod forward;
 mod gateway;
@@ -113,6 +114,18 @@ pub fn eipgw_nat(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn eipgw_reference(ctx: XdpContext) -> u32 {
     reference::forward(&ctx).unwrap_or(xdp_action::XDP_DROP)
+}
+
+/// The forwarding bench's traffic generator (see `bench`), run by BPF_PROG_TEST_RUN.
+#[xdp]
+pub fn eipgw_bench_gen(ctx: XdpContext) -> u32 {
+    bench::generate(&ctx)
+}
+
+/// The forwarding bench's sink (see `bench`): counts and drops.
+#[xdp]
+pub fn eipgw_bench_sink(ctx: XdpContext) -> u32 {
+    bench::sink(&ctx)
 }
 
 /// Passes every frame. Attached to the far end of a veth so that frames redirected into the

@@ -8,6 +8,15 @@
 //! EIP too), so that run n + 1 translates back what run n translated. The TTL still falls by
 //! one a run, so each call repeats a frame 200 times from TTL 255, and a sample is the mean
 //! over many calls: [`PACKETS_PER_SAMPLE`] frames in all.
+//!
+//! The SNAT paths (the tail-called `eipgw_nat`) are held steady the same way: the EIP that
+//! a SNAT source leaves through is itself made a SNAT source, leaving through a NAT gateway
+//! "EIP" that is the source's own address. Run n translates the source to the EIP, run
+//! n + 1 back, and after the first two runs every run finds its session. A new session
+//! cannot be repeated at all, so it is measured one run per call (repeat 1), each call
+//! from a port no session holds yet, and set beside the existing session and the
+//! reference measured the same way: a call's timing then includes the kernel's clock reads
+//! around one run (the same for all three), which repeat 200 spreads thin.
 
 use std::net::Ipv4Addr;
 
@@ -25,6 +34,13 @@ const REPEAT: u32 = 200;
 const PACKETS_PER_SAMPLE: u64 = 1_000_000;
 /// Setups, one sample of every figure each.
 const SAMPLES: usize = 7;
+/// New SNAT sessions made per setup, one per call (their ports 1024 and up, all free).
+const NEW_SESSIONS: u32 = 20_000;
+/// The SNAT source's port on the existing-session path: far from the new sessions' ports.
+const SNAT_EXISTING_PORT: u16 = 40_000;
+/// The names of the repeat-1 figures.
+pub const SNAT_NEW_ONE_RUN: &str = "SNAT new session (1 run a call)";
+pub const SNAT_EXISTING_ONE_RUN: &str = "SNAT existing session (1 run a call)";
 /// The size of the mapping tables: the paths need a handful.
 const MAX_MAPPINGS: u32 = 1024;
 
@@ -47,6 +63,17 @@ fn tcp(eth: ([u8; 6], [u8; 6]), src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
         .tcp(40_000, 443, 1, 64_240);
     let mut frame = Vec::with_capacity(builder.size(payload.len()));
     builder.write(&mut frame, &payload).expect("a TCP frame");
+    frame
+}
+
+/// A 64-byte UDP frame from `src` to the Internet host's DNS port, checksum set.
+fn udp(eth: ([u8; 6], [u8; 6]), src: (Ipv4Addr, u16)) -> Vec<u8> {
+    let payload = [0u8; 22];
+    let builder = PacketBuilder::ethernet2(eth.0, eth.1)
+        .ipv4(src.0.octets(), INTERNET_HOST.octets(), 255)
+        .udp(src.1, 53);
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut frame, &payload).expect("a UDP frame");
     frame
 }
 
@@ -94,6 +121,13 @@ fn paths(wan_mac: [u8; 6], lan_mac: [u8; 6]) -> Vec<FramePath> {
             reference_frame: arp_request(),
             ingress: WAN_IF,
             verdict: Verdict::PassNotTranslated,
+        },
+        FramePath {
+            name: "SNAT existing session",
+            gateway_frame: udp((SNAT_HOST_MAC, lan_mac), (SNAT_HOST, SNAT_EXISTING_PORT)),
+            reference_frame: udp((SNAT_HOST_MAC, lan_mac), (SNAT_HOST, SNAT_EXISTING_PORT)),
+            ingress: LAN_IF,
+            verdict: Verdict::Translated,
         },
         FramePath {
             name: "ICMP error (quote translated)",
@@ -176,6 +210,8 @@ pub fn one_setup(
         let mut desired = desired_maps();
         // The way back, so that every run is a hit (see the module doc).
         desired.eips.insert(VM, EipMapping::Nat { private_ip: EIP_VM });
+        desired.eips.insert(SNAT_HOST, EipMapping::NatGateway);
+        desired.snat_sources.insert(EIP_SNAT, SNAT_HOST);
         for n in 0..extra_mappings {
             let (eip, private_ip) = spread_mapping(n);
             desired.eips.insert(eip, EipMapping::Nat { private_ip });
@@ -183,7 +219,7 @@ pub fn one_setup(
         dataplane.reconcile(&desired).expect("writing the maps");
         let reference =
             ReferenceProgram::load(&bpffs.path().join(PIN_DIR_NAME), WAN_PEER, max_mappings);
-        let measured = paths
+        let mut measured: Vec<(&'static str, f64, f64)> = paths
             .iter()
             .filter(|path| wanted(path.name))
             .map(|path| {
@@ -196,6 +232,13 @@ pub fn one_setup(
                 (path.name, gateway, baseline)
             })
             .collect();
+        if wanted(SNAT_NEW_ONE_RUN) {
+            let calls = if packets < PACKETS_PER_SAMPLE { NEW_SESSIONS / 10 } else { NEW_SESSIONS };
+            let existing = paths.iter().find(|p| p.name == "SNAT existing session");
+            let existing = existing.expect("the SNAT existing-session path");
+            let one_run = snat_one_run(&dataplane, &reference, existing, calls);
+            measured.extend(one_run);
+        }
         drop(dataplane);
         measured
     })
@@ -246,6 +289,59 @@ impl ReferenceProgram {
             .try_into()
             .expect("an XDP program")
     }
+}
+
+/// SNAT one run a call: `calls` new sessions (each call's frame from a port of its own),
+/// then as many calls on the existing session's frame, on the gateway and on the
+/// reference. Checks that every new-session call made a session and was translated.
+fn snat_one_run(
+    dataplane: &Dataplane,
+    reference: &ReferenceProgram,
+    existing: &FramePath,
+    calls: u32,
+) -> [(&'static str, f64, f64); 2] {
+    let ingress = ifindex(LAN_IF);
+    let program = dataplane.program().expect("the gateway program");
+    // The existing path's frame is addressed to lan0: its destination MAC.
+    let lan_mac: [u8; 6] = existing.gateway_frame[..6].try_into().expect("a MAC");
+    let frames: Vec<Vec<u8>> = (0..calls)
+        .map(|n| udp((SNAT_HOST_2_MAC, lan_mac), (SNAT_HOST_2, 1024 + n as u16)))
+        .collect();
+    let sessions = || dataplane.snat_sessions().expect("reading the SNAT sessions").len();
+    let translated = || translated_count(dataplane);
+    let (sessions_before, translated_before) = (sessions(), translated());
+    let one_run = |program: &Xdp, frame: &[u8]| -> u128 {
+        let ctx = xdp_md(frame.len(), ingress);
+        let options =
+            TestRunOptions { data_in: Some(frame), ctx_in: Some(&ctx), ..Default::default() };
+        let result =
+            program.test_run(options).unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN failed: {e}"));
+        result.duration.as_nanos()
+    };
+    let new_total: u128 = frames.iter().map(|frame| one_run(program, frame)).sum();
+    let made = sessions() - sessions_before;
+    let moved = translated() - translated_before;
+    assert!(
+        made == calls as usize && moved == u64::from(calls),
+        "{SNAT_NEW_ONE_RUN}: {calls} calls made {made} sessions and translated {moved} frames"
+    );
+    let existing_total: u128 = (0..calls).map(|_| one_run(program, &existing.gateway_frame)).sum();
+    let reference_total: u128 =
+        (0..calls).map(|_| one_run(reference.program(), &existing.reference_frame)).sum();
+    let mean = |total: u128| total as f64 / f64::from(calls);
+    [
+        (SNAT_NEW_ONE_RUN, mean(new_total), mean(reference_total)),
+        (SNAT_EXISTING_ONE_RUN, mean(existing_total), mean(reference_total)),
+    ]
+}
+
+fn translated_count(dataplane: &Dataplane) -> u64 {
+    dataplane
+        .verdict_counters()
+        .expect("reading the verdict counters")
+        .into_iter()
+        .find(|(v, _)| *v == Verdict::Translated)
+        .map_or(0, |(_, n)| n)
 }
 
 /// The mean time per frame over `packets` runs of `frame`, in ns (the kernel's own timing
