@@ -34,6 +34,9 @@ enum Task {
         /// too rough to compare.
         #[arg(long)]
         quick: bool,
+        /// Run only this section (1-5).
+        #[arg(long, value_name = "N")]
+        section: Option<u8>,
     },
 }
 
@@ -56,7 +59,7 @@ fn main() -> anyhow::Result<()> {
             build()?;
             cargo(&["run", "--release", "--quiet", "-p", "eipgw-tests", "--bin", "eipgw-demo"])
         }
-        Task::Bench { quick } => {
+        Task::Bench { quick, section } => {
             require_root("cargo xtask bench")?;
             setup::run()?;
             build()?;
@@ -64,6 +67,10 @@ fn main() -> anyhow::Result<()> {
             args.extend(["--bin", "eipgw-bench", "--"]);
             if quick {
                 args.push("--quick");
+            }
+            let section = section.map(|n| n.to_string());
+            if let Some(n) = &section {
+                args.extend(["--section", n.as_str()]);
             }
             cargo(&args)
         }
