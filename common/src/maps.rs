@@ -104,9 +104,17 @@ pub struct EipEntry {
     pub stats_slot: u32,
     /// One of the `MODE_*` constants.
     pub mode: u32,
-    pub _pad: u32,
+    /// [`EIP_LIMITED`] or 0.
+    pub flags: u32,
 }
 const _: () = assert!(core::mem::size_of::<EipEntry>() == 16);
+
+/// In [`EipEntry::flags`] and [`PrivateEntry::flags`]: the EIP's slot in `EIP_LIMITS` holds
+/// a security group or a bandwidth cap, so the policy functions run for its traffic.
+/// Without it they are not called, and an EIP without limits costs no read of its limits
+/// (a cache miss per packet when many EIPs are busy). The agent sets it after writing the
+/// limits and clears it before clearing them.
+pub const EIP_LIMITED: u32 = 1;
 
 /// Value of [`MAP_PRIVATE_IPS`].
 #[repr(C)]
@@ -116,8 +124,12 @@ pub struct PrivateEntry {
     pub eip_addr: u32,
     /// Index into [`MAP_EIP_COUNTERS`] (the EIP's slot).
     pub stats_slot: u32,
+    /// The EIP's [`EipEntry::flags`] (`PRIVATE_IPS` only; the NAT gateway's paths always
+    /// run the policy).
+    pub flags: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<PrivateEntry>() == 8);
+const _: () = assert!(core::mem::size_of::<PrivateEntry>() == 16);
 
 /// Per-EIP traffic counters (one copy per CPU; the agent sums them). Bytes are IPv4 total
 /// lengths, so they do not depend on the link layer.

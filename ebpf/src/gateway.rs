@@ -3,8 +3,8 @@
 
 use aya_ebpf::programs::XdpContext;
 use eipgw_common::{
-    EipEntry, MODE_CUT_THROUGH, MODE_MULTI_EIP, MODE_NAT, MODE_NAT_GATEWAY, NAT_PROGRAM_INDEX,
-    Verdict, eip_filter_slot,
+    EIP_LIMITED, EipEntry, MODE_CUT_THROUGH, MODE_MULTI_EIP, MODE_NAT, MODE_NAT_GATEWAY,
+    NAT_PROGRAM_INDEX, Verdict, eip_filter_slot,
 };
 
 use crate::{
@@ -143,7 +143,9 @@ fn inbound(ctx: &XdpContext, frame: &Ipv4Frame, own_addr: u32) -> Result<Outcome
     };
     // The ENI's security group decides before anything else is done for the frame, and
     // the cap meters what arrives.
-    if let Some(dropped) = inbound_policy(ctx, frame, entry.stats_slot, frame.src(), dst) {
+    if entry.flags & EIP_LIMITED != 0
+        && let Some(dropped) = inbound_policy(ctx, frame, entry.stats_slot, frame.src(), dst)
+    {
         return Ok(dropped);
     }
     if frame.ttl() <= 1 {
@@ -227,7 +229,7 @@ fn outbound(
         }
     }
     // SAFETY: as above.
-    let (rewrite, stats_slot, public_src) =
+    let (rewrite, stats_slot, public_src, flags) =
         if let Some(private) = unsafe { PRIVATE_IPS.get(&src) }.copied() {
             // An ICMP error from the private host is about a packet it received, sent to it
             // (RFC 5508 §3.1; a host sends its errors from the address the packet came to).
@@ -240,13 +242,14 @@ fn outbound(
                 Some(t) => Rewrite::Both { src: private.eip_addr, dst: t.private_addr },
                 None => Rewrite::Source(private.eip_addr),
             };
-            (Some(rewrite), private.stats_slot, private.eip_addr)
+            (Some(rewrite), private.stats_slot, private.eip_addr, private.flags)
         } else {
             // SAFETY: as above.
             match unsafe { EIPS.get(&src) }.copied() {
                 // A visible-mode EIP as source stays as it is.
                 Some(eip) if is_visible(&eip) => {
-                    (target.map(|t| Rewrite::Destination(t.private_addr)), eip.stats_slot, src)
+                    let rewrite = target.map(|t| Rewrite::Destination(t.private_addr));
+                    (rewrite, eip.stats_slot, src, eip.flags)
                 }
                 // A NAT gateway's DNAT port mapping or SNAT, for Internet-bound traffic.
                 _ if target.is_none() => return Ok(nat_program(ctx, Verdict::DropNoEgress)),
@@ -256,11 +259,15 @@ fn outbound(
         };
     // Hairpin: the target's security group sees the sender's EIP as the source.
     if let Some(t) = target
+        && t.flags & EIP_LIMITED != 0
         && let Some(dropped) = inbound_policy(ctx, frame, t.stats_slot, public_src, frame.dst())
     {
         return Ok(dropped);
     }
-    if let Some(dropped) = dropped(policy::eipgw_outbound_policy(ctx.ctx, stats_slot, public_src)) {
+    if flags & EIP_LIMITED != 0
+        && let Some(dropped) =
+            dropped(policy::eipgw_outbound_policy(ctx.ctx, stats_slot, public_src))
+    {
         return Ok(dropped);
     }
     if frame.ttl() <= 1 {

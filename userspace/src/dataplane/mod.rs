@@ -34,14 +34,14 @@ use aya::{
     },
 };
 use eipgw_common::{
-    EipBuckets, EipCounters, EipEntry, EipLimits, Endpoint, GatewayConfig, Ipv6Key, MAP_CONFIG,
-    MAP_DNAT_PORTS, MAP_DNAT_REVERSE, MAP_EGRESS_DEVICES, MAP_EIP_BUCKETS, MAP_EIP_COUNTERS,
-    MAP_EIP_FILTER, MAP_EIP_LIMITS, MAP_EIPS, MAP_FRAGMENTS, MAP_HELD_FRAGMENTS, MAP_IPV6_PUBLIC,
-    MAP_NAT_PROGRAMS, MAP_PRIVATE_IPS, MAP_SECURITY_GROUPS, MAP_SNAT_CONFIG, MAP_SNAT_PORTS,
-    MAP_SNAT_SESSIONS, MAP_SNAT_SOURCES, MAP_VERDICT_COUNTERS, MODE_CUT_THROUGH, MODE_MULTI_EIP,
-    MODE_NAT, MODE_NAT_GATEWAY, MODE_UNASSOCIATED, NAT_PROGRAM_INDEX, NatTarget, PIN_DIR_NAME,
-    PROGRAM_GATEWAY, PROGRAM_NAT, PrivateEntry, SecurityGroupRules, SnatConfig, SnatSession,
-    Verdict, ipv4_key, ipv4_octets,
+    EIP_LIMITED, EipBuckets, EipCounters, EipEntry, EipLimits, Endpoint, GatewayConfig, Ipv6Key,
+    MAP_CONFIG, MAP_DNAT_PORTS, MAP_DNAT_REVERSE, MAP_EGRESS_DEVICES, MAP_EIP_BUCKETS,
+    MAP_EIP_COUNTERS, MAP_EIP_FILTER, MAP_EIP_LIMITS, MAP_EIPS, MAP_FRAGMENTS, MAP_HELD_FRAGMENTS,
+    MAP_IPV6_PUBLIC, MAP_NAT_PROGRAMS, MAP_PRIVATE_IPS, MAP_SECURITY_GROUPS, MAP_SNAT_CONFIG,
+    MAP_SNAT_PORTS, MAP_SNAT_SESSIONS, MAP_SNAT_SOURCES, MAP_VERDICT_COUNTERS, MODE_CUT_THROUGH,
+    MODE_MULTI_EIP, MODE_NAT, MODE_NAT_GATEWAY, MODE_UNASSOCIATED, NAT_PROGRAM_INDEX, NatTarget,
+    PIN_DIR_NAME, PROGRAM_GATEWAY, PROGRAM_NAT, PrivateEntry, SecurityGroupRules, SnatConfig,
+    SnatSession, Verdict, ipv4_key, ipv4_octets,
 };
 
 pub use bpffs::ensure_bpffs;
@@ -458,7 +458,8 @@ impl Dataplane {
                             "SNAT source {ip} leaves through EIP {eip}, which is not in the EIP map"
                         )
                     })?;
-                    self.snat_sources.set(key, PrivateEntry { eip_addr, stats_slot });
+                    let entry = PrivateEntry { eip_addr, stats_slot, ..PrivateEntry::default() };
+                    self.snat_sources.set(key, entry);
                 }
                 None => self.snat_sources.delete(key),
             }
@@ -497,13 +498,36 @@ impl Dataplane {
         addresses: impl IntoIterator<Item = Ipv4Addr>,
     ) -> anyhow::Result<()> {
         for address in addresses {
-            let Some(slot) = self.slots.get(ipv4_key(address.octets())) else {
+            let key = ipv4_key(address.octets());
+            let Some(slot) = self.slots.get(key) else {
                 continue;
             };
             let wanted = desired.policies.get(&address).copied().unwrap_or_default().limits();
             self.set_limits(slot, wanted)?;
+            let flags = if wanted == EipLimits::default() { 0 } else { EIP_LIMITED };
+            self.set_limited_flag(key, flags);
         }
+        // After the limits: a flag never sends a frame to limits that are not there yet.
+        self.eips.flush()?;
+        self.private_ips.flush()?;
         Ok(())
+    }
+
+    /// Plans the [`EIP_LIMITED`] flag of the EIP `key` and of its private address's entry.
+    fn set_limited_flag(&mut self, key: u32, flags: u32) {
+        let Some(entry) = self.eips.get(&key) else {
+            return;
+        };
+        if entry.flags != flags {
+            self.eips.set(key, EipEntry { flags, ..entry });
+        }
+        if entry.mode == MODE_NAT
+            && let Some(private) = self.private_ips.get(&entry.private_addr)
+            && private.eip_addr == key
+            && private.flags != flags
+        {
+            self.private_ips.set(entry.private_addr, PrivateEntry { flags, ..private });
+        }
     }
 
     fn set_limits(&mut self, slot: u32, wanted: EipLimits) -> anyhow::Result<()> {
@@ -725,11 +749,14 @@ impl Dataplane {
         if let Some(next_hop) = mapping.next_hop() {
             self.routes.replace(address, next_hop)?;
         }
+        // The slot's limits as written now; `write_policies` brings the flag along when they
+        // change.
+        let flags = if self.limits_written.contains_key(&slot) { EIP_LIMITED } else { 0 };
         let entry =
-            EipEntry { private_addr: ipv4_key(addr.octets()), stats_slot: slot, mode, _pad: 0 };
+            EipEntry { private_addr: ipv4_key(addr.octets()), stats_slot: slot, mode, flags };
         self.eips.set(key, entry);
         if let EipMapping::Nat { private_ip } = mapping {
-            let value = PrivateEntry { eip_addr: key, stats_slot: slot };
+            let value = PrivateEntry { eip_addr: key, stats_slot: slot, flags, _pad: 0 };
             self.private_ips.set(ipv4_key(private_ip.octets()), value);
         }
         Ok(())

@@ -228,14 +228,19 @@ mod tests {
     fn sessions_end_when_idle_or_when_their_source_moved() {
         let config = SnatConfig::DEFAULT;
         let eip = [203, 0, 113, 14];
-        let source = Some(PrivateEntry { eip_addr: ipv4_key(eip), stats_slot: 3 });
+        let source =
+            Some(PrivateEntry { eip_addr: ipv4_key(eip), stats_slot: 3, ..Default::default() });
         let k = key([10, 0, 1, 10], 5353, PROTO_UDP);
         let s = session(eip, 5353, SESSION_OPEN, T0);
         assert!(!ends(&config, &k, &s, source, T0 + 300 * NS_PER_SECOND));
         assert!(ends(&config, &k, &s, source, T0 + 301 * NS_PER_SECOND));
         // The address lost SNAT egress, or leaves through another EIP now.
         assert!(ends(&config, &k, &s, None, T0));
-        let moved = Some(PrivateEntry { eip_addr: ipv4_key([203, 0, 113, 13]), stats_slot: 4 });
+        let moved = Some(PrivateEntry {
+            eip_addr: ipv4_key([203, 0, 113, 13]),
+            stats_slot: 4,
+            ..Default::default()
+        });
         assert!(ends(&config, &k, &s, moved, T0));
     }
 
