@@ -248,7 +248,7 @@ pub fn one_setup(
 /// Mapping `n` of the table-scale fill: EIPs from 100.64.0.0/10 (shared address space, to
 /// which no frame is ever sent) in an order that scatters them over the whole range, each to
 /// a private address of 10.128.0.0/10. None is a path's address.
-fn spread_mapping(n: u32) -> (Ipv4Addr, Ipv4Addr) {
+pub fn spread_mapping(n: u32) -> (Ipv4Addr, Ipv4Addr) {
     // An odd multiplier permutes the 2^22 addresses of the range.
     let offset = n.wrapping_mul(2_654_435_761) & ((1 << 22) - 1);
     let eip = Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + offset);
