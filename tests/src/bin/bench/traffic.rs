@@ -26,7 +26,12 @@
 //!   route sends them, like the EIPs themselves, to `vm` through one next hop with a
 //!   permanent neighbour entry, so no frame waits for ARP.
 
-use std::{collections::BTreeSet, net::Ipv4Addr, path::Path, time::Instant};
+use std::{
+    collections::BTreeSet,
+    net::Ipv4Addr,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail};
 use aya::{
@@ -251,9 +256,7 @@ impl BenchNet {
         let program = generator(&self.ends)?;
         let (generated, seconds) = source.run_in(|| generate(program, &frame, until))??;
         let cpu_after = cpu_time_ns(thread)?;
-        // What is still in the veths' rings (a few hundred frames) lands within a moment.
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        let delivered = sink_count(&self.ends)? - sink_before;
+        let delivered = settled_sink_count(&self.ends)? - sink_before;
         Ok(Window { generated, delivered, seconds, forwarding_cpu_ns: cpu_after - cpu_before })
     }
 
@@ -373,6 +376,25 @@ fn attach_sink(ebpf: &mut Ebpf) -> anyhow::Result<()> {
 
 fn generator(ebpf: &Ebpf) -> anyhow::Result<&Xdp> {
     Ok(ebpf.program(PROGRAM_GENERATOR).context("the generator")?.try_into()?)
+}
+
+/// The sink's count once what is still in the veths' rings (a few hundred frames) has
+/// landed: read until it stops moving for a few milliseconds, within a deadline.
+fn settled_sink_count(ends: &Ebpf) -> anyhow::Result<u64> {
+    const STILL_FOR: Duration = Duration::from_millis(5);
+    let deadline = Instant::now() + Duration::from_millis(200);
+    let mut count = sink_count(ends)?;
+    let mut since = Instant::now();
+    while Instant::now() < deadline {
+        let now = sink_count(ends)?;
+        if now != count {
+            (count, since) = (now, Instant::now());
+        } else if since.elapsed() >= STILL_FOR {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    Ok(count)
 }
 
 fn sink_count(ebpf: &Ebpf) -> anyhow::Result<u64> {
