@@ -90,8 +90,11 @@ pub struct NatTarget {
     /// Port (network byte order).
     pub port: u16,
     pub _pad: u16,
+    /// `DNAT_PORTS`: the number of the target's security group (its ENI's), whose rules
+    /// decide what reaches it through the mapping; 0: none. `DNAT_REVERSE`: 0.
+    pub security_group: u32,
 }
-const _: () = assert!(core::mem::size_of::<NatTarget>() == 12);
+const _: () = assert!(core::mem::size_of::<NatTarget>() == 16);
 
 /// [`SnatSession::state`] of a UDP or ICMP session, which lives by idle time only.
 pub const SESSION_OPEN: u8 = 0;

@@ -346,8 +346,9 @@ fn inbound(
         else {
             return done(Outcome::drop(Verdict::DropIcmpErrorUnmatched));
         };
+        // About a packet the EIP sent: no security group is asked (as for 1:1 NAT).
         match public_endpoint(Endpoint::new(eip, port, proto), false) {
-            Some(t) => t,
+            Some((t, _)) => t,
             None => return done(Outcome::drop(Verdict::DropNoNatMapping)),
         }
     } else {
@@ -355,9 +356,18 @@ fn inbound(
             return done(Outcome::drop(Verdict::DropNoNatMapping));
         };
         let key = Endpoint::new(eip, ports.dst(), frame.proto());
-        let Some(t) = public_endpoint(key, true) else {
+        let Some((t, group)) = public_endpoint(key, true) else {
             return done(Outcome::drop(Verdict::DropNoNatMapping));
         };
+        // The target's security group, as it would judge the frame at the instance.
+        if group != 0 {
+            let private_port = u16::from_be(t.port) as u32;
+            let decision =
+                policy::eipgw_dnat_policy(ctx.ctx, group, frame.src(), private_port, slot);
+            if decision != policy::PASSES {
+                return done(Outcome::unpack(decision));
+            }
+        }
         if frame.proto() == PROTO_TCP {
             note_inbound_tcp(&Endpoint::new(t.addr, t.port, PROTO_TCP), ports.tcp_flags);
         }
@@ -367,15 +377,17 @@ fn inbound(
     Ok(forward(Translation { slot, ..translation }, side, own_addr))
 }
 
-/// What a NAT gateway EIP's public endpoint leads to: a DNAT port mapping, or the SNAT
-/// session that holds the port (live; `refresh` notes that a packet came back on it).
+/// What a NAT gateway EIP's public endpoint leads to: a DNAT port mapping (with its
+/// target's security group, 0 for none), or the SNAT session that holds the port (live;
+/// `refresh` notes that a packet came back on it; no group: the instance opened it).
 #[inline(always)]
-fn public_endpoint(key: Endpoint, refresh: bool) -> Option<Translation> {
+fn public_endpoint(key: Endpoint, refresh: bool) -> Option<(Translation, u32)> {
     // SAFETY: values are copied out at once; the agent replaces DNAT entries whole.
     if key.proto != PROTO_ICMP
         && let Some(target) = unsafe { DNAT_PORTS.get(&key) }.copied()
     {
-        return Some(Translation { addr: target.addr, port: target.port, slot: target.stats_slot });
+        let t = Translation { addr: target.addr, port: target.port, slot: target.stats_slot };
+        return Some((t, target.security_group));
     }
     // SAFETY: as above.
     let private = unsafe { SNAT_PORTS.get(&key) }.copied()?;
@@ -395,7 +407,8 @@ fn public_endpoint(key: Endpoint, refresh: bool) -> Option<Translation> {
         if refresh {
             (*session).last_seen_ns = now;
         }
-        Some(Translation { addr: private.addr, port: private.port, slot: (*session).stats_slot })
+        let t = Translation { addr: private.addr, port: private.port, slot: (*session).stats_slot };
+        Some((t, 0))
     }
 }
 

@@ -105,6 +105,36 @@ fn drop_with(verdict: Verdict) -> Decision {
     Outcome::drop(verdict).pack()
 }
 
+/// The check for a frame that comes in through a DNAT port mapping whose target's ENI has
+/// the security group `group`: a rule must let it in from `src`, judged on the port the
+/// instance sees (`private_port`, host byte order), as the group would judge it at the
+/// instance. What comes in is never a reply (DNAT flows start outside), and errors about
+/// the EIP's packets are not checked (see `nat::inbound`). A drop is counted under the EIP
+/// in `slot`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn eipgw_dnat_policy(
+    ctx: *mut xdp_md,
+    group: u32,
+    src: u32,
+    private_port: u32,
+    slot: u32,
+) -> Decision {
+    let ctx = XdpContext::new(ctx);
+    let Some(header) = header(&ctx) else {
+        return drop_with(Verdict::DropMalformed);
+    };
+    // SAFETY: only read, while the program runs; the agent replaces entries whole. A
+    // group the agent has not written (it writes groups first) lets nothing in.
+    let allowed = unsafe { SECURITY_GROUPS.get(&group) }
+        .is_some_and(|rules| rules.allow(header.proto, src, Some(private_port as u16)));
+    if allowed {
+        return PASSES;
+    }
+    count_eip_drop(slot, EipDrop::Denied, header.total_len as u64);
+    drop_with(Verdict::DropSecurityGroup)
+}
+
 /// Whether the EIP asks nothing of its traffic, as most do: then nothing else is read.
 #[inline(always)]
 fn unlimited(limits: &EipLimits) -> bool {

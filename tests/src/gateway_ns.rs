@@ -139,13 +139,23 @@ pub const VM6_UNRESOLVED: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0,
 pub const VM6_SMALL_MTU: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x13);
 
 /// A NAT gateway EIP with DNAT port mappings (R26) to [`NAT_SERVER`]: TCP [`DNAT_TCP_PORT`]
-/// to [`NAT_SERVER_TCP_PORT`] and UDP [`DNAT_UDP_PORT`] to [`NAT_SERVER_UDP_PORT`]; no
-/// other port.
+/// to [`NAT_SERVER_TCP_PORT`], UDP [`DNAT_UDP_PORT`] to [`NAT_SERVER_UDP_PORT`] and TCP
+/// [`DNAT_SSH_PORT`] to [`NAT_SERVER_SSH_PORT`]; no other port.
 pub const EIP_DNAT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 40);
 
 pub const DNAT_TCP_PORT: u16 = 8443;
 
 pub const DNAT_UDP_PORT: u16 = 5300;
+
+/// A third DNAT port mapping of [`EIP_DNAT`] (TCP), to [`NAT_SERVER`]'s port
+/// [`NAT_SERVER_SSH_PORT`], which [`DNAT_GROUP`] does not let in.
+pub const DNAT_SSH_PORT: u16 = 8022;
+
+pub const NAT_SERVER_SSH_PORT: u16 = 22;
+
+/// [`NAT_SERVER`]'s security group: TCP [`NAT_SERVER_TCP_PORT`] and UDP
+/// [`NAT_SERVER_UDP_PORT`] from anywhere; the ports the instance sees, not the EIP's.
+pub const DNAT_GROUP: u32 = 8;
 
 pub const NAT_SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 40);
 
@@ -221,6 +231,25 @@ pub fn desired_maps() -> DesiredMaps {
     desired.dnat_ports.insert(dnat(PROTO_TCP, DNAT_TCP_PORT), server_tcp);
     let server_udp = (NAT_SERVER, NAT_SERVER_UDP_PORT);
     desired.dnat_ports.insert(dnat(PROTO_UDP, DNAT_UDP_PORT), server_udp);
+    let server_ssh = (NAT_SERVER, NAT_SERVER_SSH_PORT);
+    desired.dnat_ports.insert(dnat(PROTO_TCP, DNAT_SSH_PORT), server_ssh);
+    let mut server_group = SecurityGroupRules { count: 2, ..Default::default() };
+    for (rule, (proto, port)) in server_group
+        .rules
+        .iter_mut()
+        .zip([(PROTO_TCP, NAT_SERVER_TCP_PORT), (PROTO_UDP, NAT_SERVER_UDP_PORT)])
+    {
+        *rule = SecurityGroupRule {
+            src_net: 0,
+            src_mask: 0,
+            port_min: port,
+            port_max: port,
+            proto,
+            _pad: [0; 3],
+        };
+    }
+    desired.security_groups.insert(DNAT_GROUP, server_group);
+    desired.dnat_groups.insert(NAT_SERVER, DNAT_GROUP);
     desired.eips.insert(EIP_DNAT_IP, EipMapping::Nat { private_ip: NAT_IP_HOST });
     desired.eips.insert(EIP_SNAT, EipMapping::NatGateway);
     desired.snat_sources.insert(SNAT_HOST, EIP_SNAT);

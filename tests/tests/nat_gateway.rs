@@ -424,6 +424,23 @@ fn a_dnat_port_reaches_a_private_server_and_own_eip_then_ip_mapping_come_before_
     assert_eq!(curl(inet, &url).unwrap_or_else(|e| panic!("curl {url}: {e}")), BODY);
     let peers = web_server.peers();
     assert!(!peers.is_empty() && peers.iter().all(|p| p.ip() == INTERNET_HOST), "{peers:?}");
+    // The web instance's security group judges what the mapping lets through, on the port
+    // the instance sees: with no rule nothing comes in, then a rule for 8080 (not 80).
+    eipctl(&agent, "security-group create sg-web --vpc vpc-1");
+    eipctl(&agent, "eni set-security-group vm-web-eni0 sg-web");
+    let denied = verdict(&agent, "drop_security_group");
+    assert!(curl(inet, &url).is_err(), "HTTP came in through a group without rules");
+    assert!(verdict(&agent, "drop_security_group") > denied, "the drop was not counted");
+    eipctl(
+        &agent,
+        &format!(
+            "security-group authorize sg-web --protocol tcp --port {WEB_PRIVATE_PORT} \
+             --source {INTERNET_HOST}/32"
+        ),
+    );
+    assert_eq!(curl(inet, &url).unwrap_or_else(|e| panic!("curl {url}: {e}")), BODY);
+    // The UDP checks below need no group.
+    eipctl(&agent, "eni set-security-group vm-web-eni0 --none");
     // Another port of that EIP leads nowhere (no mapping, no session).
     let no_mapping = verdict(&agent, "drop_no_nat_mapping");
     let unmapped = format!("http://{SNAT_EIP}:{WEB_PRIVATE_PORT}/");

@@ -2209,6 +2209,15 @@ fn dnat_rows(table: &mut Table) {
             XDP_DROP,
             Verdict::DropIcmpErrorUnmatched,
         ),
+        // The server's security group lets in its TCP and UDP ports (the ones it sees,
+        // not the EIP's: the rows above pass), and not this one.
+        untouched(
+            "DNAT: inbound to a mapped port the target's security group does not allow",
+            Wan,
+            frame_with(inbound, L4::TcpSyn, ports(40_000, DNAT_SSH_PORT)),
+            XDP_DROP,
+            Verdict::DropSecurityGroup,
+        ),
         untouched(
             "DNAT: inbound to a port with no mapping",
             Wan,

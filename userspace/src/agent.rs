@@ -227,8 +227,14 @@ fn touched(state: &State, change: &Change) -> Touched {
             Some(Resource::Eni(eni)) => {
                 ipv6.extend(eni.ipv6_public.iter().copied());
                 snat.extend(eni.ipv4s());
-                // Its security group is its EIPs' (and its instance's EIP's).
+                // Its security group is its EIPs' (and its instance's EIP's), and that of
+                // the DNAT entries that lead to its addresses.
                 eips.extend(state.eips_of_eni(&eni.id).map(|eip| eip.address));
+                let dnat_entries =
+                    state.nat_gateways.values().flat_map(|g| g.dnat_entries.values());
+                eips.extend(
+                    dnat_entries.filter(|e| eni.has_ipv4(e.mapping.private_ip())).map(|e| e.eip),
+                );
                 if let Some(instance) = &eni.instance
                     && let Some(eip) = state.eip_of_instance(instance)
                 {
@@ -307,6 +313,8 @@ fn add_eip(state: &State, desired: &mut DesiredMaps, address: Ipv4Addr) {
         return;
     };
     let next_hop = |eni: &str| state.enis.get(eni).map(|e| e.primary_ip);
+    // A DNAT IP mapping's EIP takes its target's security group.
+    let mut security_group = None;
     let mapping = match &eip.association {
         Some(Association::Instance { private_ip, .. } | Association::Eni { private_ip, .. }) => {
             EipMapping::Nat { private_ip: *private_ip }
@@ -326,11 +334,19 @@ fn add_eip(state: &State, desired: &mut DesiredMaps, address: Ipv4Addr) {
                 .into_iter()
                 .flat_map(|g| g.dnat_entries.values().filter(|e| e.eip == address));
             // An IP mapping is 1:1 NAT on the stateless path (R28 leaves it alone on its
-            // EIP); otherwise the EIP takes port mappings and SNAT sessions.
+            // EIP); otherwise the EIP takes port mappings and SNAT sessions. Either way
+            // the target ENI's security group judges what reaches it.
             let mut mapping = EipMapping::NatGateway;
             for entry in entries {
+                let target_group = state
+                    .owner_of_ipv4(entry.mapping.private_ip())
+                    .and_then(|eni| state.security_groups.get(eni.security_group.as_deref()?))
+                    .map(|group| group.number);
                 match entry.mapping {
-                    DnatMapping::Ip { private_ip } => mapping = EipMapping::Nat { private_ip },
+                    DnatMapping::Ip { private_ip } => {
+                        mapping = EipMapping::Nat { private_ip };
+                        security_group = target_group;
+                    }
                     DnatMapping::Port { protocol, public_port, private_ip, private_port } => {
                         let proto = match protocol {
                             Protocol::Tcp => policy::PROTO_TCP,
@@ -340,6 +356,9 @@ fn add_eip(state: &State, desired: &mut DesiredMaps, address: Ipv4Addr) {
                             PortMapping { eip: address, proto, public_port },
                             (private_ip, private_port),
                         );
+                        if let Some(group) = target_group {
+                            desired.dnat_groups.insert(private_ip, group);
+                        }
                     }
                 }
             }
@@ -350,7 +369,7 @@ fn add_eip(state: &State, desired: &mut DesiredMaps, address: Ipv4Addr) {
     desired.eips.insert(address, mapping);
     let policy = EipPolicy {
         bandwidth_mbps: eip.bandwidth_mbps,
-        security_group: state.security_group_of_eip(eip).map(|g| g.number),
+        security_group: security_group.or(state.security_group_of_eip(eip).map(|g| g.number)),
     };
     if policy != EipPolicy::default() {
         desired.policies.insert(address, policy);
@@ -475,6 +494,30 @@ mod tests {
         assert!(touched.eips.contains(&v4(EIP5)));
         assert_eq!(desired.eips[&v4(EIP5)], EipMapping::NatGateway);
         assert!(desired.dnat_ports.is_empty());
+    }
+
+    #[test]
+    fn a_dnat_target_takes_its_enis_security_group() {
+        let mut s = world();
+        with_nat_gateway(&mut s);
+        ok(&mut s, json!({"op": "add_nat_gateway_eip", "nat_gateway": "ngw-1", "eip": EIP4}));
+        ok(&mut s, dnat_port("web", EIP5, "tcp", 80, I1_IP));
+        ok(&mut s, dnat_ip("all", EIP4, ENI1_IP));
+        let number = |s: &State| s.security_groups["sg-web"].number;
+        // The port mapping's target gets the group of the ENI that holds its address, and
+        // so does the IP mapping's EIP (its 1:1 policy).
+        let set = |eni: &str| json!({"op": "set_eni_security_group", "eni": eni, "security_group": "sg-web"});
+        let (touched, desired) = after(&mut s, set("i-1-eni0"));
+        assert!(touched.eips.contains(&v4(EIP5)), "{touched:?}");
+        assert_eq!(desired.dnat_groups.get(&v4(I1_IP)), Some(&number(&s)));
+        let (touched, desired) = after(&mut s, set("eni-1"));
+        assert!(touched.eips.contains(&v4(EIP4)), "{touched:?}");
+        assert_eq!(desired.policies[&v4(EIP4)].security_group, Some(number(&s)));
+        // And loses it with the ENI's group.
+        let none = json!({"op": "set_eni_security_group", "eni": "i-1-eni0"});
+        let (_, desired) = after(&mut s, none);
+        assert!(desired.dnat_groups.is_empty(), "{:?}", desired.dnat_groups);
+        assert_eq!(desired.dnat_ports.len(), 1);
     }
 
     #[test]

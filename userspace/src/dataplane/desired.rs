@@ -97,6 +97,10 @@ pub struct DesiredMaps {
     /// DNAT port mappings → (private IP, private port), ports in host order. Every EIP
     /// named here is in `eips`.
     pub dnat_ports: BTreeMap<PortMapping, (Ipv4Addr, u16)>,
+    /// The security group number of a DNAT port mapping's private IP (its ENI's), for the
+    /// private IPs in `dnat_ports` that have one; its rules are in `security_groups` or
+    /// already in the map.
+    pub dnat_groups: BTreeMap<Ipv4Addr, u32>,
     /// Private IPv4s whose egress is SNAT (R27) → the EIP they leave through. Every EIP
     /// named here is in `eips`.
     pub snat_sources: BTreeMap<Ipv4Addr, Ipv4Addr>,

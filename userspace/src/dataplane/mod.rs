@@ -395,6 +395,7 @@ impl Dataplane {
                     stats_slot,
                     port: private_port.to_be(),
                     _pad: 0,
+                    security_group: desired.dnat_groups.get(&private_ip).copied().unwrap_or(0),
                 };
                 wanted.insert(key, target);
             }
@@ -435,6 +436,7 @@ impl Dataplane {
                 stats_slot: target.stats_slot,
                 port: key.port,
                 _pad: 0,
+                security_group: 0,
             };
             self.dnat_reverse.set(Endpoint::new(target.addr, target.port, key.proto), reverse);
         }
