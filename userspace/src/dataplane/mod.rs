@@ -324,7 +324,8 @@ impl Dataplane {
             .collect();
         self.plan_snat_sources(desired, snat_ips)?;
         self.flush()?;
-        self.write_policies(desired, desired.eips.keys().copied())?;
+        // Every flag checked: the pins may come from an agent that kept them otherwise.
+        self.write_policies(desired, desired.eips.keys().copied(), Flags::All)?;
         let stale: Vec<u32> = self
             .security_groups
             .keys()
@@ -366,7 +367,7 @@ impl Dataplane {
         self.plan_dnat(after, touched_eips.iter().copied())?;
         self.plan_snat_sources(after, touched.snat.iter().copied())?;
         self.flush()?;
-        self.write_policies(after, touched_eips)?;
+        self.write_policies(after, touched_eips, Flags::Changed)?;
         self.remove_groups(removed)
     }
 
@@ -493,11 +494,13 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Writes the limits of these EIPs (those that have a slot) as `desired` says.
+    /// Writes the limits of these EIPs (those that have a slot) as `desired` says, and
+    /// their [`EIP_LIMITED`] flags: those whose limits changed, or all of them.
     fn write_policies(
         &mut self,
         desired: &DesiredMaps,
         addresses: impl IntoIterator<Item = Ipv4Addr>,
+        flags: Flags,
     ) -> anyhow::Result<()> {
         for address in addresses {
             let key = ipv4_key(address.octets());
@@ -505,9 +508,12 @@ impl Dataplane {
                 continue;
             };
             let wanted = desired.policies.get(&address).copied().unwrap_or_default().limits();
-            self.set_limits(slot, wanted)?;
-            let flags = if wanted == EipLimits::default() { 0 } else { EIP_LIMITED };
-            self.set_limited_flag(key, flags);
+            // An entry planned in this change took its flag from the limits as they were
+            // then (`plan_eip`): only a change of limits can leave it wrong.
+            if self.set_limits(slot, wanted)? || flags == Flags::All {
+                let limited = if wanted == EipLimits::default() { 0 } else { EIP_LIMITED };
+                self.set_limited_flag(key, limited);
+            }
         }
         // After the limits: a flag never sends a frame to limits that are not there yet.
         self.eips.flush()?;
@@ -532,10 +538,11 @@ impl Dataplane {
         }
     }
 
-    fn set_limits(&mut self, slot: u32, wanted: EipLimits) -> anyhow::Result<()> {
+    /// Writes a slot's limits; whether they changed.
+    fn set_limits(&mut self, slot: u32, wanted: EipLimits) -> anyhow::Result<bool> {
         let current = self.limits_written.get(&slot).copied().unwrap_or_default();
         if current == wanted {
-            return Ok(());
+            return Ok(false);
         }
         self.limits.set(slot, &wanted, 0).context("writing EIP limits")?;
         if current.ps_per_byte != wanted.ps_per_byte {
@@ -547,7 +554,7 @@ impl Dataplane {
         } else {
             self.limits_written.insert(slot, wanted);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Writes everything planned: the private-IP entries and the EIP entries in batches,
@@ -772,6 +779,15 @@ impl Dataplane {
         self.buckets.set(slot, &EipBuckets::default(), 0)?;
         Ok(())
     }
+}
+
+/// Which [`EIP_LIMITED`] flags `write_policies` looks at.
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Flags {
+    /// Those of EIPs whose limits it changes (an incremental change).
+    Changed,
+    /// All of them (start-up).
+    All,
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads, so comparable with
