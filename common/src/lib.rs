@@ -6,6 +6,7 @@
 #![cfg_attr(not(any(test, feature = "user")), no_std)]
 
 pub mod bandwidth;
+pub mod bench;
 pub mod checksum;
 pub mod maps;
 pub mod nat;

@@ -173,6 +173,18 @@ pub struct EipLimits {
 }
 const _: () = assert!(core::mem::size_of::<EipLimits>() == 24);
 
+impl EipLimits {
+    /// Whether these limits ask anything of the EIP's traffic: a cap or a group.
+    pub const fn limited(&self) -> bool {
+        self.security_group != 0 || self.ps_per_byte != 0
+    }
+
+    /// The [`EIP_LIMITED`] flag these limits call for.
+    pub const fn flags(&self) -> u32 {
+        if self.limited() { EIP_LIMITED } else { 0 }
+    }
+}
+
 /// Value of [`MAP_EIP_BUCKETS`]: per direction, the time at which the traffic sent so far
 /// would have finished at the capped rate (the "theoretical arrival time" of GCRA, RFC 2697's
 /// single-rate idea in one number; see [`crate::bandwidth`]). Shared by all CPUs.

@@ -6,8 +6,9 @@
 //!   frame and returns XDP_TX, which the kernel turns into a redirect out of that veth, so
 //!   the frame arrives on the gateway's side as if a host had sent it.
 //! - The sink, attached to the veth the gateway forwards into, counts the IPv4 UDP frames
-//!   (the generator's) per CPU and drops everything. Its being attached also lets the kernel redirect into that
-//!   veth at all (a veth accepts XDP_REDIRECT only when its peer runs an XDP program).
+//!   (the generator's) per CPU and drops everything. Its being attached also lets the
+//!   kernel redirect into that veth at all (a veth accepts XDP_REDIRECT only when its peer
+//!   runs an XDP program).
 //!
 //! The generator writes the whole header on every run, from [`GenConfig`]: live frames are
 //! recycled pages whose contents are not reset, and the gateway, the kernel or nftables
@@ -19,39 +20,20 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
-use eipgw_common::checksum;
+use eipgw_common::{
+    bench::{BENCH_HEADER_LEN as HEADER_LEN, GenConfig, VARY_DESTINATION, VARY_SOURCE},
+    checksum,
+};
 use network_types::eth::{EthHdr, EtherType};
 
 use crate::packet::ptr_at;
 
-/// Ethernet, IPv4 without options, UDP.
-const HEADER_LEN: usize = 42;
-/// Where the fields the generator varies sit in the frame.
+/// Where the fields the generator rewrites sit in the frame (the varied address: see
+/// [`GenConfig::addr_offset`]).
 const IPV4_CHECKSUM_OFFSET: usize = 24;
-pub const IPV4_SRC_OFFSET: u32 = 26;
-const IPV4_DST_OFFSET: usize = 30;
 const UDP_SRC_PORT_OFFSET: usize = 34;
 const IPV4_PROTO_OFFSET: usize = 23;
 const PROTO_UDP: u8 = 17;
-
-/// How the generator makes its frames. The bench (tests/src/bin/bench/generator.rs) holds
-/// the same layout.
-#[repr(C)]
-#[derive(Copy, Clone)]
-pub struct GenConfig {
-    /// Flow 0's headers as sent: Ethernet, IPv4 (no options, valid checksum), UDP
-    /// (checksum 0: none, RFC 768).
-    pub header: [u8; HEADER_LEN],
-    pub _pad: [u8; 2],
-    /// Run n sends flow `n % flows`.
-    pub flows: u32,
-    /// Flow f adds `f % addr_count` to the varied address and `f / addr_count` to the UDP
-    /// source port (both in host order).
-    pub addr_count: u32,
-    /// [`IPV4_SRC_OFFSET`]: the source address varies; anything else: the destination.
-    pub addr_offset: u32,
-}
-const _: () = assert!(core::mem::size_of::<GenConfig>() == 56);
 
 #[map]
 static BENCH_GEN: Array<GenConfig> = Array::with_max_entries(1, 0);
@@ -82,11 +64,9 @@ pub fn generate(ctx: &XdpContext) -> u32 {
     let flow = (n % u64::from(config.flows.max(1))) as u32;
     let addr_count = config.addr_count.max(1);
     let (addr_step, port_step) = (flow % addr_count, flow / addr_count);
-    let addr_offset = if config.addr_offset == IPV4_SRC_OFFSET {
-        IPV4_SRC_OFFSET as usize
-    } else {
-        IPV4_DST_OFFSET
-    };
+    // One of two constants, so that the verifier sees the offset within the header.
+    let addr_offset =
+        if config.addr_offset == VARY_SOURCE { VARY_SOURCE } else { VARY_DESTINATION } as usize;
     // SAFETY: `header` spans HEADER_LEN bytes of the frame (bounds-checked), and every
     // offset below lies within it; packet memory may be unaligned, hence the unaligned
     // accesses.

@@ -284,40 +284,15 @@ fn fragment_translation(frame: &Ipv4Frame) -> Option<Translation> {
     })
 }
 
-/// Which side of the frame a translation rewrites.
-///
-/// ICMP errors have sides of their own, sent by steps of their own: with errors and plain
-/// frames in one function, the verifier walks every path of one with every path of the
-/// other, and the program grew past what it allows.
+/// Which side of the frame a translation rewrites. In an ICMP error, the quote is
+/// translated the other way round (see [`eipgw_nat_translate_quote`]).
 #[derive(Copy, Clone, PartialEq, Eq)]
 enum Side {
     /// Inbound: destination address and port.
     Destination = 0,
     /// Outbound: source address and port.
     Source = 1,
-    /// Outbound ICMP error from a private host: source address, and the quoted destination
-    /// address and port (the packet that reached the host, as it was before translation).
-    ErrorSource = 2,
-    /// Inbound ICMP error about a packet the EIP sent: destination address, and the quoted
-    /// source address and port.
-    ErrorDestination = 3,
 }
-
-impl Side {
-    #[inline(always)]
-    fn inbound(self) -> bool {
-        matches!(self, Side::Destination | Side::ErrorDestination)
-    }
-
-    /// Whether the frames of this side are ICMP errors, with a quote to translate.
-    #[inline(always)]
-    fn quotes(self) -> bool {
-        matches!(self, Side::ErrorSource | Side::ErrorDestination)
-    }
-}
-
-/// The bits of a packed [`Next::Forward`] that hold its [`Side`].
-const SIDE_MASK: u32 = 3;
 
 #[inline(always)]
 fn inbound(
@@ -373,8 +348,8 @@ fn inbound(
         }
         t
     };
-    let side = if frame.quoted.is_some() { Side::ErrorDestination } else { Side::Destination };
-    Ok(forward(Translation { slot, ..translation }, side, own_addr))
+    let quote = frame.quoted.is_some();
+    Ok(forward(Translation { slot, ..translation }, Side::Destination, quote, own_addr))
 }
 
 /// What a NAT gateway EIP's public endpoint leads to: a DNAT port mapping (with its
@@ -435,7 +410,7 @@ fn outbound(ctx: &XdpContext, frame: &Ipv4Frame, own_addr: u32) -> Result<Next, 
             return done(Outcome::drop(Verdict::DropIcmpErrorUnmatched));
         };
         return match private_endpoint(&Endpoint::new(src, port, proto)) {
-            Some(t) => Ok(forward(t, Side::ErrorSource, own_addr)),
+            Some(t) => Ok(forward(t, Side::Source, true, own_addr)),
             None => done(Outcome::drop(Verdict::DropIcmpErrorUnmatched)),
         };
     }
@@ -485,7 +460,7 @@ fn outbound(ctx: &XdpContext, frame: &Ipv4Frame, own_addr: u32) -> Result<Next, 
             }
         }
     };
-    Ok(forward(translation, Side::Source, own_addr))
+    Ok(forward(translation, Side::Source, false, own_addr))
 }
 
 /// The public endpoint a private endpoint is seen as: its DNAT port mapping's, or its live
@@ -512,13 +487,18 @@ enum Next {
     /// Answer the frame with this error (the gateway's address on the ingress side is in
     /// the scratch value).
     Answer(RouterError),
-    /// Route and send the frame translated as the scratch value says, on this side.
-    Forward(Side),
+    /// Route and send the frame translated as the scratch value says, on this side, and
+    /// if `quote`, translate the quote of the ICMP error it is.
+    Forward { side: Side, quote: bool },
 }
 
 /// [`Next::pack`]: a packed [`Outcome`] has neither of these bits.
 const NEXT_ANSWER: u32 = 1 << 31;
 const NEXT_FORWARD: u32 = 1 << 30;
+/// Below [`NEXT_FORWARD`]: the side (set: [`Side::Source`]), and whether to translate a
+/// quote.
+const NEXT_SOURCE: u32 = 1;
+const NEXT_QUOTE: u32 = 2;
 
 impl Next {
     #[inline(always)]
@@ -526,7 +506,10 @@ impl Next {
         match self {
             Next::Done(outcome) => outcome.pack(),
             Next::Answer(error) => NEXT_ANSWER | error.pack(),
-            Next::Forward(side) => NEXT_FORWARD | side as u32,
+            Next::Forward { side, quote } => {
+                let side = if side == Side::Source { NEXT_SOURCE } else { 0 };
+                NEXT_FORWARD | side | if quote { NEXT_QUOTE } else { 0 }
+            }
         }
     }
 }
@@ -554,22 +537,17 @@ pub struct Scratch {
 pub fn run(ctx: &XdpContext) -> Outcome {
     let mut next = eipgw_nat_decide(ctx.ctx);
     if next & NEXT_FORWARD != 0 {
-        let side = next & SIDE_MASK;
-        next = match side {
-            s if s == Side::Source as u32 => eipgw_nat_forward_out(ctx.ctx),
-            s if s == Side::ErrorSource as u32 => eipgw_nat_forward_error_out(ctx.ctx),
-            s if s == Side::ErrorDestination as u32 => eipgw_nat_forward_error_in(ctx.ctx),
-            _ => eipgw_nat_forward_in(ctx.ctx),
-        };
+        let (inbound, quote) = (next & NEXT_SOURCE == 0, next & NEXT_QUOTE != 0);
+        next = if inbound { eipgw_nat_forward_in(ctx.ctx) } else { eipgw_nat_forward_out(ctx.ctx) };
         // An error's quote is translated once the outer packet is rewritten and on its way
         // (a redirect happens after the program returns). Done by the step that forwards
         // it, the three calls' stacks together were more than the verifier allows.
         let forwarded = next & NEXT_ANSWER == 0 && next & 0xff != xdp_action::XDP_DROP;
         if forwarded
-            && (side == Side::ErrorSource as u32 || side == Side::ErrorDestination as u32)
+            && quote
             && let Some(scratch) = NAT_SCRATCH.get(0)
         {
-            let quote = scratch.addr as u64 | (scratch.port as u64) << 32 | (side as u64) << 48;
+            let quote = scratch.addr as u64 | (scratch.port as u64) << 32 | (inbound as u64) << 48;
             if eipgw_nat_translate_quote(ctx.ctx, quote) != 0 {
                 next = Outcome::drop(Verdict::DropMalformed).pack();
             }
@@ -602,9 +580,10 @@ fn packed(result: Result<Next, Malformed>) -> u32 {
         .pack()
 }
 
-/// Leaves `translation` for the step that sends the frame on `side`.
+/// Leaves `translation` for the step that sends the frame on `side` (and translates its
+/// quote if `quote`).
 #[inline(always)]
-fn forward(translation: Translation, side: Side, own_addr: u32) -> Next {
+fn forward(translation: Translation, side: Side, quote: bool, own_addr: u32) -> Next {
     let Some(scratch) = NAT_SCRATCH.get_ptr_mut(0) else {
         return Next::Done(Outcome::drop(Verdict::DropMalformed));
     };
@@ -618,7 +597,7 @@ fn forward(translation: Translation, side: Side, own_addr: u32) -> Next {
             _pad: 0,
         };
     }
-    Next::Forward(side)
+    Next::Forward { side, quote }
 }
 
 /// Routes an inbound frame to the scratch value's address (and port, network byte order;
@@ -637,22 +616,6 @@ pub extern "C" fn eipgw_nat_forward_out(ctx: *mut xdp_md) -> u32 {
     forward_side(ctx, Side::Source)
 }
 
-/// [`eipgw_nat_forward_out`] for an ICMP error from a private host, whose quote is
-/// translated too (see [`Side`]).
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn eipgw_nat_forward_error_out(ctx: *mut xdp_md) -> u32 {
-    forward_side(ctx, Side::ErrorSource)
-}
-
-/// [`eipgw_nat_forward_in`] for an ICMP error from the Internet, whose quote is
-/// translated too (see [`Side`]).
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn eipgw_nat_forward_error_in(ctx: *mut xdp_md) -> u32 {
-    forward_side(ctx, Side::ErrorDestination)
-}
-
 #[inline(always)]
 fn forward_side(ctx: *mut xdp_md, side: Side) -> u32 {
     let ctx = XdpContext::new(ctx);
@@ -661,10 +624,6 @@ fn forward_side(ctx: *mut xdp_md, side: Side) -> u32 {
     };
     let translation = Translation { addr: scratch.addr, port: scratch.port, slot: scratch.slot };
     let result = match parse_ipv4(&ctx) {
-        // Each step sees only the frames it was chosen for.
-        Ok(frame) if frame.quoted.is_some() != side.quotes() => {
-            Ok(Next::Done(Outcome::drop(Verdict::DropMalformed)))
-        }
         Ok(frame) => route_and_send(&ctx, &frame, translation, side),
         Err(Malformed) => Err(Malformed),
     };
@@ -678,7 +637,7 @@ fn route_and_send(
     translation: Translation,
     side: Side,
 ) -> Result<Next, Malformed> {
-    if !side.inbound() {
+    if side == Side::Source {
         let decision = policy::eipgw_outbound_policy(ctx.ctx, translation.slot, translation.addr);
         if decision != policy::PASSES {
             return done(Outcome::unpack(decision));
@@ -687,7 +646,10 @@ fn route_and_send(
     if frame.ttl() <= 1 {
         return Ok(Next::Answer(RouterError::TimeExceeded));
     }
-    let routed_to = if side.inbound() { translation.addr } else { frame.dst() };
+    let routed_to = match side {
+        Side::Destination => translation.addr,
+        Side::Source => frame.dst(),
+    };
     let flow = Flow::V4 { src: frame.src(), dst: routed_to, tos: frame.tos() };
     let route = route::lookup(ctx, &flow, frame.proto(), frame.total_len);
     send(ctx, frame, route, translation, side)
@@ -830,7 +792,10 @@ fn send(
         let error = RouterError::FragmentationNeeded { mtu };
         return Ok(Next::Answer(error));
     }
-    let direction = if side.inbound() { Direction::Inbound } else { Direction::Outbound };
+    let direction = match side {
+        Side::Destination => Direction::Inbound,
+        Side::Source => Direction::Outbound,
+    };
     let bytes = frame.total_len as u64;
     remember_fragment(frame, &translation);
     // The port first: every route that does not drop the frame rewrites it, and one that
@@ -843,7 +808,7 @@ fn send(
                 ports.set(ports.dst, translation.port);
             }
         }
-        (None, _) => {
+        (None, Side::Source) => {
             if let Some(ports) = ports(ctx, frame, ICMP_ECHO_REQUEST)? {
                 ports.set(ports.src, translation.port);
             }
@@ -856,8 +821,8 @@ fn send(
         frame,
         route,
         |frame| match side {
-            Side::Destination | Side::ErrorDestination => frame.set_dst(translation.addr),
-            Side::Source | Side::ErrorSource => frame.set_src(translation.addr),
+            Side::Destination => frame.set_dst(translation.addr),
+            Side::Source => frame.set_src(translation.addr),
         },
         Verdict::Translated,
         || count_eip(translation.slot, direction, bytes),
@@ -867,7 +832,8 @@ fn send(
 
 /// Translates the quote of an ICMP error the way its packet was translated: the other
 /// way round from the outer packet (RFC 5508 §4.2). `quote` packs the address (low 32
-/// bits), the port (network byte order; 0: kept) and the [`Side`] of the outer packet.
+/// bits), the port (network byte order; 0: kept), and above them 1 if the outer packet
+/// is inbound.
 ///
 /// A global function: inlined into the delivery, it was walked once for every kind of
 /// route, and its checksum paths multiplied theirs.
@@ -876,7 +842,7 @@ fn send(
 pub extern "C" fn eipgw_nat_translate_quote(ctx: *mut xdp_md, quote: u64) -> u32 {
     let ctx = XdpContext::new(ctx);
     let (addr, port) = (quote as u32, (quote >> 32) as u16);
-    let inbound = (quote >> 48) as u32 == Side::ErrorDestination as u32;
+    let inbound = quote >> 48 != 0;
     match translate_quote(&ctx, addr, port, inbound) {
         Ok(()) => 0,
         Err(Malformed) => 1,

@@ -138,7 +138,7 @@ pub extern "C" fn eipgw_dnat_policy(
 /// Whether the EIP asks nothing of its traffic, as most do: then nothing else is read.
 #[inline(always)]
 fn unlimited(limits: &EipLimits) -> bool {
-    limits.security_group == 0 && limits.ps_per_byte == 0
+    !limits.limited()
 }
 
 /// The checks for a frame that comes in to the EIP in `slot` (its destination) from `src`

@@ -342,7 +342,8 @@ pub fn mac_of(ns: &Netns, ifname: &str) -> [u8; 6] {
     octets.try_into().unwrap_or_else(|_| panic!("{ifname} has MAC {text}, not 6 octets"))
 }
 
-fn format_mac(mac: [u8; 6]) -> String {
+/// A MAC as `ip` writes it.
+pub fn format_mac(mac: [u8; 6]) -> String {
     mac.map(|octet| format!("{octet:02x}")).join(":")
 }
 
@@ -391,12 +392,5 @@ pub fn pin_to_cpu(cpu: usize) {
     assert_eq!(rc, 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
 }
 
-/// `struct xdp_md` for `ctx_in`: the frame spans data..data_end with no metadata, and the
-/// ingress interface picks both the direction and the namespace whose FIB
-/// `bpf_fib_lookup` consults. Fields are u32 in the order of include/uapi/linux/bpf.h.
-pub fn xdp_md(frame_len: usize, ingress_ifindex: u32) -> Vec<u8> {
-    let (data, data_end, data_meta, rx_queue_index, egress_ifindex) =
-        (0, frame_len as u32, 0, 0, 0);
-    let fields = [data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex];
-    fields.map(u32::to_ne_bytes).concat()
-}
+/// BPF_PROG_TEST_RUN's context, as the agent makes it.
+pub use eipgw::dataplane::xdp_md;

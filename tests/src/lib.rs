@@ -26,6 +26,22 @@ pub fn unique_suffix() -> String {
     format!("{}{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+/// The value, or a panic with the whole error chain: for test steps that must work.
+#[track_caller]
+pub fn must<T>(result: anyhow::Result<T>) -> T {
+    result.unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// A finished command's exit status and output, for a failure message.
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// Fails with a clear message unless running as root: the tests need namespaces, XDP and
 /// BPF maps, and must not silently skip.
 pub fn require_root() {

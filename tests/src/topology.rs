@@ -144,6 +144,16 @@ impl Topology {
         self.bpffs.path()
     }
 
+    /// As root: the topology with eipgwd running and the VPC of [`VPC_DOCUMENT`] created,
+    /// where the end-to-end tests start.
+    pub fn with_vpc() -> (Topology, AgentProcess) {
+        crate::require_root();
+        let topology = crate::must(Topology::create());
+        let agent = crate::must(topology.start_agent());
+        crate::must(agent.apply_document(VPC_DOCUMENT));
+        (topology, agent)
+    }
+
     /// Starts eipgwd in `gw` on WAN and LAN, with its state, pins and socket in this
     /// topology's scratch directory, and waits until its API answers.
     pub fn start_agent(&self) -> anyhow::Result<AgentProcess> {

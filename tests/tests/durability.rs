@@ -23,7 +23,7 @@ use eipgw::{
 use eipgw_common::{
     EipEntry, MODE_CUT_THROUGH, MODE_MULTI_EIP, MODE_NAT, MODE_UNASSOCIATED, PrivateEntry,
 };
-use eipgw_tests::{AgentProcess, Topology, topology::VPC_DOCUMENT};
+use eipgw_tests::{AgentProcess, Topology, must, topology::VPC_DOCUMENT};
 use serde_json::{Value, json};
 
 const OPERATIONS: usize = 10_000;
@@ -47,11 +47,6 @@ impl Rng {
     fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
         (!items.is_empty()).then(|| &items[self.below(items.len())])
     }
-}
-
-#[track_caller]
-fn must<T>(result: anyhow::Result<T>) -> T {
-    result.unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn req(value: Value) -> Request {

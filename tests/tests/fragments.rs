@@ -8,17 +8,12 @@ use std::{
 };
 
 use eipgw_tests::{
-    Netns, Topology,
+    Netns, Topology, must,
     topology::{EIP, INTERNET_HOST, VPC_DOCUMENT},
 };
 
 const SIZE: usize = 8000;
 const PORT: u16 = 9500;
-
-#[track_caller]
-fn must<T>(result: anyhow::Result<T>) -> T {
-    result.unwrap_or_else(|e| panic!("{e:#}"))
-}
 
 /// A datagram whose every byte depends on its position, so a lost or misplaced fragment
 /// shows.

@@ -7,14 +7,13 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     io::Read as _,
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
-    process::Output,
     time::{Duration, Instant},
 };
 
 use eipgw_tests::{
-    AgentProcess, Netns, Topology,
+    AgentProcess, Netns, Topology, must, output_text,
     servers::Server,
-    topology::{EIP, INTERNET_HOST, LanHost, VM_IP, VPC_DOCUMENT},
+    topology::{EIP, INTERNET_HOST, LanHost, VM_IP},
 };
 use serde_json::{Value, json};
 
@@ -44,23 +43,9 @@ const BODY: &str = "hello from behind the NAT gateway\n";
 /// How long a client keeps trying: the first packets wait for ARP on the gateway.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
 
-#[track_caller]
-fn must<T>(result: anyhow::Result<T>) -> T {
-    result.unwrap_or_else(|e| panic!("{e:#}"))
-}
-
 /// Private address of SNAT instance `n` (10.0.1.100 and up).
 fn instance_ip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 1, 100 + n)
-}
-
-/// The topology with eipgwd running and the VPC of `VPC_DOCUMENT` created.
-fn setup() -> (Topology, AgentProcess) {
-    eipgw_tests::require_root();
-    let topology = must(Topology::create());
-    let agent = must(topology.start_agent());
-    must(agent.apply_document(VPC_DOCUMENT));
-    (topology, agent)
 }
 
 /// Namespaces on the LAN for `instances` (id, private IP), and the instances in the agent
@@ -98,15 +83,6 @@ fn eipctl_json(agent: &AgentProcess, command: &str) -> Value {
 fn verdict(agent: &AgentProcess, name: &str) -> u64 {
     let stats = eipctl_json(agent, "stats");
     stats["verdicts"][name].as_u64().unwrap_or_else(|| panic!("no verdict {name} in {stats}"))
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Connects from `from` (port 0: any) to the Internet host's whoami server, which answers
@@ -245,7 +221,7 @@ fn public_endpoints(server: &Server, what: &str) -> BTreeSet<SocketAddr> {
 #[test]
 fn fifty_instances_share_one_snat_eip_on_distinct_ports_for_tcp_and_udp() {
     let started = Instant::now();
-    let (topology, agent) = setup();
+    let (topology, agent) = Topology::with_vpc();
     let inet = &topology.inet;
     let instances: Vec<(String, Ipv4Addr)> =
         (0..INSTANCES).map(|n| (format!("vm-snat-{n}"), instance_ip(n))).collect();
@@ -379,7 +355,7 @@ fn eip_figures(shown: &Value, eip: Ipv4Addr) -> Value {
 
 #[test]
 fn a_dnat_port_reaches_a_private_server_and_own_eip_then_ip_mapping_come_before_snat() {
-    let (topology, agent) = setup();
+    let (topology, agent) = Topology::with_vpc();
     let (inet, vm) = (&topology.inet, &topology.vm);
     let instances = [("vm-web".to_owned(), WEB_IP), ("vm-mapped".to_owned(), MAPPED_IP)];
     let hosts = add_instances(&topology, &agent, &instances);
@@ -513,6 +489,6 @@ fn curl(ns: &Netns, url: &str) -> Result<String, String> {
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
-        Err(text(&output))
+        Err(output_text(&output))
     }
 }

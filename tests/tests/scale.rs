@@ -8,18 +8,13 @@ use aya::maps::{HashMap, Map, MapData};
 use eipgw::client::Client;
 use eipgw_common::{EipEntry, MODE_NAT, PrivateEntry};
 use eipgw_tests::{
-    AgentProcess, Topology,
+    AgentProcess, Topology, must,
     scale::{associations_document, eip, private_ip},
     topology::VPC_DOCUMENT,
 };
 use serde_json::{Value, json};
 
 const ASSOCIATIONS: u32 = 100_000;
-
-#[track_caller]
-fn must<T>(result: anyhow::Result<T>) -> T {
-    result.unwrap_or_else(|e| panic!("{e:#}"))
-}
 
 #[test]
 fn one_document_applies_100k_associations_as_one_transaction() {

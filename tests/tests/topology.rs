@@ -5,47 +5,20 @@
 use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
-    process::Output,
     sync::mpsc,
     time::Duration,
 };
 
 use eipgw_tests::{
-    AgentProcess, Netns, Topology,
+    AgentProcess, Netns, Topology, must, output_text,
     servers::Server,
-    topology::{EIP, EIP2, INTERNET_HOST, INTERNET_HOST6, VM_IP, VM_IP2, VM_IP6, VPC_DOCUMENT},
+    topology::{EIP, EIP2, INTERNET_HOST, INTERNET_HOST6, VM_IP, VM_IP2, VM_IP6},
 };
 
 const HTTP_PORT: u16 = 8080;
 const UDP_PORT: u16 = 9000;
 const WHOAMI_PORT: u16 = 7000;
 const BODY: &str = "hello from the VPC instance\n";
-
-#[track_caller]
-fn must<T>(result: anyhow::Result<T>) -> T {
-    match result {
-        Ok(value) => value,
-        Err(e) => panic!("{e:#}"),
-    }
-}
-
-/// The topology with eipgwd running and the VPC of `VPC_DOCUMENT` created.
-fn setup() -> (Topology, AgentProcess) {
-    eipgw_tests::require_root();
-    let topology = must(Topology::create());
-    let agent = must(topology.start_agent());
-    must(agent.apply_document(VPC_DOCUMENT));
-    (topology, agent)
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// `curl` from the Internet host to the EIP; `Ok(body)` or `Err(diagnostics)`.
 fn curl_eip(inet: &Netns, eip: Ipv4Addr) -> Result<String, String> {
@@ -58,7 +31,7 @@ fn curl_eip(inet: &Netns, eip: Ipv4Addr) -> Result<String, String> {
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
-        Err(text(&output))
+        Err(output_text(&output))
     }
 }
 
@@ -68,7 +41,7 @@ fn ping(ns: &Netns, target: Ipv4Addr, count: u32) -> Result<(), String> {
         .args(["-c", &count.to_string(), "-i", "0.2", "-W", "1", &target.to_string()])
         .output()
         .expect("running ping");
-    if output.status.success() { Ok(()) } else { Err(text(&output)) }
+    if output.status.success() { Ok(()) } else { Err(output_text(&output)) }
 }
 
 /// One UDP round trip from the Internet host to `eip`; the echo must come back intact.
@@ -127,7 +100,7 @@ fn verdict(agent: &AgentProcess, name: &str) -> u64 {
 
 #[test]
 fn eip_carries_tcp_udp_and_ping_both_ways_and_follows_association() {
-    let (topology, agent) = setup();
+    let (topology, agent) = Topology::with_vpc();
     let (inet, vm) = (&topology.inet, &topology.vm);
     let http = must(Server::http(vm, HTTP_PORT, BODY));
     let echo = must(Server::udp_echo(vm, UDP_PORT));
@@ -180,7 +153,7 @@ fn eip_carries_tcp_udp_and_ping_both_ways_and_follows_association() {
 
 #[test]
 fn reassociation_moves_traffic_to_the_new_private_ip() {
-    let (topology, agent) = setup();
+    let (topology, agent) = Topology::with_vpc();
     let inet = &topology.inet;
     let (eip, eip2) = (EIP.to_string(), EIP2.to_string());
     let _http = must(Server::http(&topology.vm, HTTP_PORT, BODY));
@@ -190,14 +163,14 @@ fn reassociation_moves_traffic_to_the_new_private_ip() {
     // R05 through the CLI: refused (exit 3), with the rule named, and nothing changes.
     let refused =
         must(agent.eipctl(&["eip", "associate", &eip, "--private-ip", &VM_IP2.to_string()]));
-    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("R05"), "{}", text(&refused));
+    assert_eq!(refused.status.code(), Some(3), "{}", output_text(&refused));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("R05"), "{}", output_text(&refused));
     assert_eq!(eip_json(&agent, EIP)["private_ip"], VM_IP.to_string());
 
     // R02: the private IP already has an EIP.
     let refused =
         must(agent.eipctl(&["eip", "associate", &eip2, "--private-ip", &VM_IP.to_string()]));
-    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+    assert_eq!(refused.status.code(), Some(3), "{}", output_text(&refused));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("PRIVATE_IP_HAS_EIP"));
 
     must(agent.eipctl_ok(&[
@@ -215,7 +188,7 @@ fn reassociation_moves_traffic_to_the_new_private_ip() {
 
     // R04: an associated EIP cannot be released; after unassociating it can.
     let refused = must(agent.eipctl(&["eip", "release", &eip]));
-    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+    assert_eq!(refused.status.code(), Some(3), "{}", output_text(&refused));
     must(agent.eipctl_ok(&["eip", "unassociate", &eip]));
     must(agent.eipctl_ok(&["eip", "release", &eip]));
     let listed = must(agent.eipctl_ok(&["--output", "json", "eip", "list"]));
@@ -227,7 +200,7 @@ fn reassociation_moves_traffic_to_the_new_private_ip() {
 
 #[test]
 fn bad_input_gets_clear_errors_and_changes_nothing() {
-    let (_topology, mut agent) = setup();
+    let (_topology, mut agent) = Topology::with_vpc();
     let eip = EIP.to_string();
     must(agent.eipctl_ok(&["eip", "allocate", &eip]));
     let before = must(agent.eipctl_ok(&["--output", "json", "eip", "list"]));
@@ -243,11 +216,11 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
     ];
     for (args, code, needle) in cases {
         let out = must(agent.eipctl(args));
-        assert_eq!(out.status.code(), Some(*code), "eipctl {args:?}: {}", text(&out));
+        assert_eq!(out.status.code(), Some(*code), "eipctl {args:?}: {}", output_text(&out));
         assert!(
             String::from_utf8_lossy(&out.stderr).contains(needle),
             "eipctl {args:?} should say {needle}: {}",
-            text(&out)
+            output_text(&out)
         );
     }
     assert_eq!(must(agent.eipctl_ok(&["--output", "json", "eip", "list"])), before);
@@ -255,8 +228,12 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
     // With the agent down the CLI says so and exits 4.
     must(agent.stop(libc::SIGTERM));
     let out = must(agent.eipctl(&["eip", "list"]));
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is eipgwd running"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", output_text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is eipgwd running"),
+        "{}",
+        output_text(&out)
+    );
 }
 
 /// Phases of the long transfer, reported by the receiving client.
@@ -268,7 +245,7 @@ enum Progress {
 fn agent_restart_keeps_mappings_and_a_running_transfer() {
     const TOTAL: usize = 32 << 20;
     const PHASE: usize = 4 << 20;
-    let (topology, mut agent) = setup();
+    let (topology, mut agent) = Topology::with_vpc();
     let (inet, vm) = (&topology.inet, &topology.vm);
     allocate_and_associate(&agent, EIP, VM_IP);
 
@@ -348,7 +325,7 @@ fn agent_restart_keeps_mappings_and_a_running_transfer() {
 
 #[test]
 fn ttl_expiry_and_oversized_df_packets_are_answered_by_the_gateway() {
-    let (topology, agent) = setup();
+    let (topology, agent) = Topology::with_vpc();
     let (inet, vm) = (&topology.inet, &topology.vm);
     allocate_and_associate(&agent, EIP, VM_IP);
     ping(inet, EIP, 1).unwrap_or_else(|e| panic!("{e}"));
@@ -366,7 +343,7 @@ fn ttl_expiry_and_oversized_df_packets_are_answered_by_the_gateway() {
         assert!(
             stdout.contains(&format!("From {router}")) && stdout.contains("Time to live exceeded"),
             "expected time exceeded from {router}: {}",
-            text(&out)
+            output_text(&out)
         );
     };
     let (sent, passed) =
@@ -386,11 +363,11 @@ fn ttl_expiry_and_oversized_df_packets_are_answered_by_the_gateway() {
         .output()
         .expect("ping");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "an oversized DF packet got through: {}", text(&out));
+    assert!(!out.status.success(), "an oversized DF packet got through: {}", output_text(&out));
     assert!(
         stdout.contains("From 198.51.100.2") && stdout.contains("mtu = 1280"),
         "expected fragmentation needed (mtu = 1280) from the gateway: {}",
-        text(&out)
+        output_text(&out)
     );
     assert_eq!(verdict(&agent, "icmp_frag_needed_sent"), before + 1);
     // What fits still flows.
@@ -401,7 +378,7 @@ fn ttl_expiry_and_oversized_df_packets_are_answered_by_the_gateway() {
 fn tracepath_shows_the_gateway_hop_and_path_mtu_discovery_finishes_a_transfer() {
     const TOTAL: usize = 2 << 20;
     const PORT: u16 = 9200;
-    let (topology, agent) = setup();
+    let (topology, agent) = Topology::with_vpc();
     let (inet, vm) = (&topology.inet, &topology.vm);
     allocate_and_associate(&agent, EIP, VM_IP);
     ping(inet, EIP, 1).unwrap_or_else(|e| panic!("{e}"));
@@ -425,7 +402,7 @@ fn tracepath_shows_the_gateway_hop_and_path_mtu_discovery_finishes_a_transfer() 
     assert!(
         hop(1, "198.51.100.2") && hop(2, &EIP.to_string()) && stdout.contains("reached"),
         "expected the gateway as hop 1 and the EIP reached at hop 2: {}",
-        text(&out)
+        output_text(&out)
     );
     assert!(verdict(&agent, "translated") > translated, "the instance's error was not translated");
 
@@ -517,7 +494,7 @@ fn curl(ns: &Netns, url: &str) -> Result<String, String> {
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
-        Err(text(&output))
+        Err(output_text(&output))
     }
 }
 
@@ -525,7 +502,7 @@ fn curl(ns: &Netns, url: &str) -> Result<String, String> {
 fn cut_through_and_multi_eip_deliver_the_eip_unchanged() {
     const CUT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 30);
     const MULTI: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 31);
-    let (topology, agent) = setup();
+    let (topology, agent) = Topology::with_vpc();
     let (inet, vm) = (&topology.inet, &topology.vm);
     // Two secondary ENIs of vm-1. In a visible mode the OS sees the EIP itself (R10, R11):
     // the instance holds the EIPs as local addresses, next to the ENIs' private ones.
@@ -583,7 +560,7 @@ fn cut_through_and_multi_eip_deliver_the_eip_unchanged() {
 
 #[test]
 fn ipv6_is_forwarded_untranslated_only_with_public_bandwidth() {
-    let (topology, agent) = setup();
+    let (topology, agent) = Topology::with_vpc();
     let (inet, vm) = (&topology.inet, &topology.vm);
     let vm6 = VM_IP6.to_string();
     let _http = must(Server::http_at(vm, SocketAddr::from((VM_IP6, HTTP_PORT)), BODY));
@@ -609,7 +586,7 @@ fn ipv6_is_forwarded_untranslated_only_with_public_bandwidth() {
         .args(["-6", "-c", "2", "-i", "0.2", "-W", "1", &vm6])
         .output()
         .expect("ping");
-    assert!(out.status.success(), "ping6 to a public address: {}", text(&out));
+    assert!(out.status.success(), "ping6 to a public address: {}", output_text(&out));
 
     // Off again: dropped again.
     must(agent.eipctl_ok(&["eni", "ipv6-public", &vm6, "--disable"]));
@@ -619,7 +596,7 @@ fn ipv6_is_forwarded_untranslated_only_with_public_bandwidth() {
 #[test]
 fn an_instance_reaches_another_instance_through_its_eip() {
     const VM2_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 12);
-    let (topology, agent) = setup();
+    let (topology, agent) = Topology::with_vpc();
     let vm = &topology.vm;
     // A second instance; the `vm` namespace answers for it too.
     must(agent.eipctl_ok(&[
@@ -712,10 +689,10 @@ fn iperf3_received(ns: &Netns, target: Ipv4Addr, port: u16, extra: &[&str]) -> f
         .output()
         .expect("running iperf3");
     let report: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("iperf3 {extra:?}: {e}; {}", text(&output)));
-    report["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("iperf3 {extra:?} reported no received rate: {}", text(&output)))
+        .unwrap_or_else(|e| panic!("iperf3 {extra:?}: {e}; {}", output_text(&output)));
+    report["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or_else(|| {
+        panic!("iperf3 {extra:?} reported no received rate: {}", output_text(&output))
+    })
 }
 
 #[test]
@@ -723,7 +700,7 @@ fn bandwidth_cap_holds_iperf3_to_the_cap_both_ways_and_an_uncapped_eip_is_not_sl
     const CAP_MBPS: u32 = 20;
     const PORT: u16 = 5201;
     let cap = f64::from(CAP_MBPS) * 1e6;
-    let (topology, agent) = setup();
+    let (topology, agent) = Topology::with_vpc();
     let (inet, vm) = (&topology.inet, &topology.vm);
     let eip = EIP.to_string();
     must(agent.eipctl_ok(&["eip", "allocate", &eip, "--bandwidth", &CAP_MBPS.to_string()]));
@@ -767,7 +744,7 @@ fn bandwidth_cap_holds_iperf3_to_the_cap_both_ways_and_an_uncapped_eip_is_not_sl
 
 #[test]
 fn security_group_admits_what_its_rules_allow_and_the_replies_to_the_instances_own_flows() {
-    let (topology, agent) = setup();
+    let (topology, agent) = Topology::with_vpc();
     let (inet, vm) = (&topology.inet, &topology.vm);
     let _http = must(Server::http(vm, HTTP_PORT, BODY));
     let _echo = must(Server::udp_echo(vm, UDP_PORT));

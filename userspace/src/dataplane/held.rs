@@ -166,12 +166,7 @@ fn parse(record: &[u8]) -> Option<Record> {
 /// Runs `program` on `frame` as if it came in on `ifindex`, and lets the kernel act on
 /// the verdict (redirect, transmit or pass), as the interface's own XDP hook would.
 fn run_live(program: &Xdp, ifindex: u32, frame: &[u8]) -> anyhow::Result<()> {
-    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-    // egress_ifindex. The kernel wants the data at 0 and data_end at its length.
-    let ctx: Vec<u8> = [0, frame.len() as u32, 0, ifindex, 0, 0]
-        .iter()
-        .flat_map(|field: &u32| field.to_ne_bytes())
-        .collect();
+    let ctx = xdp_md(frame.len(), ifindex);
     program
         .test_run(TestRunOptions {
             data_in: Some(frame),
@@ -184,6 +179,16 @@ fn run_live(program: &Xdp, ifindex: u32, frame: &[u8]) -> anyhow::Result<()> {
             format!("sending a held fragment through the program (ifindex {ifindex})")
         })?;
     Ok(())
+}
+
+/// `struct xdp_md` for BPF_PROG_TEST_RUN's `ctx_in`: the frame spans data..data_end with
+/// no metadata, and the ingress interface picks both the direction and the namespace whose
+/// FIB `bpf_fib_lookup` consults. Fields are u32 in the order of include/uapi/linux/bpf.h.
+pub fn xdp_md(frame_len: usize, ingress_ifindex: u32) -> Vec<u8> {
+    let (data, data_end, data_meta, rx_queue_index, egress_ifindex) =
+        (0, frame_len as u32, 0, 0, 0);
+    let fields = [data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex];
+    fields.map(u32::to_ne_bytes).concat()
 }
 
 #[cfg(test)]

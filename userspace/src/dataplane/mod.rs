@@ -34,21 +34,21 @@ use aya::{
     },
 };
 use eipgw_common::{
-    EIP_LIMITED, EipBuckets, EipCounters, EipEntry, EipLimits, Endpoint, GatewayConfig, Ipv6Key,
-    MAP_CONFIG, MAP_DNAT_PORTS, MAP_DNAT_REVERSE, MAP_EGRESS_DEVICES, MAP_EIP_BUCKETS,
-    MAP_EIP_COUNTERS, MAP_EIP_FILTER, MAP_EIP_LIMITS, MAP_EIPS, MAP_FRAGMENTS, MAP_HELD_FRAGMENTS,
-    MAP_IPV6_PUBLIC, MAP_NAT_PROGRAMS, MAP_PRIVATE_IPS, MAP_SECURITY_GROUPS, MAP_SNAT_CONFIG,
-    MAP_SNAT_PORTS, MAP_SNAT_SESSIONS, MAP_SNAT_SOURCES, MAP_VERDICT_COUNTERS, MODE_CUT_THROUGH,
-    MODE_MULTI_EIP, MODE_NAT, MODE_NAT_GATEWAY, MODE_UNASSOCIATED, NAT_PROGRAM_INDEX, NatTarget,
-    PIN_DIR_NAME, PROGRAM_GATEWAY, PROGRAM_NAT, PrivateEntry, SecurityGroupRules, SnatConfig,
-    SnatSession, Verdict, ipv4_key, ipv4_octets,
+    EipBuckets, EipCounters, EipEntry, EipLimits, Endpoint, GatewayConfig, Ipv6Key, MAP_CONFIG,
+    MAP_DNAT_PORTS, MAP_DNAT_REVERSE, MAP_EGRESS_DEVICES, MAP_EIP_BUCKETS, MAP_EIP_COUNTERS,
+    MAP_EIP_FILTER, MAP_EIP_LIMITS, MAP_EIPS, MAP_FRAGMENTS, MAP_HELD_FRAGMENTS, MAP_IPV6_PUBLIC,
+    MAP_NAT_PROGRAMS, MAP_PRIVATE_IPS, MAP_SECURITY_GROUPS, MAP_SNAT_CONFIG, MAP_SNAT_PORTS,
+    MAP_SNAT_SESSIONS, MAP_SNAT_SOURCES, MAP_VERDICT_COUNTERS, MODE_CUT_THROUGH, MODE_MULTI_EIP,
+    MODE_NAT, MODE_NAT_GATEWAY, MODE_UNASSOCIATED, NAT_PROGRAM_INDEX, NatTarget, PIN_DIR_NAME,
+    PROGRAM_GATEWAY, PROGRAM_NAT, PrivateEntry, SecurityGroupRules, SnatConfig, SnatSession,
+    Verdict, ipv4_key, ipv4_octets,
 };
 
 pub use bpffs::ensure_bpffs;
 pub use desired::{DesiredMaps, EipMapping, EipPolicy, PortMapping, Touched};
 use hairpin_filter::HairpinFilter;
 use held::HeldFragments;
-pub use held::HeldReport;
+pub use held::{HeldReport, xdp_md};
 use mirror::{MirroredMap, read_all};
 use routes::Routes;
 use slots::Slots;
@@ -495,7 +495,8 @@ impl Dataplane {
     }
 
     /// Writes the limits of these EIPs (those that have a slot) as `desired` says, and
-    /// their [`EIP_LIMITED`] flags: those whose limits changed, or all of them.
+    /// their [`EIP_LIMITED`](eipgw_common::EIP_LIMITED) flags: those whose limits changed,
+    /// or all of them.
     fn write_policies(
         &mut self,
         desired: &DesiredMaps,
@@ -511,8 +512,7 @@ impl Dataplane {
             // An entry planned in this change took its flag from the limits as they were
             // then (`plan_eip`): only a change of limits can leave it wrong.
             if self.set_limits(slot, wanted)? || flags == Flags::All {
-                let limited = if wanted == EipLimits::default() { 0 } else { EIP_LIMITED };
-                self.set_limited_flag(key, limited);
+                self.set_limited_flag(key, wanted.flags());
             }
         }
         // After the limits: a flag never sends a frame to limits that are not there yet.
@@ -521,7 +521,8 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Plans the [`EIP_LIMITED`] flag of the EIP `key` and of its private address's entry.
+    /// Plans the [`EIP_LIMITED`](eipgw_common::EIP_LIMITED) flag of the EIP `key` and of
+    /// its private address's entry.
     fn set_limited_flag(&mut self, key: u32, flags: u32) {
         let Some(entry) = self.eips.get(&key) else {
             return;
@@ -760,7 +761,7 @@ impl Dataplane {
         }
         // The slot's limits as written now; `write_policies` brings the flag along when they
         // change.
-        let flags = if self.limits_written.contains_key(&slot) { EIP_LIMITED } else { 0 };
+        let flags = self.limits_written.get(&slot).map_or(0, EipLimits::flags);
         let entry =
             EipEntry { private_addr: ipv4_key(addr.octets()), stats_slot: slot, mode, flags };
         self.eips.set(key, entry);
@@ -781,7 +782,7 @@ impl Dataplane {
     }
 }
 
-/// Which [`EIP_LIMITED`] flags `write_policies` looks at.
+/// Which [`EIP_LIMITED`](eipgw_common::EIP_LIMITED) flags `write_policies` looks at.
 #[derive(Copy, Clone, PartialEq, Eq)]
 enum Flags {
     /// Those of EIPs whose limits it changes (an incremental change).

@@ -40,9 +40,13 @@ use aya::{
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
 };
 use eipgw::dataplane::load_object;
+use eipgw_common::bench::{
+    BENCH_HEADER_LEN, GenConfig, MAP_BENCH_GENERATOR, MAP_BENCH_SEQUENCE, MAP_BENCH_SINK,
+    PROGRAM_BENCH_GENERATOR, PROGRAM_BENCH_SINK, VARY_DESTINATION, VARY_SOURCE,
+};
 use eipgw_tests::{
     BpffsMount, Netns,
-    gateway_ns::{ifindex, mac_of, pin_to_cpu, xdp_md},
+    gateway_ns::{format_mac, ifindex, mac_of, pin_to_cpu, xdp_md},
     topology::{GW_LAN, GW_WAN, INTERNET_HOST, LAN_IF, VM_IP, WAN_IF},
     unique_suffix,
 };
@@ -59,12 +63,6 @@ const FORWARDING_PRIORITY: i32 = 50;
 const GENERATOR_PRIORITY: i32 = 40;
 /// The host ends' interface, in `inet` and in `vm`.
 const HOST_IF: &str = "eth0";
-/// The programs of `ebpf/src/main.rs` (see `ebpf/src/bench.rs`).
-const PROGRAM_GENERATOR: &str = "eipgw_bench_gen";
-const PROGRAM_SINK: &str = "eipgw_bench_sink";
-const MAP_GENERATOR: &str = "BENCH_GEN";
-const MAP_SEQUENCE: &str = "BENCH_SEQ";
-const MAP_SINK: &str = "BENCH_SINK";
 /// Frames per BPF_PROG_TEST_RUN call: a window is made of whole calls.
 const FRAMES_PER_CALL: u32 = 1 << 17;
 /// At most this many calls a window, whatever the clock says.
@@ -85,23 +83,6 @@ pub enum Sender {
     /// `vm`, to the Internet host: outbound.
     Vpc,
 }
-
-/// `GenConfig` of `ebpf/src/bench.rs`, the same layout.
-#[repr(C)]
-#[derive(Copy, Clone)]
-struct GenConfig {
-    header: [u8; 42],
-    _pad: [u8; 2],
-    flows: u32,
-    addr_count: u32,
-    addr_offset: u32,
-}
-// SAFETY: plain integers and bytes, `repr(C)`, the padding an explicit field.
-unsafe impl aya::Pod for GenConfig {}
-const _: () = assert!(size_of::<GenConfig>() == 56);
-/// `IPV4_SRC_OFFSET` of `ebpf/src/bench.rs`: the source address varies.
-const VARY_SOURCE: u32 = 26;
-const VARY_DESTINATION: u32 = 30;
 
 /// The traffic the generator makes: run n sends flow `n % flows`, whose varied address is
 /// the first one plus `n % addresses`, and whose UDP source port is the first one plus
@@ -277,8 +258,8 @@ impl BenchNet {
             (dst, DST_PORT),
             traffic.frame_len,
         );
-        let mut header = [0u8; 42];
-        header.copy_from_slice(&frame[..42]);
+        let mut header = [0u8; BENCH_HEADER_LEN];
+        header.copy_from_slice(&frame[..BENCH_HEADER_LEN]);
         let config = GenConfig {
             header,
             _pad: [0; 2],
@@ -286,12 +267,14 @@ impl BenchNet {
             addr_count: traffic.addresses,
             addr_offset: vary,
         };
-        let mut map: Array<&mut MapData, GenConfig> =
-            Array::try_from(self.ends.map_mut(MAP_GENERATOR).context("the generator's map")?)?;
+        let mut map: Array<&mut MapData, GenConfig> = Array::try_from(
+            self.ends.map_mut(MAP_BENCH_GENERATOR).context("the generator's map")?,
+        )?;
         map.set(0, &config, 0)?;
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?.get();
-        let mut sequence: PerCpuArray<&mut MapData, u64> =
-            PerCpuArray::try_from(self.ends.map_mut(MAP_SEQUENCE).context("the sequence map")?)?;
+        let mut sequence: PerCpuArray<&mut MapData, u64> = PerCpuArray::try_from(
+            self.ends.map_mut(MAP_BENCH_SEQUENCE).context("the sequence map")?,
+        )?;
         sequence.set(0, PerCpuValues::try_from(vec![0u64; cpus as usize])?, 0)?;
         Ok(frame)
     }
@@ -359,7 +342,7 @@ pub fn udp_frame(
 fn load_ends(pins: &Path) -> anyhow::Result<Ebpf> {
     // The smallest tables: of the object's maps, these programs use only their own.
     let mut ebpf = load_object(pins, 16)?;
-    for name in [PROGRAM_GENERATOR, PROGRAM_SINK] {
+    for name in [PROGRAM_BENCH_GENERATOR, PROGRAM_BENCH_SINK] {
         let program: &mut Xdp =
             ebpf.program_mut(name).with_context(|| format!("{name} in the object"))?.try_into()?;
         program.load().with_context(|| format!("the verifier rejected {name}"))?;
@@ -368,14 +351,14 @@ fn load_ends(pins: &Path) -> anyhow::Result<Ebpf> {
 }
 
 fn attach_sink(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    let program: &mut Xdp = ebpf.program_mut(PROGRAM_SINK).context("the sink")?.try_into()?;
+    let program: &mut Xdp = ebpf.program_mut(PROGRAM_BENCH_SINK).context("the sink")?.try_into()?;
     let name = std::ffi::CString::new(HOST_IF)?;
     program.attach(name.as_c_str(), XdpMode::Driver)?;
     Ok(())
 }
 
 fn generator(ebpf: &Ebpf) -> anyhow::Result<&Xdp> {
-    Ok(ebpf.program(PROGRAM_GENERATOR).context("the generator")?.try_into()?)
+    Ok(ebpf.program(PROGRAM_BENCH_GENERATOR).context("the generator")?.try_into()?)
 }
 
 /// The sink's count once what is still in the veths' rings (a few hundred frames) has
@@ -399,7 +382,7 @@ fn settled_sink_count(ends: &Ebpf) -> anyhow::Result<u64> {
 
 fn sink_count(ebpf: &Ebpf) -> anyhow::Result<u64> {
     let map: PerCpuArray<&MapData, u64> =
-        PerCpuArray::try_from(ebpf.map(MAP_SINK).context("the sink's map")?)?;
+        PerCpuArray::try_from(ebpf.map(MAP_BENCH_SINK).context("the sink's map")?)?;
     Ok(map.get(&0, 0)?.iter().sum())
 }
 
@@ -471,8 +454,4 @@ fn cpu_time_ns(pid: i32) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
         .with_context(|| format!("reading the schedstat of thread {pid}"))?;
     text.split_whitespace().next().and_then(|f| f.parse().ok()).context("schedstat's first field")
-}
-
-fn format_mac(mac: [u8; 6]) -> String {
-    mac.map(|octet| format!("{octet:02x}")).join(":")
 }
