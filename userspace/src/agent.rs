@@ -1,14 +1,19 @@
 //! The agent: where a request goes from the rules to the store to the maps.
 
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{
+    borrow::Cow,
+    collections::BTreeSet,
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
 
 use eipgw_common::{RULE_ANY_PROTOCOL, SecurityGroupRule, SecurityGroupRules, ipv4_key, policy};
 use serde_json::Value;
 
 use crate::{
     api::{
-        ApiError, ApplyAnswer, ChangeView, ExecuteAnswer, NatEipView, NatGatewayView, Progress,
-        StatsView,
+        ApiError, ApplyAnswer, ApplyTimings, ChangeCount, ChangeView, ExecuteAnswer, NatEipView,
+        NatGatewayView, Progress, StatsView,
     },
     dataplane::{
         Dataplane, DesiredMaps, EipMapping, EipPolicy, HeldReport, PortMapping, SnatSessionView,
@@ -61,8 +66,14 @@ impl Agent {
 
     /// Runs many requests as one transaction (all or nothing); with `dry_run` nothing is
     /// kept and the answer says what would change.
-    pub fn apply(&mut self, requests: &[Request], dry_run: bool) -> Result<ApplyAnswer, ApiError> {
-        self.apply_observed(requests, dry_run, &mut |_| {})
+    /// `list_at_most`: see [`ApplyBody::list_at_most`](crate::api::ApplyBody).
+    pub fn apply(
+        &mut self,
+        requests: &[Request],
+        dry_run: bool,
+        list_at_most: Option<usize>,
+    ) -> Result<ApplyAnswer, ApiError> {
+        self.apply_observed(requests, dry_run, list_at_most, &mut |_| {})
     }
 
     /// [`Agent::apply`], reporting how far it has got.
@@ -70,41 +81,61 @@ impl Agent {
         &mut self,
         requests: &[Request],
         dry_run: bool,
+        list_at_most: Option<usize>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<ApplyAnswer, ApiError> {
         let total = requests.len();
+        let mut timings = ApplyTimings::default();
+        let mut phase = Instant::now();
         let (executed, change) = self
             .state
             .run_all_observed(requests, |done| progress(Progress::validating(done, total)))
             .map_err(ApiError::Refused)?;
         progress(Progress::validating(total, total));
-        let changes = change_views(&change, dry_run);
+        timings.rules = lap(&mut phase);
+        let changed = change.after.len();
+        let (changes, counts) = if list_at_most.is_none_or(|most| changed <= most) {
+            (change_views(&change, dry_run), Vec::new())
+        } else {
+            (Vec::new(), change_counts(&change))
+        };
+        timings.listing = lap(&mut phase);
         if dry_run {
             self.state.revert(&change);
         } else {
             progress(Progress { phase: "storing and writing the maps".into(), done: total, total });
-            self.commit(&change)?;
-            log::info!("applied {} requests ({} resources changed)", requests.len(), changes.len());
+            (timings.store, timings.maps) = self.commit(&change)?;
+            log::info!("applied {} requests ({changed} resources changed)", requests.len());
         }
         let warnings = executed.into_iter().flat_map(|e| e.warnings).collect();
-        Ok(ApplyAnswer { applied: !dry_run, requests: requests.len(), changes, warnings })
+        Ok(ApplyAnswer {
+            applied: !dry_run,
+            requests: requests.len(),
+            changed,
+            changes,
+            counts,
+            warnings,
+            timings,
+        })
     }
 
     /// Stores a change made to the in-memory state, then brings the maps along. If the
     /// store cannot write it, the in-memory state goes back too. If the maps fail after
-    /// the store has it, the next start reconciles them.
-    fn commit(&mut self, change: &Change) -> Result<(), ApiError> {
+    /// the store has it, the next start reconciles them. Returns how long each took.
+    fn commit(&mut self, change: &Change) -> Result<(Duration, Duration), ApiError> {
         if change.is_empty() {
-            return Ok(());
+            return Ok(Default::default());
         }
+        let mut phase = Instant::now();
         if let Err(e) = self.store.commit(change) {
             self.state.revert(change);
             return Err(ApiError::Failed(e));
         }
+        let stored = lap(&mut phase);
         let touched = touched(&self.state, change);
         let after = desired_maps(&self.state, &touched);
         self.dataplane.apply(&after, &touched)?;
-        Ok(())
+        Ok((stored, lap(&mut phase)))
     }
 
     /// Every resource of one kind, described (R30).
@@ -217,12 +248,9 @@ fn touched(state: &State, change: &Change) -> Touched {
     let mut snat = BTreeSet::new();
     let mut gateways = BTreeSet::new();
     let mut vpcs = BTreeSet::new();
-    for (key, resource) in change.before.iter().chain(change.after.iter()) {
-        if key.kind == Kind::Eip
-            && let Ok(address) = key.id.parse()
-        {
-            eips.insert(address);
-        }
+    // A changed key has a resource before or after it (or both): the EIP's own address
+    // comes from that, not from parsing its id.
+    for resource in change.before.values().chain(change.after.values()) {
         match resource {
             Some(Resource::Eni(eni)) => {
                 ipv6.extend(eni.ipv6_public.iter().copied());
@@ -242,6 +270,7 @@ fn touched(state: &State, change: &Change) -> Touched {
                 }
             }
             Some(Resource::Eip(eip)) => {
+                eips.insert(eip.address);
                 // The address that gains or loses its own EIP moves between 1:1 and SNAT.
                 snat.extend(eip.association.as_ref().and_then(Association::private_ip));
             }
@@ -431,31 +460,68 @@ fn group_rules(group: &SecurityGroup) -> SecurityGroupRules {
     rules
 }
 
+/// The time since `since`, which moves on to now.
+fn lap(since: &mut Instant) -> Duration {
+    let now = Instant::now();
+    now.duration_since(std::mem::replace(since, now))
+}
+
+/// Each change, with the resource before and after it if `with_values`.
 fn change_views(change: &Change, with_values: bool) -> Vec<ChangeView> {
-    change
-        .after
-        .iter()
-        .map(|(key, after)| ChangeView {
-            kind: key.kind.name().to_owned(),
+    changes(change)
+        .map(|(key, before, after)| ChangeView {
+            kind: Cow::Borrowed(key.kind.name()),
             id: key.id.clone(),
-            action: match (change.before.get(key).and_then(Option::as_ref), after) {
-                (None, Some(_)) => "create",
-                (Some(_), None) => "delete",
-                _ => "update",
-            }
-            .to_owned(),
-            before: with_values.then(|| change.before.get(key).cloned().flatten()).flatten(),
+            action: action(before, after).into(),
+            before: with_values.then(|| before.clone()).flatten(),
             after: with_values.then(|| after.clone()).flatten(),
         })
         .collect()
+}
+
+/// The changes counted by action and kind.
+fn change_counts(change: &Change) -> Vec<ChangeCount> {
+    let mut counts = std::collections::BTreeMap::<(&str, &str), usize>::new();
+    for (key, before, after) in changes(change) {
+        *counts.entry((action(before, after), key.kind.name())).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|((action, kind), count)| ChangeCount {
+            action: action.into(),
+            kind: kind.into(),
+            count,
+        })
+        .collect()
+}
+
+/// Each changed key with its value before and after. Both maps of a [`Change`] hold the
+/// same keys, so they are walked side by side instead of looking each key up.
+fn changes(
+    change: &Change,
+) -> impl Iterator<Item = (&Key, &Option<Resource>, &Option<Resource>)> + '_ {
+    debug_assert!(change.before.keys().eq(change.after.keys()));
+    change
+        .after
+        .iter()
+        .zip(change.before.values())
+        .map(|((key, after), before)| (key, before, after))
+}
+
+fn action(before: &Option<Resource>, after: &Option<Resource>) -> &'static str {
+    match (before, after) {
+        (None, Some(_)) => "create",
+        (Some(_), None) => "delete",
+        _ => "update",
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::tests::{
-        EIP1, EIP4, EIP5, ENI1_IP, I1_IP, I2_IP, associate_instance, dnat_ip, dnat_port, json, ok,
-        req, v4, with_nat_gateway, world,
+        EIP1, EIP4, EIP5, ENI1_IP, HANGZHOU, I1_IP, I2_IP, associate_instance, dnat_ip, dnat_port,
+        json, ok, req, v4, with_nat_gateway, world,
     };
 
     /// Runs a request that must be allowed; returns what it touches in the maps and what
@@ -473,6 +539,51 @@ mod tests {
     fn snat_vsw_a(eips: &[&str]) -> Value {
         json!({"op": "add_snat_entry", "nat_gateway": "ngw-1", "id": "s-1",
                "source": {"type": "vswitch", "value": "vsw-a"}, "eips": eips})
+    }
+
+    /// An answer lists each change, or counts them by action and kind: the same changes.
+    #[test]
+    fn changes_are_listed_or_counted_alike() {
+        let mut s = world();
+        let allocate =
+            |address: &str| json!({"op": "allocate_eip", "address": address, "region": HANGZHOU});
+        ok(&mut s, allocate("198.51.100.91"));
+        ok(&mut s, allocate("198.51.100.92"));
+        let allocate = |address: &str| req(allocate(address));
+        let requests = [
+            allocate("198.51.100.93"),
+            allocate("198.51.100.94"),
+            req(json!({"op": "set_eip_bandwidth", "eip": "198.51.100.91", "bandwidth_mbps": 5})),
+            req(json!({"op": "release_eip", "eip": "198.51.100.92"})),
+            // Made and gone in one document: no change at all.
+            allocate("198.51.100.95"),
+            req(json!({"op": "release_eip", "eip": "198.51.100.95"})),
+        ];
+        let (_, change) = s.run_all(&requests).expect("the document is allowed");
+
+        let listed: Vec<(String, String)> = change_views(&change, false)
+            .into_iter()
+            .map(|v| (v.action.into_owned(), v.id))
+            .collect();
+        let pairs = [
+            ("update", "198.51.100.91"),
+            ("delete", "198.51.100.92"),
+            ("create", "198.51.100.93"),
+            ("create", "198.51.100.94"),
+        ];
+        let expected: Vec<(String, String)> =
+            pairs.iter().map(|(a, id)| (a.to_string(), id.to_string())).collect();
+        assert_eq!(listed, expected);
+
+        let count = |action: &'static str, count| ChangeCount {
+            action: action.into(),
+            kind: "eip".into(),
+            count,
+        };
+        assert_eq!(
+            change_counts(&change),
+            vec![count("create", 2), count("delete", 1), count("update", 1)]
+        );
     }
 
     #[test]

@@ -9,7 +9,13 @@
 //! - `GET /v1/nat/sessions[?eip=E][&private_ip=P]`: live SNAT sessions ([`SnatSessionView`])
 //! - `GET /v1/nat/gateways/{id}`: a NAT gateway's EIPs and their port use ([`NatGatewayView`])
 
-use std::{net::Ipv4Addr, path::Path, sync::Arc};
+use std::{
+    borrow::Cow,
+    net::Ipv4Addr,
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use axum::{
@@ -49,6 +55,11 @@ pub struct ApplyBody {
     /// runs, then one [`ApplyEvent::Answer`] or [`ApplyEvent::Error`].
     #[serde(default)]
     pub progress: bool,
+    /// List the changes only if there are at most this many; otherwise the answer counts
+    /// them by action and kind (`counts`), which is all a person reads of a million. No
+    /// limit: every change is listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list_at_most: Option<usize>,
 }
 
 /// How far an `apply` has got.
@@ -79,21 +90,75 @@ pub struct ApplyAnswer {
     /// False for a dry run: nothing was kept.
     pub applied: bool,
     pub requests: usize,
+    /// How many resources changed.
+    #[serde(default)]
+    pub changed: usize,
+    /// Each change, unless there were more than the request's `list_at_most`.
     pub changes: Vec<ChangeView>,
+    /// The changes counted by action and kind, when they were too many to list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counts: Vec<ChangeCount>,
     pub warnings: Vec<String>,
+    /// Where the agent's time went; logged, not sent.
+    #[serde(skip)]
+    pub timings: ApplyTimings,
+}
+
+/// The phases of an `apply` in the agent, for its log: a big document's time is easier to
+/// read, and to improve, with them (BENCHMARKS.md, section 4).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApplyTimings {
+    /// Parsing the document.
+    pub parse: Duration,
+    /// Running the requests through the rules, as one transaction.
+    pub rules: Duration,
+    /// Listing what changed, for the answer.
+    pub listing: Duration,
+    /// Writing the changes to the state file.
+    pub store: Duration,
+    /// Working out and writing the maps.
+    pub maps: Duration,
+    /// Encoding the answer.
+    pub answer: Duration,
+}
+
+impl std::fmt::Display for ApplyTimings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let phases = [
+            ("parse", self.parse),
+            ("rules", self.rules),
+            ("listing", self.listing),
+            ("store", self.store),
+            ("maps", self.maps),
+            ("answer", self.answer),
+        ];
+        for (i, (name, time)) in phases.iter().enumerate() {
+            write!(f, "{}{name}={:.3}s", if i == 0 { "" } else { " " }, time.as_secs_f64())?;
+        }
+        Ok(())
+    }
 }
 
 /// One resource a transaction created, updated or deleted. A dry run shows it before and
 /// after; an applied document only names it (a million of them would be a lot to send).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ChangeView {
-    pub kind: String,
+    /// Borrowed when the agent makes it: no allocation per change for a name it has.
+    pub kind: Cow<'static, str>,
     pub id: String,
-    pub action: String,
+    pub action: Cow<'static, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<Resource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<Resource>,
+}
+
+/// How many resources one kind of change touched, in an answer too big to list them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeCount {
+    pub action: Cow<'static, str>,
+    pub kind: Cow<'static, str>,
+    pub count: usize,
 }
 
 /// Frames per verdict, as names (`eipgw_common::Verdict::name`) to counts.
@@ -267,9 +332,23 @@ async fn execute(
 }
 
 async fn apply(AxState(agent): AxState<Shared>, body: Bytes) -> Result<Response, ApiError> {
+    let parsing = Instant::now();
     let body: ApplyBody = parse(&body)?;
+    let parse_time = parsing.elapsed();
     if !body.progress {
-        return Ok(Json(agent.lock().await.apply(&body.requests, body.dry_run)?).into_response());
+        let mut answer =
+            agent.lock().await.apply(&body.requests, body.dry_run, body.list_at_most)?;
+        let encoding = Instant::now();
+        let response = Json(&answer).into_response();
+        answer.timings.parse = parse_time;
+        answer.timings.answer = encoding.elapsed();
+        log::info!(
+            "{} of {} requests took {}",
+            apply_kind(&answer),
+            answer.requests,
+            answer.timings
+        );
+        return Ok(response);
     }
     // The transaction runs on a blocking thread; each event becomes one NDJSON line of a
     // chunked answer as soon as it happens.
@@ -279,8 +358,19 @@ async fn apply(AxState(agent): AxState<Shared>, body: Bytes) -> Result<Response,
         let mut report = |p: Progress| {
             let _ = events.send(ApplyEvent::Progress(p));
         };
-        let last = match agent.apply_observed(&body.requests, body.dry_run, &mut report) {
-            Ok(answer) => ApplyEvent::Answer(answer),
+        let listing = body.list_at_most;
+        let last = match agent.apply_observed(&body.requests, body.dry_run, listing, &mut report) {
+            Ok(mut answer) => {
+                // The answer is encoded as the stream sends it: not timed here.
+                answer.timings.parse = parse_time;
+                log::info!(
+                    "{} of {} requests took {}",
+                    apply_kind(&answer),
+                    answer.requests,
+                    answer.timings
+                );
+                ApplyEvent::Answer(answer)
+            }
             Err(e) => ApplyEvent::Error(e.body()),
         };
         let _ = events.send(last);
@@ -293,6 +383,10 @@ async fn apply(AxState(agent): AxState<Shared>, body: Bytes) -> Result<Response,
     });
     let headers = [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")];
     Ok((headers, axum::body::Body::from_stream(stream)).into_response())
+}
+
+fn apply_kind(answer: &ApplyAnswer) -> &'static str {
+    if answer.applied { "apply" } else { "dry run" }
 }
 
 fn kind(name: &str) -> Result<Kind, ApiError> {

@@ -116,11 +116,14 @@ impl Store {
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(RESOURCES)?;
+            // One buffer for every row: an apply may write a million.
+            let mut json = Vec::new();
             for (key, after) in &change.after {
                 let row = row_key(key);
                 match after {
                     Some(resource) => {
-                        let json = serde_json::to_vec(resource)?;
+                        json.clear();
+                        serde_json::to_writer(&mut json, resource)?;
                         table.insert(row.as_str(), json.as_slice())?;
                     }
                     None => {

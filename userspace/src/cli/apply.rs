@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// Above this many changes the table counts them instead of listing them.
-const LIST_AT_MOST: usize = 50;
+pub const LIST_AT_MOST: usize = 50;
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -50,51 +50,38 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> Result<(), CallError> {
         parse(&text).map_err(|e| CallError::Usage(format!("{}: {e}", args.file.display())))?;
 
     let progress = args.progress || std::io::stderr().is_terminal();
-    let answer = if progress {
-        apply_with_progress(ctx, ApplyBody { requests, dry_run: args.dry_run, progress: true })
-    } else {
-        ctx.client
-            .post("/v1/apply", &ApplyBody { requests, dry_run: args.dry_run, progress: false })
-    };
+    // A table counts what it cannot list, so the agent need not list it either; JSON is
+    // for scripts, which get every change.
+    let list_at_most = (ctx.output == Output::Table).then_some(LIST_AT_MOST);
+    let body = ApplyBody { requests, dry_run: args.dry_run, progress, list_at_most };
+    let answer =
+        if progress { apply_with_progress(ctx, body) } else { ctx.client.post("/v1/apply", &body) };
     let answer = answer?;
     for warning in &answer.warnings {
         eprintln!("eipctl: warning: {warning}");
     }
-    match ctx.output {
-        Output::Json => output::json(&answer),
-        Output::Table if answer.changes.len() <= LIST_AT_MOST => {
-            let rows: Vec<Vec<String>> = answer
-                .changes
-                .iter()
-                .map(|c| vec![c.action.clone(), c.kind.clone(), c.id.clone()])
-                .collect();
-            output::table(&["CHANGE", "KIND", "ID"], &rows);
-            let verb = if answer.applied { "applied" } else { "dry run: nothing changed;" };
-            println!(
-                "{verb} {} requests, {} resources changed",
-                answer.requests,
-                answer.changes.len()
-            );
-        }
-        Output::Table => {
-            // Too many to list: count them by kind and action.
-            let mut counts = std::collections::BTreeMap::<(&str, &str), usize>::new();
-            for c in &answer.changes {
-                *counts.entry((c.action.as_str(), c.kind.as_str())).or_default() += 1;
-            }
-            let rows: Vec<Vec<String>> = counts
-                .iter()
-                .map(|((a, k), n)| vec![a.to_string(), k.to_string(), n.to_string()])
-                .collect();
-            output::table(&["CHANGE", "KIND", "COUNT"], &rows);
-            let verb = if answer.applied { "applied" } else { "dry run: nothing changed;" };
-            println!(
-                "{verb} {} requests, {} resources changed",
-                answer.requests,
-                answer.changes.len()
-            );
-        }
+    if ctx.output == Output::Json {
+        output::json(&answer);
+        return Ok(());
     }
+    if answer.counts.is_empty() {
+        let rows: Vec<Vec<String>> = answer
+            .changes
+            .iter()
+            .map(|c| vec![c.action.to_string(), c.kind.to_string(), c.id.clone()])
+            .collect();
+        output::table(&["CHANGE", "KIND", "ID"], &rows);
+    } else {
+        // Too many to list: the agent counted them by action and kind.
+        let rows: Vec<Vec<String>> = answer
+            .counts
+            .iter()
+            .map(|c| vec![c.action.to_string(), c.kind.to_string(), c.count.to_string()])
+            .collect();
+        output::table(&["CHANGE", "KIND", "COUNT"], &rows);
+    }
+    let verb = if answer.applied { "applied" } else { "dry run: nothing changed;" };
+    println!("{verb} {} requests, {} resources changed", answer.requests, answer.changed);
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! `eipctl`: the operator CLI. Noun-verb commands, tables for people, `--output json` for
 //! scripts, and exit codes that tell success, refusal and failure apart.
 
-mod apply;
+pub mod apply;
 mod eip;
 mod eni;
 mod instance;

@@ -79,7 +79,11 @@ impl State {
 
     /// Inserts or replaces a resource; returns what was there.
     pub fn put(&mut self, resource: Resource) -> Option<Resource> {
-        let previous = self.remove(&resource.key());
+        // By the resource's own id: an EIP's key would be formatted only to be parsed back.
+        let previous = match &resource {
+            Resource::Eip(eip) => self.remove_eip(eip.address).map(Resource::Eip),
+            other => self.remove(&other.key()),
+        };
         match resource {
             Resource::Region(r) => {
                 self.regions.insert(r.id.clone(), r);
@@ -154,16 +158,18 @@ impl State {
                 }
                 Resource::Eni(eni)
             }
-            Kind::Eip => {
-                let eip = self.eips.remove(&id.parse().ok()?)?;
-                if let Some(association) = &eip.association {
-                    self.index_association(eip.address, association, false);
-                }
-                Resource::Eip(eip)
-            }
+            Kind::Eip => Resource::Eip(self.remove_eip(id.parse().ok()?)?),
             Kind::NatGateway => Resource::NatGateway(self.nat_gateways.remove(id)?),
             Kind::SecurityGroup => Resource::SecurityGroup(self.security_groups.remove(id)?),
         })
+    }
+
+    fn remove_eip(&mut self, address: Ipv4Addr) -> Option<Eip> {
+        let eip = self.eips.remove(&address)?;
+        if let Some(association) = &eip.association {
+            self.index_association(eip.address, association, false);
+        }
+        Some(eip)
     }
 
     fn index_association(&mut self, eip: Ipv4Addr, association: &Association, add: bool) {
@@ -177,7 +183,15 @@ impl State {
         }
         if let Some(eni) = association.eni() {
             if add {
-                index.eips_of_eni.entry(eni.to_owned()).or_default().insert(eip);
+                // Most ENIs have their set already: no owned key to make for them.
+                match index.eips_of_eni.get_mut(eni) {
+                    Some(eips) => {
+                        eips.insert(eip);
+                    }
+                    None => {
+                        index.eips_of_eni.insert(eni.to_owned(), BTreeSet::from([eip]));
+                    }
+                }
             } else {
                 remove_from_set(&mut index.eips_of_eni, eni, &eip);
             }
