@@ -242,10 +242,12 @@ impl Agent {
 /// their addresses, so a plain `eip associate` recomputes one address; a gateway change
 /// recomputes its whole VPC, which is rare and bounded by the VPC's size.
 fn touched(state: &State, change: &Change) -> Touched {
-    let mut eips = BTreeSet::new();
-    let mut ipv6 = BTreeSet::new();
-    let mut groups = BTreeSet::new();
-    let mut snat = BTreeSet::new();
+    // Collected with repeats, then sorted once: a million-address change would spend
+    // longer inserting them into sets one by one.
+    let mut eips = Vec::new();
+    let mut ipv6 = Vec::new();
+    let mut groups = Vec::new();
+    let mut snat = Vec::new();
     let mut gateways = BTreeSet::new();
     let mut vpcs = BTreeSet::new();
     // A changed key has a resource before or after it (or both): the EIP's own address
@@ -266,11 +268,11 @@ fn touched(state: &State, change: &Change) -> Touched {
                 if let Some(instance) = &eni.instance
                     && let Some(eip) = state.eip_of_instance(instance)
                 {
-                    eips.insert(eip.address);
+                    eips.push(eip.address);
                 }
             }
             Some(Resource::Eip(eip)) => {
-                eips.insert(eip.address);
+                eips.push(eip.address);
                 // The address that gains or loses its own EIP moves between 1:1 and SNAT.
                 snat.extend(eip.association.as_ref().and_then(Association::private_ip));
             }
@@ -282,7 +284,7 @@ fn touched(state: &State, change: &Change) -> Touched {
                 vpcs.insert(gateway.vpc.clone());
             }
             Some(Resource::SecurityGroup(group)) => {
-                groups.insert(group.number);
+                groups.push(group.number);
             }
             _ => {}
         }
@@ -298,11 +300,17 @@ fn touched(state: &State, change: &Change) -> Touched {
         snat.extend(in_vpcs.flat_map(|eni| eni.ipv4s()));
     }
     Touched {
-        eips: eips.into_iter().collect(),
-        ipv6: ipv6.into_iter().collect(),
-        groups: groups.into_iter().collect(),
-        snat: snat.into_iter().collect(),
+        eips: sorted_unique(eips),
+        ipv6: sorted_unique(ipv6),
+        groups: sorted_unique(groups),
+        snat: sorted_unique(snat),
     }
+}
+
+fn sorted_unique<T: Ord>(mut items: Vec<T>) -> Vec<T> {
+    items.sort_unstable();
+    items.dedup();
+    items
 }
 
 /// What the maps should hold for what `touched` names in `state`. The EIPs that SNAT

@@ -20,6 +20,19 @@ use eipgw::{
 use eipgw_common::{DEFAULT_MAX_MAPPINGS, SnatConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
+/// Every thread allocates from glibc's main heap. The API runs requests on the runtime's
+/// threads, and glibc gives each thread an arena of its own, which it shrinks and grows
+/// back page by page: a million-resource apply ran its rules about 1.5-2.5x slower there
+/// than on the main heap (BENCHMARKS.md, section 4). The agent runs one request at a
+/// time, so one arena costs it no contention.
+fn one_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "eipgwd", version, about = "The eipgw Elastic IP gateway agent")]
 struct Args {
@@ -106,6 +119,7 @@ enum Mode {
 }
 
 fn main() -> anyhow::Result<()> {
+    one_malloc_arena();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
     let store = Store::open(&args.state_dir)?;

@@ -5,9 +5,13 @@
 
 use std::collections::BTreeSet;
 
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
 use anyhow::Context as _;
-use aya::maps::{Array, MapData};
+use aya::maps::{Array, IterableMap as _, MapData};
 use eipgw_common::{EIP_FILTER_SLOTS, eip_filter_slot};
+
+use super::mirror::{BATCH, update_batch};
 
 pub struct HairpinFilter {
     map: Array<MapData, u32>,
@@ -40,11 +44,19 @@ impl HairpinFilter {
         self.dirty.insert(slot);
     }
 
+    /// Writes the changed slots in batches (an apply of a million EIPs changes them all);
+    /// slots a failed write leaves are written at the next flush.
     pub fn flush(&mut self) -> anyhow::Result<()> {
-        for slot in std::mem::take(&mut self.dirty) {
-            self.map
-                .set(slot, &self.counts[slot as usize], 0)
-                .with_context(|| format!("writing slot {slot} of the hairpin filter"))?;
+        let slots: Vec<u32> = std::mem::take(&mut self.dirty).into_iter().collect();
+        let counts: Vec<u32> = slots.iter().map(|&slot| self.counts[slot as usize]).collect();
+        let fd = self.map.map().fd().as_fd().as_raw_fd();
+        for (done, (slots_now, counts_now)) in
+            slots.chunks(BATCH).zip(counts.chunks(BATCH)).enumerate()
+        {
+            if let Err(e) = update_batch(fd, slots_now, counts_now) {
+                self.dirty.extend(&slots[done * BATCH..]);
+                return Err(e).context("writing the hairpin filter in a batch");
+            }
         }
         Ok(())
     }

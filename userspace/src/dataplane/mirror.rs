@@ -16,7 +16,7 @@ use aya::{
 };
 
 /// How many elements one BPF_MAP_UPDATE_BATCH call carries.
-const BATCH: usize = 8192;
+pub(super) const BATCH: usize = 8192;
 
 pub struct MirroredMap<K: Pod + Ord, V: Pod + PartialEq> {
     name: &'static str,
@@ -56,7 +56,11 @@ impl<K: Pod + Ord, V: Pod + PartialEq> MirroredMap<K, V> {
     }
 
     pub fn delete(&mut self, key: K) {
-        self.pending.insert(key, None);
+        // Deleting what is neither there nor planned plans nothing: an apply of a million
+        // addresses without SNAT would otherwise queue a million deletions to skip.
+        if self.pending.contains_key(&key) || self.mirror.contains_key(&key) {
+            self.pending.insert(key, None);
+        }
     }
 
     /// Every key as planned.
@@ -213,7 +217,11 @@ struct BatchAttr {
 }
 
 /// `bpf(BPF_MAP_UPDATE_BATCH)` (Linux 5.6+): aya 0.16 has no batch operations.
-fn update_batch<K: Pod, V: Pod>(fd: i32, keys: &[K], values: &[V]) -> std::io::Result<()> {
+pub(super) fn update_batch<K: Pod, V: Pod>(
+    fd: i32,
+    keys: &[K],
+    values: &[V],
+) -> std::io::Result<()> {
     const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
     let mut attr = BatchAttr {
         in_batch: 0,

@@ -79,9 +79,10 @@ impl State {
 
     /// Inserts or replaces a resource; returns what was there.
     pub fn put(&mut self, resource: Resource) -> Option<Resource> {
-        // By the resource's own id: an EIP's key would be formatted only to be parsed back.
+        // An EIP goes by its address (`put_eip`, below): its key would be formatted only to
+        // be parsed back.
         let previous = match &resource {
-            Resource::Eip(eip) => self.remove_eip(eip.address).map(Resource::Eip),
+            Resource::Eip(_) => None,
             other => self.remove(&other.key()),
         };
         match resource {
@@ -117,12 +118,7 @@ impl State {
                 }
                 self.enis.insert(eni.id.clone(), eni);
             }
-            Resource::Eip(eip) => {
-                if let Some(association) = &eip.association {
-                    self.index_association(eip.address, association, true);
-                }
-                self.eips.insert(eip.address, eip);
-            }
+            Resource::Eip(eip) => return self.put_eip(eip).map(Resource::Eip),
             Resource::NatGateway(r) => {
                 self.nat_gateways.insert(r.id.clone(), r);
             }
@@ -164,7 +160,18 @@ impl State {
         })
     }
 
-    fn remove_eip(&mut self, address: Ipv4Addr) -> Option<Eip> {
+    /// [`State::put`] for an EIP, by its address: an EIP's key would be formatted only to
+    /// be parsed back.
+    pub fn put_eip(&mut self, eip: Eip) -> Option<Eip> {
+        let previous = self.remove_eip(eip.address);
+        if let Some(association) = &eip.association {
+            self.index_association(eip.address, association, true);
+        }
+        self.eips.insert(eip.address, eip);
+        previous
+    }
+
+    pub fn remove_eip(&mut self, address: Ipv4Addr) -> Option<Eip> {
         let eip = self.eips.remove(&address)?;
         if let Some(association) = &eip.association {
             self.index_association(eip.address, association, false);
