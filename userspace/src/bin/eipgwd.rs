@@ -22,9 +22,10 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// Every thread allocates from glibc's main heap. The API runs requests on the runtime's
 /// threads, and glibc gives each thread an arena of its own, which it shrinks and grows
-/// back page by page: a million-resource apply ran its rules about 1.5-2.5x slower there
-/// than on the main heap (BENCHMARKS.md, section 4). The agent runs one request at a
-/// time, so one arena costs it no contention.
+/// back page by page: a million-resource transaction ran 1.5-2.5x slower on a thread than
+/// on the main heap in an in-process harness, and one arena makes a 1M apply about 7%
+/// faster in the agent (BENCHMARKS.md, section 4). The agent runs one request at a time,
+/// so one arena costs it no contention.
 fn one_malloc_arena() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
