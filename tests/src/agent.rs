@@ -145,13 +145,7 @@ impl AgentProcess {
     pub fn eipctl_ok(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = self.eipctl(args)?;
         if !out.status.success() {
-            bail!(
-                "`eipctl {}` failed ({}): {}{}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            return Err(crate::netns::failed(&format!("eipctl {}", args.join(" ")), &out));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }

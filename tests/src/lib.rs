@@ -42,6 +42,21 @@ pub fn output_text(output: &std::process::Output) -> String {
     )
 }
 
+/// `curl` from `ns`, for at most 3 s: `Ok(body)`, or `Err(diagnostics)`. `--globoff` takes
+/// an IPv6 URL's brackets as they are.
+pub fn curl(ns: &Netns, url: &str) -> Result<String, String> {
+    let output = ns
+        .command("curl")
+        .args(["--silent", "--show-error", "--max-time", "3", "--globoff", url])
+        .output()
+        .expect("running curl (installed by `cargo xtask setup`)");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(output_text(&output))
+    }
+}
+
 /// Fails with a clear message unless running as root: the tests need namespaces, XDP and
 /// BPF maps, and must not silently skip.
 pub fn require_root() {

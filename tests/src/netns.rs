@@ -7,7 +7,7 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 /// Runs a command and fails with its output if it does not succeed.
 pub fn run(program: &str, args: &[&str]) -> anyhow::Result<Output> {
@@ -16,15 +16,19 @@ pub fn run(program: &str, args: &[&str]) -> anyhow::Result<Output> {
         .output()
         .with_context(|| format!("running {program} (is it installed? `cargo xtask setup`)"))?;
     if !output.status.success() {
-        bail!(
-            "`{program} {}` failed ({}): {}{}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        return Err(failed(&format!("{program} {}", args.join(" ")), &output));
     }
     Ok(output)
+}
+
+/// The error for a command that did not succeed: what it was, its status and its output.
+pub fn failed(command: &str, output: &Output) -> anyhow::Error {
+    anyhow::anyhow!(
+        "`{command}` failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 /// Runs a command with `input` on its standard input (e.g. `ip -batch -`) and fails with
@@ -42,13 +46,8 @@ pub fn run_with_input(program: &str, args: &[&str], input: &str) -> anyhow::Resu
     let written = child.stdin.take().context("stdin")?.write_all(input.as_bytes());
     let output = child.wait_with_output()?;
     if !output.status.success() || written.is_err() {
-        bail!(
-            "`{program} {}` failed ({}) on input:\n{input}{}{}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let command = format!("{program} {}", args.join(" "));
+        return Err(failed(&command, &output).context(format!("input:\n{input}")));
     }
     Ok(output)
 }

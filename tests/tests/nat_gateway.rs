@@ -11,7 +11,7 @@ use std::{
 };
 
 use eipgw_tests::{
-    AgentProcess, Netns, Topology, must, output_text,
+    AgentProcess, Netns, Topology, curl, must,
     servers::Server,
     topology::{EIP, INTERNET_HOST, LanHost, VM_IP},
 };
@@ -477,18 +477,4 @@ fn a_dnat_port_reaches_a_private_server_and_own_eip_then_ip_mapping_come_before_
     assert_eq!(listed[0]["protocol"], "tcp", "{listed:#?}");
     // Its ephemeral port was free on the EIP, so it kept it.
     assert_eq!(listed[0]["public_port"], listed[0]["private_port"], "{listed:#?}");
-}
-
-/// `curl` from `ns`; `Ok(body)` or `Err(diagnostics)`.
-fn curl(ns: &Netns, url: &str) -> Result<String, String> {
-    let output = ns
-        .command("curl")
-        .args(["--silent", "--show-error", "--max-time", "3", url])
-        .output()
-        .expect("running curl (installed by `cargo xtask setup`)");
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(output_text(&output))
-    }
 }

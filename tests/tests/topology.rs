@@ -10,7 +10,7 @@ use std::{
 };
 
 use eipgw_tests::{
-    AgentProcess, Netns, Topology, must, output_text,
+    AgentProcess, Netns, Topology, curl, must, output_text,
     servers::Server,
     topology::{EIP, EIP2, INTERNET_HOST, INTERNET_HOST6, VM_IP, VM_IP2, VM_IP6},
 };
@@ -22,17 +22,7 @@ const BODY: &str = "hello from the VPC instance\n";
 
 /// `curl` from the Internet host to the EIP; `Ok(body)` or `Err(diagnostics)`.
 fn curl_eip(inet: &Netns, eip: Ipv4Addr) -> Result<String, String> {
-    let url = format!("http://{eip}:{HTTP_PORT}/");
-    let output = inet
-        .command("curl")
-        .args(["--silent", "--show-error", "--max-time", "3", &url])
-        .output()
-        .expect("running curl (installed by `cargo xtask setup`)");
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(output_text(&output))
-    }
+    curl(inet, &format!("http://{eip}:{HTTP_PORT}/"))
 }
 
 fn ping(ns: &Netns, target: Ipv4Addr, count: u32) -> Result<(), String> {
@@ -483,19 +473,6 @@ fn whoami_from(vm: &Netns, from: std::net::IpAddr, to: SocketAddr) -> Result<Str
         stream.read_to_string(&mut seen).map_err(|e| format!("read: {e}"))?;
         Ok(seen)
     }))
-}
-
-fn curl(ns: &Netns, url: &str) -> Result<String, String> {
-    let output = ns
-        .command("curl")
-        .args(["--silent", "--show-error", "--max-time", "3", "--globoff", url])
-        .output()
-        .expect("running curl");
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(output_text(&output))
-    }
 }
 
 #[test]
