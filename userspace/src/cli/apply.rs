@@ -64,22 +64,17 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> Result<(), CallError> {
         output::json(&answer);
         return Ok(());
     }
-    if answer.counts.is_empty() {
-        let rows: Vec<Vec<String>> = answer
-            .changes
-            .iter()
-            .map(|c| vec![c.action.to_string(), c.kind.to_string(), c.id.clone()])
-            .collect();
-        output::table(&["CHANGE", "KIND", "ID"], &rows);
+    // Each change by id, or, when the agent counted them, each kind of change by count.
+    let row = |action: &str, kind: &str, last: String| vec![action.into(), kind.into(), last];
+    let (last, rows): (&str, Vec<Vec<String>>) = if answer.counts.is_empty() {
+        ("ID", answer.changes.iter().map(|c| row(&c.action, &c.kind, c.id.clone())).collect())
     } else {
-        // Too many to list: the agent counted them by action and kind.
-        let rows: Vec<Vec<String>> = answer
-            .counts
-            .iter()
-            .map(|c| vec![c.action.to_string(), c.kind.to_string(), c.count.to_string()])
-            .collect();
-        output::table(&["CHANGE", "KIND", "COUNT"], &rows);
-    }
+        (
+            "COUNT",
+            answer.counts.iter().map(|c| row(&c.action, &c.kind, c.count.to_string())).collect(),
+        )
+    };
+    output::table(&["CHANGE", "KIND", last], &rows);
     let verb = if answer.applied { "applied" } else { "dry run: nothing changed;" };
     println!("{verb} {} requests, {} resources changed", answer.requests, answer.changed);
     Ok(())

@@ -32,7 +32,7 @@ impl Change {
     }
 
     /// From (key, after, before) rows in any order.
-    fn from_rows(mut rows: Vec<(Key, Option<Resource>, Option<Resource>)>) -> Self {
+    fn from_rows(mut rows: Vec<Row>) -> Self {
         // Sorted once, the maps are built in bulk rather than by a million inserts.
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut after = Vec::with_capacity(rows.len());
@@ -105,40 +105,34 @@ impl<'a> Txn<'a> {
     /// Keeps the changes and says what they were (keys whose value ended as it began are
     /// left out).
     pub fn commit(self) -> Change {
-        let mut rows = Vec::new();
-        for (address, previous) in self.eips_before {
-            let now = self.state.eips.get(&address);
-            if now != previous.as_ref() {
-                let key = Key::new(Kind::Eip, address.to_string());
-                rows.push((key, now.cloned().map(Resource::Eip), previous.map(Resource::Eip)));
-            }
-        }
-        for (key, previous) in self.before {
-            let now = self.state.get(&key);
-            if now != previous {
-                rows.push((key, now, previous));
-            }
-        }
-        Change::from_rows(rows)
+        let state = &*self.state;
+        let eips = self.eips_before.into_iter().filter_map(|(a, p)| eip_row(state, a, p));
+        let others = self.before.into_iter().filter_map(|(k, p)| row(state, k, p));
+        Change::from_rows(eips.chain(others).collect())
     }
 
     /// What `commit` would report, without ending the transaction (for dry runs).
     pub fn pending(&self) -> Change {
-        let mut rows = Vec::new();
-        for (address, previous) in &self.eips_before {
-            let now = self.state.eips.get(address);
-            if now != previous.as_ref() {
-                let key = Key::new(Kind::Eip, address.to_string());
-                let previous = previous.clone().map(Resource::Eip);
-                rows.push((key, now.cloned().map(Resource::Eip), previous));
-            }
-        }
-        for (key, previous) in &self.before {
-            let now = self.state.get(key);
-            if now != *previous {
-                rows.push((key.clone(), now, previous.clone()));
-            }
-        }
-        Change::from_rows(rows)
+        let state = &*self.state;
+        let eips = self.eips_before.iter().filter_map(|(a, p)| eip_row(state, *a, p.clone()));
+        let others = self.before.iter().filter_map(|(k, p)| row(state, k.clone(), p.clone()));
+        Change::from_rows(eips.chain(others).collect())
     }
+}
+
+type Row = (Key, Option<Resource>, Option<Resource>);
+
+/// The change of one EIP, if it ended otherwise than it began.
+fn eip_row(state: &State, address: Ipv4Addr, previous: Option<Eip>) -> Option<Row> {
+    let now = state.eips.get(&address);
+    (now != previous.as_ref()).then(|| {
+        let key = Key::new(Kind::Eip, address.to_string());
+        (key, now.cloned().map(Resource::Eip), previous.map(Resource::Eip))
+    })
+}
+
+/// The change of one other resource, if it ended otherwise than it began.
+fn row(state: &State, key: Key, previous: Option<Resource>) -> Option<Row> {
+    let now = state.get(&key);
+    (now != previous).then_some((key, now, previous))
 }

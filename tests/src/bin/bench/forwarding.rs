@@ -105,12 +105,9 @@ pub fn run(quick: bool, report: &mut Report) {
                 // Every flow once at least (conntrack's entries made, caches warm).
                 net.send_frames(&traffic, flows.max(1 << 16) * 2)
                     .unwrap_or_else(|e| panic!("warming up {}: {e:#}", variant.name()));
-                let windows: Vec<Window> = (0..samples)
-                    .map(|_| {
-                        net.send_for(&traffic, seconds)
-                            .unwrap_or_else(|e| panic!("measuring {}: {e:#}", variant.name()))
-                    })
-                    .collect();
+                let windows = net
+                    .windows(&traffic, samples, seconds)
+                    .unwrap_or_else(|e| panic!("measuring {}: {e:#}", variant.name()));
                 measured.push((variant, label, windows));
             }
             drop(setup);
@@ -125,26 +122,31 @@ fn add_figures(report: &mut Report, flows: u32, measured: &[(Variant, &str, Vec<
     };
     for (variant, label, windows) in measured {
         let (variant, label) = (*variant, *label);
-        let mpps = name(label, variant, "rate");
-        report.add(Figure {
-            section: SECTION,
-            name: mpps.clone(),
-            unit: "Mpps",
-            samples: windows.iter().map(Window::mpps).collect(),
-            compared_with: (variant == Variant::Gateway)
-                .then(|| name(label, Variant::NftStateless, "rate")),
-            target: (variant == Variant::Gateway).then_some(("ratio_at_least", 3.0)),
-        });
-        if variant == Variant::Gateway {
+        // A rate (Mpps), against nftables stateless NAT (≥ 3×) and, for the gateway, also
+        // against the pure XDP forward (≥ 0.85×).
+        let add_compared = |report: &mut Report, what: &str, samples: Vec<f64>| {
+            let figure = name(label, variant, what);
+            let gateway = variant == Variant::Gateway;
             report.add(Figure {
                 section: SECTION,
-                name: format!("{mpps} (against pure XDP forward)"),
+                name: figure.clone(),
                 unit: "Mpps",
-                samples: windows.iter().map(Window::mpps).collect(),
-                compared_with: Some(name(label, Variant::XdpForward, "rate")),
-                target: Some(("ratio_at_least", 0.85)),
+                samples: samples.clone(),
+                compared_with: gateway.then(|| name(label, Variant::NftStateless, what)),
+                target: gateway.then_some(("ratio_at_least", 3.0)),
             });
-        }
+            if gateway {
+                report.add(Figure {
+                    section: SECTION,
+                    name: format!("{figure} (against pure XDP forward)"),
+                    unit: "Mpps",
+                    samples,
+                    compared_with: Some(name(label, Variant::XdpForward, what)),
+                    target: Some(("ratio_at_least", 0.85)),
+                });
+            }
+        };
+        add_compared(report, "rate", windows.iter().map(Window::mpps).collect());
         report.add(Figure {
             section: SECTION,
             name: name(label, variant, "forwarding CPU"),
@@ -155,27 +157,7 @@ fn add_figures(report: &mut Report, flows: u32, measured: &[(Variant, &str, Vec<
         });
         // What one forwarding CPU kept busy all the time would forward at that cost: the
         // rate the generator could not show on two CPUs (see BENCHMARKS.md).
-        let capacity = name(label, variant, "capacity");
-        let capacity_samples: Vec<f64> = windows.iter().map(|w| 1e3 / w.ns_per_packet()).collect();
-        report.add(Figure {
-            section: SECTION,
-            name: capacity.clone(),
-            unit: "Mpps",
-            samples: capacity_samples.clone(),
-            compared_with: (variant == Variant::Gateway)
-                .then(|| name(label, Variant::NftStateless, "capacity")),
-            target: (variant == Variant::Gateway).then_some(("ratio_at_least", 3.0)),
-        });
-        if variant == Variant::Gateway {
-            report.add(Figure {
-                section: SECTION,
-                name: format!("{capacity} (against pure XDP forward)"),
-                unit: "Mpps",
-                samples: capacity_samples,
-                compared_with: Some(name(label, Variant::XdpForward, "capacity")),
-                target: Some(("ratio_at_least", 0.85)),
-            });
-        }
+        add_compared(report, "capacity", windows.iter().map(|w| 1e3 / w.ns_per_packet()).collect());
         report.add(Figure {
             section: SECTION,
             name: name(label, variant, "offered by the generator"),

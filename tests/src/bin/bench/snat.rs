@@ -88,12 +88,9 @@ pub fn run(quick: bool, report: &mut Report) {
         let established = traffic(ESTABLISHED_FLOWS);
         net.send_frames(&established, ESTABLISHED_FLOWS * 4)
             .unwrap_or_else(|e| panic!("opening flows through {}: {e:#}", variant.name()));
-        let windows: Vec<Window> = (0..samples)
-            .map(|_| {
-                net.send_for(&established, seconds)
-                    .unwrap_or_else(|e| panic!("established flows via {}: {e:#}", variant.name()))
-            })
-            .collect();
+        let windows = net
+            .windows(&established, samples, seconds)
+            .unwrap_or_else(|e| panic!("established flows via {}: {e:#}", variant.name()));
         let flows = ESTABLISHED_FLOWS;
         add(
             report,

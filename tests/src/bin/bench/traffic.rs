@@ -221,6 +221,16 @@ impl BenchNet {
         self.send(traffic, Until::Seconds(seconds))
     }
 
+    /// `samples` windows of [`BenchNet::send_for`], one after another.
+    pub fn windows(
+        &mut self,
+        traffic: &Traffic,
+        samples: usize,
+        seconds: f64,
+    ) -> anyhow::Result<Vec<Window>> {
+        (0..samples).map(|_| self.send_for(traffic, seconds)).collect()
+    }
+
     /// Sends exactly `frames` frames of `traffic` (e.g. one per new flow).
     pub fn send_frames(&mut self, traffic: &Traffic, frames: u32) -> anyhow::Result<Window> {
         self.send(traffic, Until::Frames(frames))
