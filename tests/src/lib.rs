@@ -16,7 +16,7 @@ pub mod topology;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use agent::AgentProcess;
-pub use netns::{BpffsMount, Netns};
+pub use netns::{Mount, Netns};
 pub use topology::Topology;
 
 /// A short suffix unique to this process and call, for names that must not collide with a

@@ -173,27 +173,45 @@ impl Drop for Netns {
     }
 }
 
-/// A private bpffs mounted on the host outside /sys: visible inside `ip netns exec` (which
-/// remounts /sys) and alive across agent restarts. Unmounted and removed on drop, which
-/// unpins everything under it.
-pub struct BpffsMount {
+/// A filesystem mounted for a test, unmounted (lazily, so that a process still in it does
+/// not keep it) and its mount point removed on drop.
+pub struct Mount {
     path: PathBuf,
 }
 
-impl BpffsMount {
-    pub fn create(path: &Path) -> anyhow::Result<Self> {
+impl Mount {
+    /// A private bpffs mounted on the host outside /sys: visible inside `ip netns exec`
+    /// (which remounts /sys) and alive across agent restarts. Unmounting it unpins
+    /// everything under it.
+    pub fn bpffs(path: &Path) -> anyhow::Result<Self> {
+        Self::new(path, &["-t", "bpf", "bpf"])
+    }
+
+    /// A tmpfs of `size` bytes (as mount's `size=` takes it, e.g. "4m"): a disk that fills.
+    pub fn tmpfs(path: &Path, size: &str) -> anyhow::Result<Self> {
+        Self::new(path, &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+    }
+
+    fn new(path: &Path, how: &[&str]) -> anyhow::Result<Self> {
         std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
         let text = path.to_str().context("non-UTF-8 path")?;
-        run("mount", &["-t", "bpf", "bpf", text])?;
+        run("mount", &[how, &[text]].concat())?;
         Ok(Self { path: path.to_owned() })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Changes the mount's options in place (a tmpfs's `size=`, say).
+    pub fn remount(&self, options: &str) -> anyhow::Result<()> {
+        let text = self.path.to_str().context("non-UTF-8 path")?;
+        run("mount", &["-o", &format!("remount,{options}"), text])?;
+        Ok(())
+    }
 }
 
-impl Drop for BpffsMount {
+impl Drop for Mount {
     fn drop(&mut self) {
         if let Some(text) = self.path.to_str()
             && let Err(e) = run("umount", &["-l", text])

@@ -22,7 +22,7 @@ use aya::{
 };
 use eipgw_common::PROGRAM_PASS;
 
-use crate::{AgentProcess, BpffsMount, Netns, unique_suffix};
+use crate::{AgentProcess, Mount, Netns, unique_suffix};
 
 pub const INTERNET_HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 pub const GW_WAN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
@@ -58,7 +58,7 @@ pub struct Topology {
     pub inet: Netns,
     pub gw: Netns,
     pub vm: Netns,
-    bpffs: BpffsMount,
+    bpffs: Mount,
     dir: DirGuard,
 }
 
@@ -67,7 +67,7 @@ impl Topology {
         let suffix = unique_suffix();
         let dir = DirGuard(std::env::temp_dir().join(format!("eipgw-{suffix}")));
         std::fs::create_dir_all(&dir.0)?;
-        let bpffs = BpffsMount::create(&dir.0.join("bpf"))?;
+        let bpffs = Mount::bpffs(&dir.0.join("bpf"))?;
         let inet = Netns::create(&format!("eipgw-inet-{suffix}"))?;
         let gw = Netns::create(&format!("eipgw-gw-{suffix}"))?;
         let vm = Netns::create(&format!("eipgw-vm-{suffix}"))?;

@@ -23,7 +23,11 @@ use eipgw::{
 use eipgw_common::{
     EipEntry, MODE_CUT_THROUGH, MODE_MULTI_EIP, MODE_NAT, MODE_UNASSOCIATED, PrivateEntry,
 };
-use eipgw_tests::{AgentProcess, Topology, must, topology::VPC_DOCUMENT};
+use eipgw_tests::{
+    AgentProcess, Mount, Topology, must,
+    scale::associations_document,
+    topology::{EIP, EIP2, VM_IP, VPC_DOCUMENT},
+};
 use serde_json::{Value, json};
 
 const OPERATIONS: usize = 10_000;
@@ -321,4 +325,67 @@ fn recover(
         check_maps(topology, &holds);
         return holds;
     }
+}
+
+/// Every entry of a pinned map of the data plane keyed by IPv4 address.
+fn pinned_map<V: aya::Pod>(topology: &Topology, name: &str) -> BTreeMap<Ipv4Addr, V> {
+    let pin = topology.bpffs().join("eipgw").join(name);
+    let map = MapData::from_pin(&pin).unwrap_or_else(|e| panic!("opening {}: {e}", pin.display()));
+    let map: HashMap<MapData, u32, V> =
+        HashMap::try_from(Map::HashMap(map)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    map.iter()
+        .map(|row| row.unwrap_or_else(|e| panic!("reading {name}: {e}")))
+        .map(|(key, value)| (Ipv4Addr::from(key.to_ne_bytes()), value))
+        .collect()
+}
+
+/// What the data plane maps the EIPs and private addresses to.
+type MapsView = (BTreeMap<Ipv4Addr, EipEntry>, BTreeMap<Ipv4Addr, PrivateEntry>);
+
+fn maps_view(topology: &Topology) -> MapsView {
+    (pinned_map(topology, "EIPS"), pinned_map(topology, "PRIVATE_IPS"))
+}
+
+/// R29 on a full disk: a document the state file has no room for is refused as a whole.
+/// The agent's state and the maps stay exactly as they were (the agent plans the maps'
+/// side while the store writes, and writes nothing of it before the store has the
+/// change). Once there is room again, the next change goes through, with nothing of the
+/// refused one.
+#[test]
+fn a_document_the_state_file_has_no_room_for_changes_nothing() {
+    eipgw_tests::require_root();
+    let topology = must(Topology::create());
+    // Room for the VPC and a few EIPs, not for twenty thousand associations.
+    let disk = must(Mount::tmpfs(&topology.state_dir(), "2m"));
+    let agent = must(AgentProcess::start_with(&topology, &["--max-mappings", "65536"]));
+    must(agent.apply_document(VPC_DOCUMENT));
+    let (eip, eip2) = (EIP.to_string(), EIP2.to_string());
+    must(agent.eipctl_ok(&["eip", "allocate", &eip]));
+    must(agent.eipctl_ok(&["eip", "associate", &eip, "--private-ip", &VM_IP.to_string()]));
+    let client = Client::new(agent.socket());
+    let before = (agent_view(&client).expect("listing the resources"), maps_view(&topology));
+    assert_eq!(before.1.0.len(), 1, "the one EIP is mapped: {:?}", before.1);
+
+    let document = associations_document(20_000).to_string();
+    let refused = agent.apply_document(&document).expect_err("the state file has no room");
+    assert!(format!("{refused:#}").contains("state file"), "{refused:#}");
+    let after = (agent_view(&client).expect("listing the resources"), maps_view(&topology));
+    assert_eq!(after.0, before.0, "the agent's state changed");
+    assert_eq!(after.1, before.1, "the maps changed");
+
+    // The disk is full: the next change is refused too, and says why.
+    let full = agent.eipctl_ok(&["eip", "allocate", &eip2]).expect_err("the disk is still full");
+    assert!(format!("{full:#}").contains("No space left on device"), "{full:#}");
+    // With room again, it goes through (the agent opened the file again after the failed
+    // write, which redb requires), and alone: nothing of the refused document was left
+    // planned for the maps.
+    must(disk.remount("size=64m"));
+    must(agent.eipctl_ok(&["eip", "allocate", &eip2]));
+    let (eips, private) = maps_view(&topology);
+    assert_eq!(eips.len(), before.1.0.len() + 1, "{} EIPs are mapped", eips.len());
+    let mut expected = before.1.0.keys().copied().collect::<Vec<_>>();
+    expected.push(EIP2);
+    assert_eq!(eips.keys().copied().collect::<Vec<_>>(), expected);
+    assert_eq!(eips[&EIP2].mode, MODE_UNASSOCIATED);
+    assert_eq!(private, before.1.1);
 }

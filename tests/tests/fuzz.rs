@@ -38,7 +38,7 @@ use std::{
 use aya::programs::{TestRun as _, TestRunOptions, XdpMode};
 use eipgw::dataplane::{Dataplane, DataplaneOptions};
 use eipgw_tests::gateway_ns::*;
-use eipgw_tests::{BpffsMount, require_root, unique_suffix};
+use eipgw_tests::{Mount, require_root, unique_suffix};
 use etherparse::{
     Icmpv4Header, Ipv4HeaderSlice, Ipv6HeaderSlice, NetSlice, SlicedPacket, TcpHeaderSlice,
     TransportSlice, UdpHeaderSlice, checksum::Sum16BitWords,
@@ -1714,7 +1714,7 @@ fn a_million_random_frames() {
 
     let suffix = unique_suffix();
     // Made before the namespace, so dropped after it (see packet_table.rs).
-    let bpffs = BpffsMount::create(&std::env::temp_dir().join(format!("eipgw-fz-{suffix}")))
+    let bpffs = Mount::bpffs(&std::env::temp_dir().join(format!("eipgw-fz-{suffix}")))
         .expect("mounting a bpffs");
     let ns = gateway_netns("eipgw-fz", &suffix);
     let macs = Macs { wan: mac_of(&ns, WAN_IF), lan: mac_of(&ns, LAN_IF) };

@@ -51,7 +51,7 @@ use eipgw_common::{
     SnatConfig, Verdict, bandwidth, ipv4_key,
 };
 use eipgw_tests::gateway_ns::*;
-use eipgw_tests::{BpffsMount, Netns, require_root, unique_suffix};
+use eipgw_tests::{Mount, Netns, require_root, unique_suffix};
 use etherparse::{
     EtherType, Ethernet2Header, IcmpEchoHeader, Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type,
     IpDscp, IpFragOffset, IpNumber, Ipv4Header, Ipv4Options, Ipv6FlowLabel, Ipv6Header, TcpHeader,
@@ -1759,14 +1759,14 @@ struct Gateway {
     /// Declared before the bpffs, so dropped before it: by then the veths, and the XDP
     /// links pinned in the bpffs, are gone.
     ns: Netns,
-    bpffs: BpffsMount,
+    bpffs: Mount,
     link: Link,
 }
 
 impl Gateway {
     fn new(prefix: &str) -> Self {
         let suffix = unique_suffix();
-        let bpffs = BpffsMount::create(&std::env::temp_dir().join(format!("{prefix}-{suffix}")))
+        let bpffs = Mount::bpffs(&std::env::temp_dir().join(format!("{prefix}-{suffix}")))
             .expect("mounting a bpffs");
         let ns = gateway_netns(prefix, &suffix);
         let link = Link { wan_mac: mac_of(&ns, WAN_IF), lan_mac: mac_of(&ns, LAN_IF) };

@@ -16,12 +16,13 @@ use crate::{
         NatGatewayView, Progress, StatsView,
     },
     dataplane::{
-        Dataplane, DesiredMaps, EipMapping, EipPolicy, HeldReport, PortMapping, SnatSessionView,
-        Touched, monotonic_now_ns, utilisation_percent,
+        Dataplane, DesiredMaps, EipMapping, EipPolicy, HeldReport, Planned, PortMapping,
+        SnatSessionView, Touched, monotonic_now_ns, utilisation_percent,
     },
     model::{
-        Association, Change, DnatMapping, Egress, EgressLookup, Key, Kind, NatGateway, Protocol,
-        Refusal, Request, Resource, RuleProtocol, SecurityGroup, State, describe, egress_of,
+        Association, Change, Changed, DnatMapping, Egress, EgressLookup, Key, Kind, NatGateway,
+        Protocol, Refusal, Request, Resource, ResourceRef, RuleProtocol, SecurityGroup, State,
+        describe, egress_of,
     },
     store::Store,
 };
@@ -55,7 +56,7 @@ impl Agent {
     /// Validates, commits and applies one request. A refusal changes nothing.
     pub fn execute(&mut self, request: &Request) -> Result<ExecuteAnswer, ApiError> {
         let (executed, change) = self.state.run(request).map_err(ApiError::Refused)?;
-        self.commit(&change)?;
+        self.commit(&change, &mut ApplyTimings::default())?;
         log::info!("applied {request:?}");
         let subject = match &executed.subject {
             Some(key) => Some(self.describe(key)?),
@@ -93,7 +94,7 @@ impl Agent {
             .map_err(ApiError::Refused)?;
         progress(Progress::validating(total, total));
         timings.rules = lap(&mut phase);
-        let changed = change.after.len();
+        let changed = change.len();
         let (changes, counts) = if list_at_most.is_none_or(|most| changed <= most) {
             (change_views(&change, dry_run), Vec::new())
         } else {
@@ -104,7 +105,7 @@ impl Agent {
             self.state.revert(&change);
         } else {
             progress(Progress { phase: "storing and writing the maps".into(), done: total, total });
-            (timings.store, timings.maps) = self.commit(&change)?;
+            self.commit(&change, &mut timings)?;
             log::info!("applied {} requests ({changed} resources changed)", requests.len());
         }
         let warnings = executed.into_iter().flat_map(|e| e.warnings).collect();
@@ -121,21 +122,44 @@ impl Agent {
 
     /// Stores a change made to the in-memory state, then brings the maps along. If the
     /// store cannot write it, the in-memory state goes back too. If the maps fail after
-    /// the store has it, the next start reconciles them. Returns how long each took.
-    fn commit(&mut self, change: &Change) -> Result<(Duration, Duration), ApiError> {
+    /// the store has it, the next start reconciles them. Says how long each part took.
+    fn commit(&mut self, change: &Change, timings: &mut ApplyTimings) -> Result<(), ApiError> {
         if change.is_empty() {
-            return Ok(Default::default());
+            return Ok(());
         }
-        let mut phase = Instant::now();
-        if let Err(e) = self.store.commit(change) {
-            self.state.revert(change);
+        let Self { state, store, dataplane } = self;
+        // The store writes the change on a thread of its own while the maps' side of it is
+        // worked out in memory: at a million associations each takes seconds, and neither
+        // needs the other. Nothing reaches the maps before the store has the change.
+        let (stored, planned) = std::thread::scope(|scope| {
+            let storing = scope.spawn(|| timed(|| store.commit(change)));
+            let planned = timed(|| {
+                let touched = touched(state, change);
+                let planned = plan_maps(state, dataplane, &touched);
+                (touched, planned)
+            });
+            (storing.join().expect("the store's thread does not panic"), planned)
+        });
+        let ((stored, store_time), ((touched, planned), plan_time)) = (stored, planned);
+        (timings.store, timings.plan) = (store_time, plan_time);
+        if let Err(e) = stored {
+            state.revert(change);
+            if let Err(reopen) = store.reopen() {
+                log::error!("{reopen:#}");
+            }
+            // Plans what the same entries held before, so that nothing planned stays
+            // pending for the next change to write.
+            if let Err(back) = plan_maps(state, dataplane, &touched)
+                .and_then(|(after, planned)| dataplane.write(&after, planned))
+            {
+                log::warn!("bringing the maps back after a failed store commit: {back:#}");
+            }
             return Err(ApiError::Failed(e));
         }
-        let stored = lap(&mut phase);
-        let touched = touched(&self.state, change);
-        let after = desired_maps(&self.state, &touched);
-        self.dataplane.apply(&after, &touched)?;
-        Ok((stored, lap(&mut phase)))
+        let (after, planned) = planned?;
+        let (written, maps_time) = timed(|| dataplane.write(&after, planned));
+        timings.maps = maps_time;
+        Ok(written?)
     }
 
     /// Every resource of one kind, described (R30).
@@ -252,9 +276,9 @@ fn touched(state: &State, change: &Change) -> Touched {
     let mut vpcs = BTreeSet::new();
     // A changed key has a resource before or after it (or both): the EIP's own address
     // comes from that, not from parsing its id.
-    for resource in change.before.values().chain(change.after.values()) {
+    for resource in change.values() {
         match resource {
-            Some(Resource::Eni(eni)) => {
+            ResourceRef::Other(Resource::Eni(eni)) => {
                 ipv6.extend(eni.ipv6_public.iter().copied());
                 snat.extend(eni.ipv4s());
                 // Its security group is its EIPs' (and its instance's EIP's), and that of
@@ -271,19 +295,19 @@ fn touched(state: &State, change: &Change) -> Touched {
                     eips.push(eip.address);
                 }
             }
-            Some(Resource::Eip(eip)) => {
+            ResourceRef::Eip(eip) | ResourceRef::Other(Resource::Eip(eip)) => {
                 eips.push(eip.address);
                 // The address that gains or loses its own EIP moves between 1:1 and SNAT.
                 snat.extend(eip.association.as_ref().and_then(Association::private_ip));
             }
-            Some(Resource::NatGateway(gateway)) => {
+            ResourceRef::Other(Resource::NatGateway(gateway)) => {
                 // DNAT entries change the mapping of the EIPs they name.
                 eips.extend(gateway.dnat_entries.values().map(|e| e.eip));
                 eips.extend(gateway.snat_entries.values().flat_map(|e| e.eips.iter().copied()));
                 gateways.insert(gateway.id.clone());
                 vpcs.insert(gateway.vpc.clone());
             }
-            Some(Resource::SecurityGroup(group)) => {
+            ResourceRef::Other(Resource::SecurityGroup(group)) => {
                 groups.push(group.number);
             }
             _ => {}
@@ -468,30 +492,61 @@ fn group_rules(group: &SecurityGroup) -> SecurityGroupRules {
     rules
 }
 
+/// Plans (see [`Dataplane::plan`]) what the maps should hold for what `touched` names in
+/// `state`.
+fn plan_maps(
+    state: &State,
+    dataplane: &mut Dataplane,
+    touched: &Touched,
+) -> anyhow::Result<(DesiredMaps, Planned)> {
+    let after = desired_maps(state, touched);
+    let planned = dataplane.plan(&after, touched)?;
+    Ok((after, planned))
+}
+
+/// Runs `work`, and says how long it took.
+fn timed<T>(work: impl FnOnce() -> T) -> (T, Duration) {
+    let started = Instant::now();
+    (work(), started.elapsed())
+}
+
 /// The time since `since`, which moves on to now.
 fn lap(since: &mut Instant) -> Duration {
     let now = Instant::now();
     now.duration_since(std::mem::replace(since, now))
 }
 
-/// Each change, with the resource before and after it if `with_values`.
+/// Each change by key, with the resource before and after it if `with_values`.
 fn change_views(change: &Change, with_values: bool) -> Vec<ChangeView> {
-    changes(change)
-        .map(|(key, before, after)| ChangeView {
-            kind: Cow::Borrowed(key.kind.name()),
-            id: key.id.clone(),
-            action: action(before, after).into(),
-            before: with_values.then(|| before.clone()).flatten(),
-            after: with_values.then(|| after.clone()).flatten(),
-        })
+    fn view<K, V: Clone>(
+        c: &Changed<K, V>,
+        kind: Kind,
+        id: String,
+        with_values: bool,
+        resource: fn(V) -> Resource,
+    ) -> ChangeView {
+        let value = |v: &Option<V>| with_values.then(|| v.clone().map(resource)).flatten();
+        ChangeView {
+            kind: Cow::Borrowed(kind.name()),
+            id,
+            action: c.action().into(),
+            before: value(&c.before),
+            after: value(&c.after),
+        }
+    }
+    change
+        .in_order(
+            |c| view(c, c.key.kind, c.key.id.clone(), with_values, std::convert::identity),
+            |c| view(c, Kind::Eip, c.key.to_string(), with_values, Resource::Eip),
+        )
         .collect()
 }
 
 /// The changes counted by action and kind.
 fn change_counts(change: &Change) -> Vec<ChangeCount> {
     let mut counts = std::collections::BTreeMap::<(&str, &str), usize>::new();
-    for (key, before, after) in changes(change) {
-        *counts.entry((action(before, after), key.kind.name())).or_default() += 1;
+    for (kind, action) in change.actions() {
+        *counts.entry((action, kind.name())).or_default() += 1;
     }
     counts
         .into_iter()
@@ -501,27 +556,6 @@ fn change_counts(change: &Change) -> Vec<ChangeCount> {
             count,
         })
         .collect()
-}
-
-/// Each changed key with its value before and after. Both maps of a [`Change`] hold the
-/// same keys, so they are walked side by side instead of looking each key up.
-fn changes(
-    change: &Change,
-) -> impl Iterator<Item = (&Key, &Option<Resource>, &Option<Resource>)> + '_ {
-    debug_assert!(change.before.keys().eq(change.after.keys()));
-    change
-        .after
-        .iter()
-        .zip(change.before.values())
-        .map(|((key, after), before)| (key, before, after))
-}
-
-fn action(before: &Option<Resource>, after: &Option<Resource>) -> &'static str {
-    match (before, after) {
-        (None, Some(_)) => "create",
-        (Some(_), None) => "delete",
-        _ => "update",
-    }
 }
 
 #[cfg(test)]

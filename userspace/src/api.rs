@@ -116,7 +116,10 @@ pub struct ApplyTimings {
     pub listing: Duration,
     /// Writing the changes to the state file.
     pub store: Duration,
-    /// Working out and writing the maps.
+    /// Working out what the maps must change, while the store writes (on another thread:
+    /// the two overlap).
+    pub plan: Duration,
+    /// Writing the maps, once the store has the change.
     pub maps: Duration,
     /// Encoding the answer.
     pub answer: Duration,
@@ -129,6 +132,7 @@ impl std::fmt::Display for ApplyTimings {
             ("rules", self.rules),
             ("listing", self.listing),
             ("store", self.store),
+            ("plan", self.plan),
             ("maps", self.maps),
             ("answer", self.answer),
         ];

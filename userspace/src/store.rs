@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, Table, TableDefinition};
 
-use crate::model::{Change, Key, Kind, Resource, State};
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::model::{Change, Eip, Key, Kind, Resource, State};
 
 /// `<kind>/<id>` → the resource as JSON.
 const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
@@ -19,7 +23,8 @@ const SCHEMA_VERSION: u64 = 3;
 pub const STATE_FILE_NAME: &str = "eipgw.redb";
 
 pub struct Store {
-    db: Database,
+    /// `None` only if opening the file again after a failed write failed too.
+    db: Option<Database>,
     path: PathBuf,
 }
 
@@ -41,7 +46,7 @@ impl Store {
                 path.display()
             )
         })?;
-        let store = Self { db, path };
+        let store = Self { db: Some(db), path };
         store.check_schema()?;
         Ok(store)
     }
@@ -50,8 +55,29 @@ impl Store {
         &self.path
     }
 
+    fn db(&self) -> anyhow::Result<&Database> {
+        self.db.as_ref().with_context(|| {
+            format!(
+                "state file {} could not be opened again after a failed write; restart eipgwd",
+                self.path.display()
+            )
+        })
+    }
+
+    /// Opens the file again after a commit failed: once a write has failed (a full disk,
+    /// an I/O error), redb refuses every later transaction until then. What the file holds
+    /// is the last commit that succeeded.
+    pub fn reopen(&mut self) -> anyhow::Result<()> {
+        // redb locks the file: the old handle goes before the new one opens.
+        self.db = None;
+        let db = Database::create(&self.path)
+            .with_context(|| format!("opening state file {} again", self.path.display()))?;
+        self.db = Some(db);
+        Ok(())
+    }
+
     fn check_schema(&self) -> anyhow::Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
             let found = meta.get("schema_version")?.map(|v| v.value());
@@ -90,7 +116,7 @@ impl Store {
 
     /// Reads the whole state.
     pub fn load(&self) -> anyhow::Result<State> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(RESOURCES)?;
         let mut state = State::default();
         for row in table.range::<&str>(..)? {
@@ -113,28 +139,51 @@ impl Store {
 
     /// Writes a change in one transaction; on error nothing of it is stored.
     pub fn commit(&self, change: &Change) -> anyhow::Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut table = txn.open_table(RESOURCES)?;
-            // One buffer for every row: an apply may write a million.
-            let mut json = Vec::new();
-            for (key, after) in &change.after {
-                let row = row_key(key);
-                match after {
+            // One buffer for every row and one for every key: an apply may write a million.
+            let (mut json, mut row) = (Vec::new(), String::new());
+            let mut write = |row: &str, resource: Option<Row<'_>>| -> anyhow::Result<()> {
+                match resource {
                     Some(resource) => {
                         json.clear();
-                        serde_json::to_writer(&mut json, resource)?;
-                        table.insert(row.as_str(), json.as_slice())?;
+                        serde_json::to_writer(&mut json, &resource)?;
+                        table.insert(row, json.as_slice())?;
                     }
                     None => {
-                        table.remove(row.as_str())?;
+                        table.remove(row)?;
                     }
                 }
+                Ok(())
+            };
+            for changed in &change.others {
+                write(&row_key(&changed.key), changed.after.as_ref().map(Row::Other))?;
+            }
+            for changed in &change.eips {
+                row.clear();
+                write!(row, "{}/{}", Kind::Eip.name(), changed.key)?;
+                write(&row, changed.after.as_ref().map(|eip| Row::Eip(EipRow::Eip(eip))))?;
             }
         }
         txn.commit().context("committing to the state file")?;
         Ok(())
     }
+}
+
+/// A row's value: a resource as [`Resource`] encodes it, borrowed from a change.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Row<'a> {
+    Other(&'a Resource),
+    Eip(EipRow<'a>),
+}
+
+/// An EIP encoded as `Resource::Eip` would be, without making one.
+#[derive(Serialize)]
+#[serde(tag = "resource", rename_all = "snake_case")]
+enum EipRow<'a> {
+    Eip(&'a Eip),
 }
 
 /// Schema 2 → 3: an ENI's security group was a free-form name, "default" unless one was
@@ -209,6 +258,18 @@ mod tests {
     }
 
     #[test]
+    fn an_eip_row_is_encoded_as_its_resource() {
+        let eip: crate::model::Eip = serde_json::from_str(
+            r#"{"address": "203.0.113.10", "region": "r1", "bandwidth_mbps": 5,
+                "association": {"type": "eni", "eni": "eni-1", "private_ip": "10.0.1.10"}}"#,
+        )
+        .unwrap();
+        let row = serde_json::to_string(&Row::Eip(EipRow::Eip(&eip))).unwrap();
+        assert_eq!(row, serde_json::to_string(&Resource::Eip(eip.clone())).unwrap());
+        assert_eq!(serde_json::from_str::<Resource>(&row).unwrap(), Resource::Eip(eip));
+    }
+
+    #[test]
     fn a_damaged_file_is_reported_and_left_untouched() {
         let dir = temp_dir("damaged");
         std::fs::create_dir_all(&dir).unwrap();
@@ -271,7 +332,7 @@ mod tests {
         assert_eq!(state.vswitches["vsw-a"].vpc, "vpc-1");
         // The file is version 3 now: opening it again migrates nothing and loads the same.
         let store = Store::open(&dir).unwrap();
-        let version = store.db.begin_read().unwrap().open_table(META).unwrap();
+        let version = store.db().unwrap().begin_read().unwrap().open_table(META).unwrap();
         assert_eq!(version.get("schema_version").unwrap().map(|v| v.value()), Some(3));
         assert_eq!(store.load().unwrap(), state);
         drop(version);

@@ -81,6 +81,10 @@ pub struct Dataplane {
     routes: Routes,
     /// Routes to remove once the maps no longer send traffic along them.
     stale_routes: Vec<Ipv4Addr>,
+    /// Planned routes (EIP, next hop), added at flush before the maps are written.
+    new_routes: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// Slots handed out or given back since the last flush, zeroed at its start.
+    slots_to_zero: Vec<u32>,
     eip_counters: PerCpuArray<MapData, EipCounters>,
     verdict_counters: PerCpuArray<MapData, u64>,
     limits: Array<MapData, EipLimits>,
@@ -193,6 +197,8 @@ impl Dataplane {
             ipv6_public: MirroredMap::new(MAP_IPV6_PUBLIC, take_map(&mut ebpf, MAP_IPV6_PUBLIC)?)?,
             routes: Routes::new(&options.lan),
             stale_routes: Vec::new(),
+            new_routes: Vec::new(),
+            slots_to_zero: Vec::new(),
             eip_counters: take_map(&mut ebpf, MAP_EIP_COUNTERS)?,
             verdict_counters: take_map(&mut ebpf, MAP_VERDICT_COUNTERS)?,
             limits,
@@ -340,15 +346,21 @@ impl Dataplane {
     /// what the maps hold now is the "before". EIPs in `after.eips` count as touched too.
     /// The cost follows the size of the change, not the number of mappings.
     pub fn apply(&mut self, after: &DesiredMaps, touched: &Touched) -> anyhow::Result<()> {
+        let planned = self.plan(after, touched)?;
+        self.write(after, planned)
+    }
+
+    /// The first half of [`Dataplane::apply`]: works out what the maps must change, in
+    /// memory only. Nothing reaches the kernel before [`Dataplane::write`], so the agent
+    /// plans while the store is writing the change, and a change the store refuses never
+    /// reaches the maps. Planning again on top of a plan (the way back) is allowed.
+    pub fn plan(&mut self, after: &DesiredMaps, touched: &Touched) -> anyhow::Result<Planned> {
         check_nat_eips(after)?;
         let touched_eips: BTreeSet<Ipv4Addr> =
             touched.eips.iter().chain(after.eips.keys()).copied().collect();
         let (written, removed): (Vec<u32>, Vec<u32>) =
             touched.groups.iter().partition(|n| after.security_groups.contains_key(n));
-        // Groups first, and gone groups last: whatever an EIP's limits name is there.
-        let written: BTreeMap<u32, SecurityGroupRules> =
-            written.into_iter().map(|n| (n, after.security_groups[&n])).collect();
-        self.write_groups(&written)?;
+        let groups = written.into_iter().map(|n| (n, after.security_groups[&n])).collect();
         for &address in &touched_eips {
             let current = self.current_mapping(ipv4_key(address.octets()));
             let wanted = after.eips.get(&address).copied();
@@ -366,9 +378,16 @@ impl Dataplane {
         }
         self.plan_dnat(after, touched_eips.iter().copied())?;
         self.plan_snat_sources(after, touched.snat.iter().copied())?;
+        Ok(Planned { eips: touched_eips, groups, gone_groups: removed })
+    }
+
+    /// The second half of [`Dataplane::apply`]: writes what `plan` planned for `after`.
+    pub fn write(&mut self, after: &DesiredMaps, planned: Planned) -> anyhow::Result<()> {
+        // Groups first, and gone groups last: whatever an EIP's limits name is there.
+        self.write_groups(&planned.groups)?;
         self.flush()?;
-        self.write_policies(after, touched_eips, Flags::Changed)?;
-        self.remove_groups(removed)
+        self.write_policies(after, planned.eips, Flags::Changed)?;
+        self.remove_groups(planned.gone_groups)
     }
 
     /// Plans the DNAT port mappings of `eips` as `desired` says: mappings it does not name
@@ -561,6 +580,13 @@ impl Dataplane {
     /// Writes everything planned: the private-IP entries and the EIP entries in batches,
     /// then drops the routes no entry uses any more.
     fn flush(&mut self) -> anyhow::Result<()> {
+        // Before any entry sends traffic along a route or counts into a slot.
+        for (address, next_hop) in std::mem::take(&mut self.new_routes) {
+            self.routes.replace(address, next_hop)?;
+        }
+        for slot in std::mem::take(&mut self.slots_to_zero) {
+            self.write_zeroed_slot(slot)?;
+        }
         self.eips.flush()?;
         self.hairpin_filter.flush()?;
         self.private_ips.flush()?;
@@ -732,7 +758,7 @@ impl Dataplane {
         let Some(mapping) = new else {
             self.eips.delete(key);
             if let Some(slot) = self.slots.release(key) {
-                self.zero_counters(slot)?;
+                self.zero_slot(slot);
             }
             return Ok(());
         };
@@ -744,7 +770,7 @@ impl Dataplane {
                 })?;
                 // A slot that never held an EIP is still zero from the map's creation.
                 if reused {
-                    self.zero_counters(slot)?;
+                    self.zero_slot(slot);
                 }
                 slot
             }
@@ -757,7 +783,7 @@ impl Dataplane {
             EipMapping::NatGateway => (MODE_NAT_GATEWAY, Ipv4Addr::UNSPECIFIED),
         };
         if let Some(next_hop) = mapping.next_hop() {
-            self.routes.replace(address, next_hop)?;
+            self.new_routes.push((address, next_hop));
         }
         // The slot's limits as written now; `write_policies` brings the flag along when they
         // change.
@@ -772,14 +798,31 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Makes a slot as new: counters, limits and bucket zero.
-    fn zero_counters(&mut self, slot: u32) -> anyhow::Result<()> {
+    /// Plans making a slot as new: counters, limits and bucket zero (written at flush).
+    fn zero_slot(&mut self, slot: u32) {
+        self.limits_written.remove(&slot);
+        self.slots_to_zero.push(slot);
+    }
+
+    fn write_zeroed_slot(&mut self, slot: u32) -> anyhow::Result<()> {
         let zeros = PerCpuValues::try_from(vec![EipCounters::default(); self.nr_cpus])?;
-        self.eip_counters.set(slot, zeros, 0)?;
-        self.set_limits(slot, EipLimits::default())?;
-        self.buckets.set(slot, &EipBuckets::default(), 0)?;
+        self.eip_counters.set(slot, zeros, 0).context("zeroing an EIP's counters")?;
+        self.limits.set(slot, &EipLimits::default(), 0).context("zeroing an EIP's limits")?;
+        self.buckets.set(slot, &EipBuckets::default(), 0).context("zeroing a bucket")?;
         Ok(())
     }
+}
+
+/// What [`Dataplane::plan`] leaves for [`Dataplane::write`] besides the mirrors' pending
+/// entries.
+#[must_use = "a plan reaches the maps only through Dataplane::write"]
+pub struct Planned {
+    /// The EIPs whose policies to write.
+    eips: BTreeSet<Ipv4Addr>,
+    /// Security groups to write, before any entry names them.
+    groups: BTreeMap<u32, SecurityGroupRules>,
+    /// Security groups to remove, after no entry names them.
+    gone_groups: Vec<u32>,
 }
 
 /// Which [`EIP_LIMITED`](eipgw_common::EIP_LIMITED) flags `write_policies` looks at.

@@ -19,7 +19,7 @@ pub use refusal::{Refusal, codes};
 pub use request::Request;
 pub use resources::*;
 pub use state::State;
-pub use txn::{Change, Txn};
+pub use txn::{Change, Changed, ResourceRef, Txn};
 
 impl State {
     /// Runs one request as its own transaction: `Ok` with what changed, or the refusal and
@@ -31,13 +31,23 @@ impl State {
 
     /// Puts back what a committed change replaced (used when the store could not write it).
     pub fn revert(&mut self, change: &Change) {
-        for (key, before) in &change.before {
-            match before {
+        for changed in &change.eips {
+            match &changed.before {
+                Some(eip) => {
+                    self.put_eip(eip.clone());
+                }
+                None => {
+                    self.remove_eip(changed.key);
+                }
+            }
+        }
+        for changed in &change.others {
+            match &changed.before {
                 Some(resource) => {
                     self.put(resource.clone());
                 }
                 None => {
-                    self.remove(key);
+                    self.remove(&changed.key);
                 }
             }
         }

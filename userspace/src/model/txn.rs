@@ -18,31 +18,95 @@ pub struct Txn<'a> {
     eips_before: BTreeMap<Ipv4Addr, Option<Eip>>,
 }
 
-/// What a committed transaction changed: the final value of every touched resource (`None`
-/// when deleted) and its value before. Both maps hold the same keys.
+/// What a committed transaction changed: each resource that ended otherwise than it began,
+/// with its value before and after. EIPs, by far the most numerous, are kept by address:
+/// no key is formatted for them, and both lists come out of the transaction already in
+/// order, so a million-EIP change is neither sorted nor copied into maps.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Change {
-    pub after: BTreeMap<Key, Option<Resource>>,
-    pub before: BTreeMap<Key, Option<Resource>>,
+    /// By address.
+    pub eips: Vec<Changed<Ipv4Addr, Eip>>,
+    /// Every other kind, by key.
+    pub others: Vec<Changed<Key, Resource>>,
+}
+
+/// One changed resource (`None`: it did not exist).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Changed<K, V> {
+    pub key: K,
+    pub before: Option<V>,
+    pub after: Option<V>,
+}
+
+impl<K, V> Changed<K, V> {
+    /// "create", "update" or "delete".
+    pub fn action(&self) -> &'static str {
+        match (&self.before, &self.after) {
+            (None, Some(_)) => "create",
+            (Some(_), None) => "delete",
+            _ => "update",
+        }
+    }
+
+    /// Each side of the change, with a borrowed value.
+    fn values(&self) -> impl Iterator<Item = &V> {
+        self.before.iter().chain(&self.after)
+    }
 }
 
 impl Change {
     pub fn is_empty(&self) -> bool {
-        self.after.is_empty()
+        self.eips.is_empty() && self.others.is_empty()
     }
 
-    /// From (key, after, before) rows in any order.
-    fn from_rows(mut rows: Vec<Row>) -> Self {
-        // Sorted once, the maps are built in bulk rather than by a million inserts.
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut after = Vec::with_capacity(rows.len());
-        let mut before = Vec::with_capacity(rows.len());
-        for (key, now, previous) in rows {
-            after.push((key.clone(), now));
-            before.push((key, previous));
-        }
-        Self { after: after.into_iter().collect(), before: before.into_iter().collect() }
+    /// How many resources changed.
+    pub fn len(&self) -> usize {
+        self.eips.len() + self.others.len()
     }
+
+    /// Every value before or after the change, in no particular order.
+    pub fn values(&self) -> impl Iterator<Item = ResourceRef<'_>> {
+        let eips = self.eips.iter().flat_map(Changed::values).map(ResourceRef::Eip);
+        eips.chain(self.others.iter().flat_map(Changed::values).map(ResourceRef::Other))
+    }
+
+    /// The kind and action of each change, in no particular order.
+    pub fn actions(&self) -> impl Iterator<Item = (Kind, &'static str)> + '_ {
+        let eips = self.eips.iter().map(|c| (Kind::Eip, c.action()));
+        eips.chain(self.others.iter().map(|c| (c.key.kind, c.action())))
+    }
+
+    /// Every change by key (kind, then id; EIPs by address), made with `other` and `eip`.
+    pub fn in_order<'a, T>(
+        &'a self,
+        other: impl FnMut(&'a Changed<Key, Resource>) -> T + Clone + 'a,
+        eip: impl FnMut(&'a Changed<Ipv4Addr, Eip>) -> T + 'a,
+    ) -> impl Iterator<Item = T> + 'a {
+        let (head, tail) =
+            self.others.split_at(self.others.partition_point(|c| c.key.kind < Kind::Eip));
+        head.iter()
+            .map(other.clone())
+            .chain(self.eips.iter().map(eip))
+            .chain(tail.iter().map(other))
+    }
+
+    /// Every change as one kind of row, by key (copies every value: for tests and short
+    /// listings).
+    pub fn resources(&self) -> Vec<Changed<Key, Resource>> {
+        self.in_order(Changed::clone, |c| Changed {
+            key: Key::new(Kind::Eip, c.key.to_string()),
+            before: c.before.clone().map(Resource::Eip),
+            after: c.after.clone().map(Resource::Eip),
+        })
+        .collect()
+    }
+}
+
+/// A resource borrowed from a [`Change`].
+#[derive(Clone, Copy, Debug)]
+pub enum ResourceRef<'a> {
+    Eip(&'a Eip),
+    Other(&'a Resource),
 }
 
 impl<'a> Txn<'a> {
@@ -106,9 +170,10 @@ impl<'a> Txn<'a> {
     /// left out).
     pub fn commit(self) -> Change {
         let state = &*self.state;
-        let eips = self.eips_before.into_iter().filter_map(|(a, p)| eip_row(state, a, p));
-        let others = self.before.into_iter().filter_map(|(k, p)| row(state, k, p));
-        Change::from_rows(eips.chain(others).collect())
+        Change {
+            eips: self.eips_before.into_iter().filter_map(|(a, p)| eip_row(state, a, p)).collect(),
+            others: self.before.into_iter().filter_map(|(k, p)| row(state, k, p)).collect(),
+        }
     }
 
     /// What `commit` would report, without ending the transaction (for dry runs).
@@ -116,23 +181,22 @@ impl<'a> Txn<'a> {
         let state = &*self.state;
         let eips = self.eips_before.iter().filter_map(|(a, p)| eip_row(state, *a, p.clone()));
         let others = self.before.iter().filter_map(|(k, p)| row(state, k.clone(), p.clone()));
-        Change::from_rows(eips.chain(others).collect())
+        Change { eips: eips.collect(), others: others.collect() }
     }
 }
 
-type Row = (Key, Option<Resource>, Option<Resource>);
-
 /// The change of one EIP, if it ended otherwise than it began.
-fn eip_row(state: &State, address: Ipv4Addr, previous: Option<Eip>) -> Option<Row> {
+fn eip_row(
+    state: &State,
+    address: Ipv4Addr,
+    before: Option<Eip>,
+) -> Option<Changed<Ipv4Addr, Eip>> {
     let now = state.eips.get(&address);
-    (now != previous.as_ref()).then(|| {
-        let key = Key::new(Kind::Eip, address.to_string());
-        (key, now.cloned().map(Resource::Eip), previous.map(Resource::Eip))
-    })
+    (now != before.as_ref()).then(|| Changed { key: address, before, after: now.cloned() })
 }
 
 /// The change of one other resource, if it ended otherwise than it began.
-fn row(state: &State, key: Key, previous: Option<Resource>) -> Option<Row> {
-    let now = state.get(&key);
-    (now != previous).then_some((key, now, previous))
+fn row(state: &State, key: Key, before: Option<Resource>) -> Option<Changed<Key, Resource>> {
+    let after = state.get(&key);
+    (after != before).then_some(Changed { key, before, after })
 }

@@ -23,7 +23,7 @@ use std::net::Ipv4Addr;
 use aya::programs::{TestRun as _, TestRunOptions, Xdp, XdpMode};
 use eipgw::dataplane::{Dataplane, DataplaneOptions, EipMapping, load_object};
 use eipgw_common::{PIN_DIR_NAME, PROGRAM_REFERENCE, SnatConfig, Verdict};
-use eipgw_tests::{BpffsMount, gateway_ns::*, unique_suffix};
+use eipgw_tests::{Mount, gateway_ns::*, unique_suffix};
 use etherparse::{Icmpv4Type, PacketBuilder, icmpv4::DestUnreachableHeader};
 
 use crate::report::{Figure, Report};
@@ -190,7 +190,7 @@ pub fn one_setup(
     wanted: fn(&str) -> bool,
 ) -> Vec<(&'static str, f64, f64)> {
     let suffix = unique_suffix();
-    let bpffs = BpffsMount::create(&std::env::temp_dir().join(format!("eipgw-bench-{suffix}")))
+    let bpffs = Mount::bpffs(&std::env::temp_dir().join(format!("eipgw-bench-{suffix}")))
         .expect("mounting a bpffs");
     let ns = gateway_netns("eipgw-bench", &suffix);
     let paths = paths(mac_of(&ns, WAN_IF), mac_of(&ns, LAN_IF));

@@ -45,7 +45,7 @@ use eipgw_common::bench::{
     PROGRAM_BENCH_GENERATOR, PROGRAM_BENCH_SINK, VARY_DESTINATION, VARY_SOURCE,
 };
 use eipgw_tests::{
-    BpffsMount, Netns,
+    Mount, Netns,
     gateway_ns::{format_mac, ifindex, mac_of, pin_to_cpu, xdp_md},
     topology::{GW_LAN, GW_WAN, INTERNET_HOST, LAN_IF, VM_IP, WAN_IF},
     unique_suffix,
@@ -134,7 +134,7 @@ pub struct BenchNet {
     pub inet: Netns,
     pub gw: Netns,
     pub vm: Netns,
-    bpffs: BpffsMount,
+    bpffs: Mount,
     /// The NAPI threads of the gateway's `wan0` and `lan0`.
     wan_thread: i32,
     lan_thread: i32,
@@ -143,7 +143,7 @@ pub struct BenchNet {
 impl BenchNet {
     pub fn create() -> anyhow::Result<Self> {
         let suffix = unique_suffix();
-        let bpffs = BpffsMount::create(&std::env::temp_dir().join(format!("eipgw-fwd-{suffix}")))?;
+        let bpffs = Mount::bpffs(&std::env::temp_dir().join(format!("eipgw-fwd-{suffix}")))?;
         let inet = Netns::create(&format!("eipgw-fwd-inet-{suffix}"))?;
         let gw = Netns::create(&format!("eipgw-fwd-gw-{suffix}"))?;
         let vm = Netns::create(&format!("eipgw-fwd-vm-{suffix}"))?;

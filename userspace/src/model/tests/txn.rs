@@ -48,11 +48,12 @@ fn r29_run_all_applies_every_request_seeing_the_earlier_ones() {
     assert_eq!(association(&s, "203.0.113.99"), nat("eni-new", "10.0.1.3"));
     assert_eq!(eni(&s, "eni-new").instance.as_deref(), Some("i-2"));
     // One entry per touched resource, created ones with no value before.
-    let touched: Vec<String> = change.after.keys().map(|k| k.to_string()).collect();
+    let rows = change.resources();
+    let touched: Vec<String> = rows.iter().map(|c| c.key.to_string()).collect();
     assert_eq!(touched, ["eni eni-new", "eip 203.0.113.10", "eip 203.0.113.99"]);
-    assert_eq!(change.before[&Key::new(Kind::Eni, "eni-new")], None);
+    assert_eq!(rows[0].before, None);
     assert_eq!(
-        change.before[&Key::new(Kind::Eip, EIP1)],
+        rows[1].before,
         Some(Resource::Eip(Eip {
             address: v4(EIP1),
             region: HANGZHOU.into(),
@@ -125,10 +126,11 @@ fn r29_txn_commit_reports_what_changed() {
     assert_eq!(pending, change);
     let eip_key = Key::new(Kind::Eip, EIP1);
     let eni_key = Key::new(Kind::Eni, "eni-2");
-    assert_eq!(change.after.keys().collect::<Vec<_>>(), [&eni_key, &eip_key]);
-    assert_eq!(change.after[&eni_key], None);
-    assert!(matches!(&change.before[&eni_key], Some(Resource::Eni(e)) if e.id == "eni-2"));
-    assert!(matches!(&change.after[&eip_key], Some(Resource::Eip(e)) if e.association.is_some()));
+    let rows = change.resources();
+    assert_eq!(rows.iter().map(|c| &c.key).collect::<Vec<_>>(), [&eni_key, &eip_key]);
+    assert_eq!(rows[0].after, None);
+    assert!(matches!(&rows[0].before, Some(Resource::Eni(e)) if e.id == "eni-2"));
+    assert!(matches!(&rows[1].after, Some(Resource::Eip(e)) if e.association.is_some()));
     assert!(s.eip_of_instance("i-1").is_some());
     assert!(!s.enis.contains_key("eni-2"));
 }
