@@ -58,7 +58,7 @@ impl Agent {
         let (executed, change) = self.state.run(request).map_err(ApiError::Refused)?;
         self.commit(&change, &mut ApplyTimings::default())?;
         log::info!("applied {request:?}");
-        let subject = match &executed.subject {
+        let subject = match &executed.subject() {
             Some(key) => Some(self.describe(key)?),
             None => None,
         };

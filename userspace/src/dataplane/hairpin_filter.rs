@@ -3,8 +3,6 @@
 //! would leave for the Internet instead (and come back through the upstream router, which
 //! routes EIPs to the gateway: slower, not lost). Counts are kept here and written at flush.
 
-use std::collections::BTreeSet;
-
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use anyhow::Context as _;
@@ -16,8 +14,9 @@ use super::mirror::{BATCH, update_batch};
 pub struct HairpinFilter {
     map: Array<MapData, u32>,
     counts: Vec<u32>,
-    /// Slots whose count changed since the last flush.
-    dirty: BTreeSet<u32>,
+    /// By slot: whether its count changed since the last flush (a flag per slot, not a
+    /// set: a million EIPs mark each slot many times).
+    dirty: Vec<bool>,
 }
 
 impl HairpinFilter {
@@ -28,33 +27,36 @@ impl HairpinFilter {
         for key in nat_eips {
             counts[eip_filter_slot(key) as usize] += 1;
         }
-        Self { map, counts, dirty: (0..EIP_FILTER_SLOTS).collect() }
+        Self { map, counts, dirty: vec![true; EIP_FILTER_SLOTS as usize] }
     }
 
     pub fn add(&mut self, key: u32) {
         let slot = eip_filter_slot(key);
         self.counts[slot as usize] += 1;
-        self.dirty.insert(slot);
+        self.dirty[slot as usize] = true;
     }
 
     pub fn remove(&mut self, key: u32) {
         let slot = eip_filter_slot(key);
         let count = &mut self.counts[slot as usize];
         *count = count.saturating_sub(1);
-        self.dirty.insert(slot);
+        self.dirty[slot as usize] = true;
     }
 
     /// Writes the changed slots in batches (an apply of a million EIPs changes them all);
     /// slots a failed write leaves are written at the next flush.
     pub fn flush(&mut self) -> anyhow::Result<()> {
-        let slots: Vec<u32> = std::mem::take(&mut self.dirty).into_iter().collect();
+        let slots: Vec<u32> = (0..EIP_FILTER_SLOTS).filter(|&s| self.dirty[s as usize]).collect();
+        self.dirty.fill(false);
         let counts: Vec<u32> = slots.iter().map(|&slot| self.counts[slot as usize]).collect();
         let fd = self.map.map().fd().as_fd().as_raw_fd();
         for (done, (slots_now, counts_now)) in
             slots.chunks(BATCH).zip(counts.chunks(BATCH)).enumerate()
         {
             if let Err(e) = update_batch(fd, slots_now, counts_now) {
-                self.dirty.extend(&slots[done * BATCH..]);
+                for &slot in &slots[done * BATCH..] {
+                    self.dirty[slot as usize] = true;
+                }
                 return Err(e).context("writing the hairpin filter in a batch");
             }
         }

@@ -63,6 +63,11 @@ impl<K: Pod + Ord, V: Pod + PartialEq> MirroredMap<K, V> {
         }
     }
 
+    /// Whether it holds nothing, as planned.
+    pub fn is_empty(&self) -> bool {
+        self.mirror.is_empty() && self.pending.values().all(Option::is_none)
+    }
+
     /// Every key as planned.
     pub fn keys(&self) -> Vec<K> {
         let mut keys: Vec<K> = self.mirror.keys().copied().collect();

@@ -342,22 +342,21 @@ impl Dataplane {
         self.routes.reconcile(&desired.visible_routes())
     }
 
-    /// Brings what `touched` names to what `after` (which needs to hold only those) says;
-    /// what the maps hold now is the "before". EIPs in `after.eips` count as touched too.
-    /// The cost follows the size of the change, not the number of mappings.
-    pub fn apply(&mut self, after: &DesiredMaps, touched: &Touched) -> anyhow::Result<()> {
-        let planned = self.plan(after, touched)?;
-        self.write(after, planned)
-    }
-
-    /// The first half of [`Dataplane::apply`]: works out what the maps must change, in
-    /// memory only. Nothing reaches the kernel before [`Dataplane::write`], so the agent
-    /// plans while the store is writing the change, and a change the store refuses never
-    /// reaches the maps. Planning again on top of a plan (the way back) is allowed.
+    /// Plans bringing what `touched` names to what `after` (which needs to hold only those)
+    /// says; what the maps hold now is the "before". EIPs in `after.eips` count as touched
+    /// too. The cost follows the size of the change, not the number of mappings.
+    ///
+    /// The plan is made in memory only: nothing reaches the kernel before
+    /// [`Dataplane::write`]. So the agent plans while the store is writing the change, and a
+    /// change the store refuses never reaches the maps. Planning again on top of a plan
+    /// (the way back) is allowed.
     pub fn plan(&mut self, after: &DesiredMaps, touched: &Touched) -> anyhow::Result<Planned> {
         check_nat_eips(after)?;
-        let touched_eips: BTreeSet<Ipv4Addr> =
+        // Two sorted runs: a stable sort merges them in one pass.
+        let mut touched_eips: Vec<Ipv4Addr> =
             touched.eips.iter().chain(after.eips.keys()).copied().collect();
+        touched_eips.sort();
+        touched_eips.dedup();
         let (written, removed): (Vec<u32>, Vec<u32>) =
             touched.groups.iter().partition(|n| after.security_groups.contains_key(n));
         let groups = written.into_iter().map(|n| (n, after.security_groups[&n])).collect();
@@ -381,7 +380,7 @@ impl Dataplane {
         Ok(Planned { eips: touched_eips, groups, gone_groups: removed })
     }
 
-    /// The second half of [`Dataplane::apply`]: writes what `plan` planned for `after`.
+    /// Writes what [`Dataplane::plan`] planned for `after`.
     pub fn write(&mut self, after: &DesiredMaps, planned: Planned) -> anyhow::Result<()> {
         // Groups first, and gone groups last: whatever an EIP's limits name is there.
         self.write_groups(&planned.groups)?;
@@ -398,6 +397,11 @@ impl Dataplane {
         desired: &DesiredMaps,
         eips: impl IntoIterator<Item = Ipv4Addr>,
     ) -> anyhow::Result<()> {
+        // Nothing to remove and nothing to write (a million associations without DNAT
+        // would otherwise look up a million empty ranges).
+        if desired.dnat_ports.is_empty() && self.dnat_ports.is_empty() {
+            return Ok(());
+        }
         let mut writes = Vec::new();
         for eip in eips {
             let eip_key = ipv4_key(eip.octets());
@@ -523,11 +527,18 @@ impl Dataplane {
         flags: Flags,
     ) -> anyhow::Result<()> {
         for address in addresses {
+            let wanted = desired.policies.get(&address).copied().unwrap_or_default().limits();
+            // Without limits on any slot, an EIP without them has nothing to change.
+            if flags == Flags::Changed
+                && wanted == EipLimits::default()
+                && self.limits_written.is_empty()
+            {
+                continue;
+            }
             let key = ipv4_key(address.octets());
             let Some(slot) = self.slots.get(key) else {
                 continue;
             };
-            let wanted = desired.policies.get(&address).copied().unwrap_or_default().limits();
             // An entry planned in this change took its flag from the limits as they were
             // then (`plan_eip`): only a change of limits can leave it wrong.
             if self.set_limits(slot, wanted)? || flags == Flags::All {
@@ -818,7 +829,7 @@ impl Dataplane {
 #[must_use = "a plan reaches the maps only through Dataplane::write"]
 pub struct Planned {
     /// The EIPs whose policies to write.
-    eips: BTreeSet<Ipv4Addr>,
+    eips: Vec<Ipv4Addr>,
     /// Security groups to write, before any entry names them.
     groups: BTreeMap<u32, SecurityGroupRules>,
     /// Security groups to remove, after no entry names them.

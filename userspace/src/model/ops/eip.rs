@@ -55,7 +55,7 @@ pub fn allocate(
         },
     };
     txn.put(Resource::Eip(Eip { address, region: region_id, bandwidth_mbps, association: None }));
-    Ok(Executed::about(Kind::Eip, address.to_string()))
+    Ok(Executed::about_eip(address))
 }
 
 pub fn set_bandwidth(
@@ -67,7 +67,7 @@ pub fn set_bandwidth(
     let mut eip = eip(txn.state(), address)?.clone();
     eip.bandwidth_mbps = bandwidth_mbps;
     txn.put(Resource::Eip(eip));
-    Ok(Executed::about(Kind::Eip, address.to_string()))
+    Ok(Executed::about_eip(address))
 }
 
 fn check_bandwidth(bandwidth_mbps: Option<u32>) -> Result<(), Refusal> {
@@ -174,7 +174,7 @@ pub fn associate(
         },
     };
     if current.association.as_ref() == Some(&wanted) {
-        return Ok(Executed::about(Kind::Eip, address.to_string()));
+        return Ok(Executed::about_eip(address));
     }
     // R01/R05: an EIP serves one thing; moving it must be asked for.
     if let Some(existing) = &current.association
@@ -192,7 +192,7 @@ pub fn associate(
     let mut eip = current.clone();
     eip.association = Some(wanted);
     txn.put(Resource::Eip(eip));
-    Ok(Executed { subject: Some(Key::new(Kind::Eip, address.to_string())), warnings })
+    Ok(Executed { warnings, ..Executed::about_eip(address) })
 }
 
 pub fn unassociate(txn: &mut Txn, address: Ipv4Addr) -> Result<Executed, Refusal> {
@@ -217,7 +217,7 @@ pub fn unassociate(txn: &mut Txn, address: Ipv4Addr) -> Result<Executed, Refusal
     }
     eip.association = None;
     txn.put(Resource::Eip(eip));
-    Ok(Executed::about(Kind::Eip, address.to_string()))
+    Ok(Executed::about_eip(address))
 }
 
 /// R06/R07/R08: an instance's one direct EIP, on its primary ENI's primary address.

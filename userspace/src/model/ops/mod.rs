@@ -26,13 +26,33 @@ pub use nat_gateway::{Egress, EgressLookup, egress_of};
 /// What a request did, for the answer: the resource it was about, and warnings (R11).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Executed {
-    pub subject: Option<Key>,
+    subject: Option<Subject>,
     pub warnings: Vec<String>,
+}
+
+/// The resource a request was about. An EIP's key is formatted only when asked for: an
+/// apply of a million associations never asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Subject {
+    Eip(Ipv4Addr),
+    Other(Key),
 }
 
 impl Executed {
     fn about(kind: Kind, id: impl Into<String>) -> Self {
-        Self { subject: Some(Key::new(kind, id)), warnings: Vec::new() }
+        Self { subject: Some(Subject::Other(Key::new(kind, id))), warnings: Vec::new() }
+    }
+
+    fn about_eip(address: Ipv4Addr) -> Self {
+        Self { subject: Some(Subject::Eip(address)), warnings: Vec::new() }
+    }
+
+    /// The resource the request was about, if one.
+    pub fn subject(&self) -> Option<Key> {
+        Some(match self.subject.as_ref()? {
+            Subject::Eip(address) => Key::new(Kind::Eip, address.to_string()),
+            Subject::Other(key) => key.clone(),
+        })
     }
 }
 

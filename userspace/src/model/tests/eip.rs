@@ -383,7 +383,7 @@ fn r11_multi_eip_is_allowed_with_a_warning() {
     let mut s = world();
     ok(&mut s, attach("eni-1", "i-1"));
     let done = ok(&mut s, associate_mode(EIP1, "eni-1", "multi-eip"));
-    assert_eq!(done.subject, Some(Key::new(Kind::Eip, EIP1)));
+    assert_eq!(done.subject(), Some(Key::new(Kind::Eip, EIP1)));
     assert_eq!(done.warnings.len(), 1);
     assert!(done.warnings[0].contains("deprecated"), "{:?}", done.warnings);
     ok(&mut s, associate_mode(EIP2, "eni-1", "multi-eip"));

@@ -99,7 +99,7 @@ fn r14_primary_ip_is_assigned_at_creation() {
     let create = json!({"op": "create_instance", "id": "i-new", "region": HANGZHOU,
                         "zone": ZONE_I, "instance_type": "t.small", "vswitch": "vsw-b"});
     let done = ok(&mut s, create);
-    assert_eq!(done.subject, Some(Key::new(Kind::Instance, "i-new")));
+    assert_eq!(done.subject(), Some(Key::new(Kind::Instance, "i-new")));
     let instance = inst(&s, "i-new");
     assert_eq!(instance.primary_eni.as_deref(), Some("i-new-eni0"));
     assert_eq!(instance.state, InstanceState::Running);

@@ -109,7 +109,7 @@ fn r23_ipv6_is_private_until_public_bandwidth_is_enabled() {
     ok(&mut s, assign6("eni-1", &["2001:db8:1:1::5", "2001:db8:1:1::6"]));
     assert!(eni(&s, "eni-1").ipv6_public.is_empty());
     let done = ok(&mut s, public("2001:db8:1:1::5", true));
-    assert_eq!(done.subject, Some(Key::new(Kind::Eni, "eni-1")));
+    assert_eq!(done.subject(), Some(Key::new(Kind::Eni, "eni-1")));
     assert_eq!(eni(&s, "eni-1").ipv6_public, ipv6s(&["2001:db8:1:1::5"]));
     // Enabling twice is harmless; disabling makes it private again.
     ok(&mut s, public("2001:db8:1:1::5", true));

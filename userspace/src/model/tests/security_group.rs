@@ -54,7 +54,7 @@ fn group_of_eip(state: &State, address: &str) -> Option<String> {
 fn a_group_gets_the_smallest_free_number_and_a_deleted_ones_number_is_reused() {
     let mut s = world();
     let done = ok(&mut s, create("sg-a", "vpc-1"));
-    assert_eq!(done.subject, Some(Key::new(Kind::SecurityGroup, "sg-a")));
+    assert_eq!(done.subject(), Some(Key::new(Kind::SecurityGroup, "sg-a")));
     assert_eq!(group(&s, "sg-a").number, 3, "sg-web and sg-tokyo hold 1 and 2");
     assert_eq!(group(&s, "sg-a").vpc, "vpc-1");
     assert!(group(&s, "sg-a").rules.is_empty());
@@ -135,7 +135,7 @@ fn an_enis_group_is_set_and_cleared_attached_or_not_within_its_vpc() {
     ok(&mut s, attach("eni-2", "i-2"));
     for id in ["eni-1", "eni-2", "i-1-eni0"] {
         let done = ok(&mut s, set_group(id, Some("sg-web")));
-        assert_eq!(done.subject, Some(Key::new(Kind::Eni, id)));
+        assert_eq!(done.subject(), Some(Key::new(Kind::Eni, id)));
         assert_eq!(eni(&s, id).security_group.as_deref(), Some("sg-web"));
     }
     refused(&mut s, set_group("eni-1", Some("sg-tokyo")), codes::SECURITY_GROUP_VPC_MISMATCH);
@@ -163,7 +163,7 @@ fn a_group_is_deleted_only_once_no_eni_uses_it() {
     // Releasing the instance takes its primary ENI, and its use of the group, along.
     ok(&mut s, json!({"op": "release_instance", "id": "i-1"}));
     let done = ok(&mut s, delete("sg-web"));
-    assert_eq!(done.subject, None);
+    assert_eq!(done.subject(), None);
     assert!(!s.security_groups.contains_key("sg-web"));
 }
 
@@ -192,7 +192,7 @@ fn create_empty_vpc() -> Value {
 fn rules_are_authorized_in_order_and_shown_as_people_write_them() {
     let mut s = world();
     let done = ok(&mut s, authorize("sg-web", tcp(80)));
-    assert_eq!(done.subject, Some(Key::new(Kind::SecurityGroup, "sg-web")));
+    assert_eq!(done.subject(), Some(Key::new(Kind::SecurityGroup, "sg-web")));
     ok(&mut s, authorize("sg-web", rule("tcp", Some([8000, 8100]), "198.51.100.0/24")));
     ok(&mut s, authorize("sg-web", rule("udp", Some([1, 65535]), "0.0.0.0/0")));
     ok(&mut s, authorize("sg-web", rule("icmp", None, "0.0.0.0/0")));
@@ -303,7 +303,7 @@ fn revoking_removes_exactly_that_rule_and_a_missing_one_is_refused() {
     refused(&mut s, revoke("sg-none", tcp(80)), "SECURITY_GROUP_NOT_FOUND");
     refused(&mut s, revoke("sg-web", rule("icmp", Some([1, 1]), "0.0.0.0/0")), "INVALID_ARGUMENT");
     let done = ok(&mut s, revoke("sg-web", tcp(443)));
-    assert_eq!(done.subject, Some(Key::new(Kind::SecurityGroup, "sg-web")));
+    assert_eq!(done.subject(), Some(Key::new(Kind::SecurityGroup, "sg-web")));
     assert_eq!(rules_of(&s, "sg-web"), ["tcp 80 from 0.0.0.0/0", "icmp from 0.0.0.0/0"]);
     refused(&mut s, revoke("sg-web", tcp(443)), codes::SECURITY_GROUP_RULE_NOT_FOUND);
 }

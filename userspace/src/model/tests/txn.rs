@@ -43,7 +43,7 @@ fn r29_run_all_applies_every_request_seeing_the_earlier_ones() {
     ]);
     let (done, change) = s.run_all(&batch).expect("the batch is valid");
     assert_eq!(done.len(), 6);
-    assert_eq!(done[0].subject, Some(Key::new(Kind::Eni, "eni-new")));
+    assert_eq!(done[0].subject(), Some(Key::new(Kind::Eni, "eni-new")));
     assert_eq!(done[5].warnings.len(), 1);
     assert_eq!(association(&s, "203.0.113.99"), nat("eni-new", "10.0.1.3"));
     assert_eq!(eni(&s, "eni-new").instance.as_deref(), Some("i-2"));
