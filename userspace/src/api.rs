@@ -340,8 +340,13 @@ async fn apply(AxState(agent): AxState<Shared>, body: Bytes) -> Result<Response,
     let body: ApplyBody = parse(&body)?;
     let parse_time = parsing.elapsed();
     if !body.progress {
-        let mut answer =
-            agent.lock().await.apply(&body.requests, body.dry_run, body.list_at_most)?;
+        // On a blocking thread, like the streamed form below: a big document takes seconds,
+        // which a runtime worker should not spend (nor dropping the document after it).
+        let mut answer = tokio::task::spawn_blocking(move || {
+            agent.blocking_lock().apply(&body.requests, body.dry_run, body.list_at_most)
+        })
+        .await
+        .context("the thread applying the document")??;
         let encoding = Instant::now();
         let response = Json(&answer).into_response();
         answer.timings.parse = parse_time;

@@ -90,8 +90,8 @@ impl Change {
             .chain(tail.iter().map(other))
     }
 
-    /// Every change as one kind of row, by key (copies every value: for tests and short
-    /// listings).
+    /// Every change as one kind of row, by key (copies every value).
+    #[cfg(test)]
     pub fn resources(&self) -> Vec<Changed<Key, Resource>> {
         self.in_order(Changed::clone, |c| Changed {
             key: Key::new(Kind::Eip, c.key.to_string()),
