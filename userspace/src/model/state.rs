@@ -3,7 +3,7 @@
 //! [`State::remove`], which keep the indexes right.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, btree_map::Entry},
     net::{Ipv4Addr, Ipv6Addr},
 };
 
@@ -42,6 +42,52 @@ struct Index {
     eips_of_nat_gateway: BTreeMap<Id, BTreeSet<Ipv4Addr>>,
     /// Security group → the ENIs it filters.
     enis_of_security_group: BTreeMap<Id, BTreeSet<Id>>,
+}
+
+impl Index {
+    /// Adds or removes the entries of one EIP's association.
+    fn association(&mut self, eip: Ipv4Addr, association: &Association, add: bool) {
+        let index = self;
+        if let Some(private_ip) = association.private_ip() {
+            if add {
+                index.eip_of_private.insert(private_ip, eip);
+            } else {
+                remove_if(&mut index.eip_of_private, &private_ip, &eip);
+            }
+        }
+        if let Some(eni) = association.eni() {
+            if add {
+                // Most ENIs have their set already: no owned key to make for them.
+                match index.eips_of_eni.get_mut(eni) {
+                    Some(eips) => {
+                        eips.insert(eip);
+                    }
+                    None => {
+                        index.eips_of_eni.insert(eni.to_owned(), BTreeSet::from([eip]));
+                    }
+                }
+            } else {
+                remove_from_set(&mut index.eips_of_eni, eni, &eip);
+            }
+        }
+        match association {
+            Association::Instance { instance, .. } => {
+                if add {
+                    index.eip_of_instance.insert(instance.clone(), eip);
+                } else {
+                    remove_if(&mut index.eip_of_instance, instance, &eip);
+                }
+            }
+            Association::NatGateway { nat_gateway } => {
+                if add {
+                    index.eips_of_nat_gateway.entry(nat_gateway.clone()).or_default().insert(eip);
+                } else {
+                    remove_from_set(&mut index.eips_of_nat_gateway, nat_gateway, &eip);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 impl PartialEq for State {
@@ -163,63 +209,52 @@ impl State {
     /// [`State::put`] for an EIP, by its address: an EIP's key would be formatted only to
     /// be parsed back.
     pub fn put_eip(&mut self, eip: Eip) -> Option<Eip> {
-        let previous = self.remove_eip(eip.address);
-        if let Some(association) = &eip.association {
-            self.index_association(eip.address, association, true);
+        let address = eip.address;
+        // One search of the million-EIP tree, not a removal and an insertion.
+        let previous = match self.eips.entry(address) {
+            Entry::Vacant(vacant) => {
+                vacant.insert(eip);
+                None
+            }
+            Entry::Occupied(mut occupied) => Some(occupied.insert(eip)),
+        };
+        // The old association's entries go before the new one's come: the two may share
+        // keys (the same private address), which must end up held.
+        if let Some(association) = previous.as_ref().and_then(|p| p.association.as_ref()) {
+            self.index.association(address, association, false);
         }
-        self.eips.insert(eip.address, eip);
+        if let Some(association) = &self.eips[&address].association {
+            self.index.association(address, association, true);
+        }
         previous
+    }
+
+    /// Changes an EIP in place, its indexes following; does nothing if it is not there.
+    /// Returns a copy of it from before the change if `copy_before`.
+    pub fn update_eip(
+        &mut self,
+        address: Ipv4Addr,
+        copy_before: bool,
+        change: impl FnOnce(&mut Eip),
+    ) -> Option<Eip> {
+        let eip = self.eips.get_mut(&address)?;
+        let before = copy_before.then(|| eip.clone());
+        if let Some(association) = &eip.association {
+            self.index.association(address, association, false);
+        }
+        change(eip);
+        if let Some(association) = &eip.association {
+            self.index.association(address, association, true);
+        }
+        before
     }
 
     pub fn remove_eip(&mut self, address: Ipv4Addr) -> Option<Eip> {
         let eip = self.eips.remove(&address)?;
         if let Some(association) = &eip.association {
-            self.index_association(eip.address, association, false);
+            self.index.association(eip.address, association, false);
         }
         Some(eip)
-    }
-
-    fn index_association(&mut self, eip: Ipv4Addr, association: &Association, add: bool) {
-        let index = &mut self.index;
-        if let Some(private_ip) = association.private_ip() {
-            if add {
-                index.eip_of_private.insert(private_ip, eip);
-            } else {
-                remove_if(&mut index.eip_of_private, &private_ip, &eip);
-            }
-        }
-        if let Some(eni) = association.eni() {
-            if add {
-                // Most ENIs have their set already: no owned key to make for them.
-                match index.eips_of_eni.get_mut(eni) {
-                    Some(eips) => {
-                        eips.insert(eip);
-                    }
-                    None => {
-                        index.eips_of_eni.insert(eni.to_owned(), BTreeSet::from([eip]));
-                    }
-                }
-            } else {
-                remove_from_set(&mut index.eips_of_eni, eni, &eip);
-            }
-        }
-        match association {
-            Association::Instance { instance, .. } => {
-                if add {
-                    index.eip_of_instance.insert(instance.clone(), eip);
-                } else {
-                    remove_if(&mut index.eip_of_instance, instance, &eip);
-                }
-            }
-            Association::NatGateway { nat_gateway } => {
-                if add {
-                    index.eips_of_nat_gateway.entry(nat_gateway.clone()).or_default().insert(eip);
-                } else {
-                    remove_from_set(&mut index.eips_of_nat_gateway, nat_gateway, &eip);
-                }
-            }
-            _ => {}
-        }
     }
 
     /// The ENI holding a private IPv4.

@@ -2,7 +2,10 @@
 //! (or a whole `apply` document) sees its own earlier changes, and a refusal anywhere rolls
 //! everything back (R29) without ever copying the whole state.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, btree_map::Entry},
+    net::Ipv4Addr,
+};
 
 use super::{
     resources::{Eip, Key, Kind, Resource},
@@ -128,6 +131,19 @@ impl<'a> Txn<'a> {
         let key = resource.key();
         let previous = self.state.put(resource);
         self.before.entry(key).or_insert(previous);
+    }
+
+    /// Changes an EIP in place: no copy of it, unless this is its first change in the
+    /// transaction (for the undo log). Does nothing if it is not there.
+    pub fn update_eip(&mut self, address: Ipv4Addr, change: impl FnOnce(&mut Eip)) {
+        match self.eips_before.entry(address) {
+            Entry::Occupied(_) => {
+                self.state.update_eip(address, false, change);
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(self.state.update_eip(address, true, change));
+            }
+        }
     }
 
     pub fn remove(&mut self, key: &Key) {

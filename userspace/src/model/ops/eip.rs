@@ -64,9 +64,8 @@ pub fn set_bandwidth(
     bandwidth_mbps: Option<u32>,
 ) -> Result<Executed, Refusal> {
     check_bandwidth(bandwidth_mbps)?;
-    let mut eip = eip(txn.state(), address)?.clone();
-    eip.bandwidth_mbps = bandwidth_mbps;
-    txn.put(Resource::Eip(eip));
+    eip(txn.state(), address)?;
+    txn.update_eip(address, |eip| eip.bandwidth_mbps = bandwidth_mbps);
     Ok(Executed::about_eip(address))
 }
 
@@ -189,15 +188,12 @@ pub fn associate(
             ),
         ));
     }
-    let mut eip = current.clone();
-    eip.association = Some(wanted);
-    txn.put(Resource::Eip(eip));
+    txn.update_eip(address, |eip| eip.association = Some(wanted));
     Ok(Executed { warnings, ..Executed::about_eip(address) })
 }
 
 pub fn unassociate(txn: &mut Txn, address: Ipv4Addr) -> Result<Executed, Refusal> {
-    let mut eip = eip(txn.state(), address)?.clone();
-    match &eip.association {
+    match &eip(txn.state(), address)?.association {
         None => {
             return Err(Refusal::plain(
                 codes::EIP_NOT_ASSOCIATED,
@@ -215,8 +211,7 @@ pub fn unassociate(txn: &mut Txn, address: Ipv4Addr) -> Result<Executed, Refusal
         }
         Some(_) => {}
     }
-    eip.association = None;
-    txn.put(Resource::Eip(eip));
+    txn.update_eip(address, |eip| eip.association = None);
     Ok(Executed::about_eip(address))
 }
 

@@ -88,9 +88,8 @@ pub fn add_eip(txn: &mut Txn, id: &str, address: Ipv4Addr) -> Result<Executed, R
             format!("NAT gateway {id} has its quota of {} EIPs", gateway.eip_quota),
         ));
     }
-    let mut eip = eip.clone();
-    eip.association = Some(Association::NatGateway { nat_gateway: id.into() });
-    txn.put(Resource::Eip(eip));
+    let association = Association::NatGateway { nat_gateway: id.into() };
+    txn.update_eip(address, |eip| eip.association = Some(association));
     Ok(Executed::about(Kind::NatGateway, id))
 }
 
@@ -110,9 +109,7 @@ pub fn remove_eip(txn: &mut Txn, id: &str, address: Ipv4Addr) -> Result<Executed
     if let Some(entry) = gateway.dnat_entries.values().find(|e| e.eip == address) {
         return Err(Refusal::in_use(format!("EIP {address}"), format!("DNAT entry {}", entry.id)));
     }
-    let mut eip = eip.clone();
-    eip.association = None;
-    txn.put(Resource::Eip(eip));
+    txn.update_eip(address, |eip| eip.association = None);
     Ok(Executed::about(Kind::NatGateway, id))
 }
 

@@ -191,3 +191,28 @@ fn r29_rollback_of_an_address_moved_between_two_enis_keeps_the_indexes() {
     check_indexes_against(&s, &before);
     assert_eq!(s.owner_of_ipv4(v4("10.0.1.111")).map(|e| e.id.as_str()), Some("eni-2"));
 }
+
+#[test]
+fn r29_an_eip_changed_in_place_twice_is_undone_to_its_first_value() {
+    let mut s = world();
+    let before = s.clone();
+    let bandwidth = json!({"op": "set_eip_bandwidth", "eip": EIP1, "bandwidth_mbps": 5});
+    // Refused at the end: both in-place changes of EIP1 are undone.
+    let refused = requests(vec![
+        bandwidth.clone(),
+        associate_instance(EIP1, "i-1"),
+        associate_instance(EIP3, "i-classic"),
+    ]);
+    s.run_all(&refused).expect_err("the third request breaks R07");
+    assert!(s == before);
+    check_indexes_against(&s, &before);
+    // Committed: the change's "before" is the EIP as it was before the first of them.
+    let (_, change) =
+        s.run_all(&requests(vec![bandwidth, associate_instance(EIP1, "i-1")])).unwrap();
+    assert_eq!(change.eips.len(), 1);
+    assert_eq!(change.eips[0].before.as_ref(), before.eips.get(&v4(EIP1)));
+    let after = change.eips[0].after.as_ref().expect("EIP1 is still there");
+    assert_eq!((after.bandwidth_mbps, after.association.is_some()), (Some(5), true));
+    assert_eq!(s.eip_of_instance("i-1").map(|e| e.address), Some(v4(EIP1)));
+    check_indexes_against(&s, &before);
+}
