@@ -175,11 +175,8 @@ pub fn delete(txn: &mut Txn, eni_id: &str) -> Result<Executed, Refusal> {
             format!("DNAT entry {} of NAT gateway {}", entry.id, gw.id),
         ));
     }
-    let freed: Vec<Eip> = state.eips_of_eni(eni_id).cloned().collect();
-    for mut eip in freed {
-        eip.association = None;
-        txn.put(Resource::Eip(eip));
-    }
+    let freed = state.eips_of_eni(eni_id).map(|eip| eip.address).collect();
+    super::free_eips(txn, freed);
     txn.remove(&Key::new(Kind::Eni, eni_id));
     Ok(Executed::default())
 }
@@ -326,12 +323,8 @@ pub fn unassign_private_ips(
             format!("DNAT entry {} of NAT gateway {}", entry.id, gw.id),
         ));
     }
-    let freed: Vec<Eip> =
-        ips.iter().filter_map(|ip| state.eip_of_private_ip(*ip).cloned()).collect();
-    for mut eip in freed {
-        eip.association = None;
-        txn.put(Resource::Eip(eip));
-    }
+    let freed = ips.iter().filter_map(|ip| Some(state.eip_of_private_ip(*ip)?.address)).collect();
+    super::free_eips(txn, freed);
     for ip in ips {
         eni.secondary_ips.remove(ip);
     }

@@ -1,6 +1,6 @@
 //! Instances: creation with their primary ENI (R14), start/stop (R22), release (R04).
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use super::{
     Executed, check_id, check_in_vswitch, check_ipv4_free, check_unicast, dnat_targeting, instance,
@@ -179,16 +179,14 @@ pub fn release(txn: &mut Txn, id: &str) -> Result<Executed, Refusal> {
             ));
         }
     }
-    let mut freed: Vec<Eip> = state.eip_of_instance(id).cloned().into_iter().collect();
+    let mut freed: Vec<Ipv4Addr> =
+        state.eip_of_instance(id).map(|eip| eip.address).into_iter().collect();
     if let Some(primary) = &instance.primary_eni {
-        freed.extend(state.eips_of_eni(primary).cloned());
+        freed.extend(state.eips_of_eni(primary).map(|eip| eip.address));
     }
     let secondaries: Vec<Eni> =
         state.enis_of_instance(id).filter(|e| e.kind == EniKind::Secondary).cloned().collect();
-    for mut eip in freed {
-        eip.association = None;
-        txn.put(Resource::Eip(eip));
-    }
+    super::free_eips(txn, freed);
     for mut eni in secondaries {
         eni.instance = None;
         txn.put(Resource::Eni(eni));

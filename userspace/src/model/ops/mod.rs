@@ -56,6 +56,13 @@ impl Executed {
     }
 }
 
+/// R04: the EIPs of a target that goes stay allocated, unassociated.
+fn free_eips(txn: &mut Txn, addresses: Vec<Ipv4Addr>) {
+    for address in addresses {
+        txn.update_eip(address, |eip| eip.association = None);
+    }
+}
+
 /// Validates and carries out one request inside `txn`.
 pub fn execute(txn: &mut Txn, request: &Request) -> Result<Executed, Refusal> {
     use Request as R;

@@ -43,11 +43,8 @@ pub fn create(
 pub fn delete(txn: &mut Txn, id: &str) -> Result<Executed, Refusal> {
     let state = txn.state();
     nat_gateway(state, id)?;
-    let freed: Vec<Eip> = state.eips_of_nat_gateway(id).cloned().collect();
-    for mut eip in freed {
-        eip.association = None;
-        txn.put(Resource::Eip(eip));
-    }
+    let freed = state.eips_of_nat_gateway(id).map(|eip| eip.address).collect();
+    super::free_eips(txn, freed);
     txn.remove(&Key::new(Kind::NatGateway, id));
     Ok(Executed::default())
 }
