@@ -32,24 +32,10 @@ impl State {
     /// Puts back what a committed change replaced (used when the store could not write it).
     pub fn revert(&mut self, change: &Change) {
         for changed in &change.eips {
-            match &changed.before {
-                Some(eip) => {
-                    self.put_eip(eip.clone());
-                }
-                None => {
-                    self.remove_eip(changed.key);
-                }
-            }
+            self.restore_eip(changed.key, changed.before.clone());
         }
         for changed in &change.others {
-            match &changed.before {
-                Some(resource) => {
-                    self.put(resource.clone());
-                }
-                None => {
-                    self.remove(&changed.key);
-                }
-            }
+            self.restore(&changed.key, changed.before.clone());
         }
     }
 

@@ -206,24 +206,49 @@ impl State {
         })
     }
 
+    /// Puts back a resource's value from before a change (`None`: it did not exist).
+    pub fn restore(&mut self, key: &Key, before: Option<Resource>) {
+        match before {
+            Some(resource) => {
+                self.put(resource);
+            }
+            None => {
+                self.remove(key);
+            }
+        }
+    }
+
+    /// [`State::restore`] for an EIP, by its address.
+    pub fn restore_eip(&mut self, address: Ipv4Addr, before: Option<Eip>) {
+        match before {
+            Some(eip) => {
+                self.put_eip(eip);
+            }
+            None => {
+                self.remove_eip(address);
+            }
+        }
+    }
+
     /// [`State::put`] for an EIP, by its address: an EIP's key would be formatted only to
     /// be parsed back.
     pub fn put_eip(&mut self, eip: Eip) -> Option<Eip> {
         let address = eip.address;
         // One search of the million-EIP tree, not a removal and an insertion.
-        let previous = match self.eips.entry(address) {
-            Entry::Vacant(vacant) => {
-                vacant.insert(eip);
-                None
+        let (now, previous) = match self.eips.entry(address) {
+            Entry::Vacant(vacant) => (vacant.insert(eip), None),
+            Entry::Occupied(occupied) => {
+                let now = occupied.into_mut();
+                let previous = std::mem::replace(now, eip);
+                (now, Some(previous))
             }
-            Entry::Occupied(mut occupied) => Some(occupied.insert(eip)),
         };
         // The old association's entries go before the new one's come: the two may share
         // keys (the same private address), which must end up held.
         if let Some(association) = previous.as_ref().and_then(|p| p.association.as_ref()) {
             self.index.association(address, association, false);
         }
-        if let Some(association) = &self.eips[&address].association {
+        if let Some(association) = &now.association {
             self.index.association(address, association, true);
         }
         previous

@@ -150,35 +150,25 @@ impl<'a> Txn<'a> {
         if key.kind == Kind::Eip
             && let Ok(address) = key.id.parse()
         {
-            let previous = self.state.remove_eip(address);
-            self.eips_before.entry(address).or_insert(previous);
-            return;
+            return self.remove_eip(address);
         }
         let previous = self.state.remove(key);
         self.before.entry(key.clone()).or_insert(previous);
     }
 
+    /// [`Txn::remove`] for an EIP, by its address.
+    pub fn remove_eip(&mut self, address: Ipv4Addr) {
+        let previous = self.state.remove_eip(address);
+        self.eips_before.entry(address).or_insert(previous);
+    }
+
     /// Undoes every change.
     pub fn rollback(self) {
-        for (address, previous) in self.eips_before {
-            match previous {
-                Some(eip) => {
-                    self.state.put_eip(eip);
-                }
-                None => {
-                    self.state.remove_eip(address);
-                }
-            }
+        for (address, before) in self.eips_before {
+            self.state.restore_eip(address, before);
         }
-        for (key, previous) in self.before {
-            match previous {
-                Some(resource) => {
-                    self.state.put(resource);
-                }
-                None => {
-                    self.state.remove(&key);
-                }
-            }
+        for (key, before) in self.before {
+            self.state.restore(&key, before);
         }
     }
 

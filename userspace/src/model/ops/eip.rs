@@ -89,7 +89,7 @@ pub fn release(txn: &mut Txn, address: Ipv4Addr) -> Result<Executed, Refusal> {
             ),
         ));
     }
-    txn.remove(&Key::new(Kind::Eip, address.to_string()));
+    txn.remove_eip(address);
     Ok(Executed::default())
 }
 
