@@ -6,8 +6,8 @@
 //!
 //! Each flow goes to an EIP of its own, so a NAT variant looks up as many keys as there are
 //! flows; each NAT variant holds exactly that many mappings. Every (variant, flow count) is
-//! measured on a network made afresh, after a warm-up that passes every flow (conntrack
-//! then holds an entry for each).
+//! measured on networks made afresh, one in each of two rounds, each after a warm-up that
+//! passes every flow (conntrack then holds an entry for each).
 
 use std::net::Ipv4Addr;
 
@@ -81,36 +81,47 @@ pub fn flow_mapping(n: u32) -> (Ipv4Addr, Ipv4Addr) {
 }
 
 pub fn run(quick: bool, report: &mut Report) {
-    let (flow_counts, frame_lens, samples, seconds): (&[u32], &[(usize, &str)], usize, f64) =
+    // Windows on one setup agree within a few percent; setups made afresh differ by up to
+    // a third or more. So every variant is set up afresh in each of several rounds, and a
+    // cell's figure is the median of the windows of all its setups.
+    let (flow_counts, frame_lens, rounds, samples, seconds): (&[u32], &[(usize, &str)], _, _, _) =
         if quick {
-            (&[1, 1000], &FRAME_LENS[..1], 1, 0.15)
+            (&[1, 1000], &FRAME_LENS[..1], 1, 1, 0.15)
         } else {
-            (&[1, 1000, 100_000], &FRAME_LENS, 5, 1.0)
+            (&[1, 1000, 100_000], &FRAME_LENS, 2, 3, 1.0)
         };
     for &flows in flow_counts {
         // Per variant, per frame size: the windows.
-        let mut measured: Vec<(Variant, &str, Vec<Window>)> = Vec::new();
-        for variant in VARIANTS {
-            let mut net = BenchNet::create().unwrap_or_else(|e| panic!("forwarding bench: {e:#}"));
-            let setup = set_up(&net, variant, flows);
-            for &(frame_len, label) in frame_lens {
-                let traffic = Traffic {
-                    from: Sender::Internet,
-                    frame_len,
-                    first_addr: FIRST_EIP,
-                    first_port: 10_000,
-                    flows,
-                    addresses: flows,
-                };
-                // Every flow once at least (conntrack's entries made, caches warm).
-                net.send_frames(&traffic, flows.max(1 << 16) * 2)
-                    .unwrap_or_else(|e| panic!("warming up {}: {e:#}", variant.name()));
-                let windows = net
-                    .windows(&traffic, samples, seconds)
-                    .unwrap_or_else(|e| panic!("measuring {}: {e:#}", variant.name()));
-                measured.push((variant, label, windows));
+        let mut measured: Vec<(Variant, &str, Vec<Window>)> = VARIANTS
+            .iter()
+            .flat_map(|&variant| frame_lens.iter().map(move |&(_, label)| (variant, label, vec![])))
+            .collect();
+        for _ in 0..rounds {
+            let mut cells = measured.iter_mut();
+            for variant in VARIANTS {
+                let mut net =
+                    BenchNet::create().unwrap_or_else(|e| panic!("forwarding bench: {e:#}"));
+                let setup = set_up(&net, variant, flows);
+                for &(frame_len, _) in frame_lens {
+                    let traffic = Traffic {
+                        from: Sender::Internet,
+                        frame_len,
+                        first_addr: FIRST_EIP,
+                        first_port: 10_000,
+                        flows,
+                        addresses: flows,
+                    };
+                    // Every flow once at least (conntrack's entries made, caches warm).
+                    net.send_frames(&traffic, flows.max(1 << 16) * 2)
+                        .unwrap_or_else(|e| panic!("warming up {}: {e:#}", variant.name()));
+                    let windows = net
+                        .windows(&traffic, samples, seconds)
+                        .unwrap_or_else(|e| panic!("measuring {}: {e:#}", variant.name()));
+                    let (_, _, cell) = cells.next().expect("a cell per variant and frame size");
+                    cell.extend(windows);
+                }
+                drop(setup);
             }
-            drop(setup);
         }
         add_figures(report, flows, &measured);
     }
