@@ -5,9 +5,10 @@
 //! nftables stateful dnat/snat with conntrack.
 //!
 //! Each flow goes to an EIP of its own, so a NAT variant looks up as many keys as there are
-//! flows; each NAT variant holds exactly that many mappings. Every (variant, flow count) is
-//! measured on networks made afresh, one in each of two rounds, each after a warm-up that
-//! passes every flow (conntrack then holds an entry for each).
+//! flows; each NAT variant holds exactly that many mappings. In each of two rounds, every
+//! variant gets a network made afresh, and the variants are measured in turn, one window
+//! at a time, each after a warm-up that passes every flow (conntrack then holds an entry
+//! for each).
 
 use std::net::Ipv4Addr;
 
@@ -81,10 +82,12 @@ pub fn flow_mapping(n: u32) -> (Ipv4Addr, Ipv4Addr) {
 }
 
 pub fn run(quick: bool, report: &mut Report) {
-    // Windows on one setup agree within a few percent; setups made afresh differ by up to
-    // a third or more. So every variant is set up afresh in each of several rounds, and a
-    // cell's figure is the median of the windows of all its setups.
-    let (flow_counts, frame_lens, rounds, samples, seconds): (&[u32], &[(usize, &str)], _, _, _) =
+    // The machine has two speeds: over stretches of seconds, every XDP path costs about
+    // 100 ns more per packet, and then less again, whatever runs. Setups made afresh also
+    // differ. So in each round every variant is set up afresh, all at once, and visited in
+    // turn for one window at a time: a variant and the one it is compared with share the
+    // machine's fast and slow stretches. A cell's figure is the median of all its windows.
+    let (flow_counts, frame_lens, rounds, visits, seconds): (&[u32], &[(usize, &str)], _, _, _) =
         if quick {
             (&[1, 1000], &FRAME_LENS[..1], 1, 1, 0.15)
         } else {
@@ -97,30 +100,38 @@ pub fn run(quick: bool, report: &mut Report) {
             .flat_map(|&variant| frame_lens.iter().map(move |&(_, label)| (variant, label, vec![])))
             .collect();
         for _ in 0..rounds {
-            let mut cells = measured.iter_mut();
-            for variant in VARIANTS {
-                let mut net =
-                    BenchNet::create().unwrap_or_else(|e| panic!("forwarding bench: {e:#}"));
-                let setup = set_up(&net, variant, flows);
-                for &(frame_len, _) in frame_lens {
-                    let traffic = Traffic {
-                        from: Sender::Internet,
-                        frame_len,
-                        first_addr: FIRST_EIP,
-                        first_port: 10_000,
-                        flows,
-                        addresses: flows,
-                    };
-                    // Every flow once at least (conntrack's entries made, caches warm).
-                    net.send_frames(&traffic, flows.max(1 << 16) * 2)
-                        .unwrap_or_else(|e| panic!("warming up {}: {e:#}", variant.name()));
-                    let windows = net
-                        .windows(&traffic, samples, seconds)
-                        .unwrap_or_else(|e| panic!("measuring {}: {e:#}", variant.name()));
-                    let (_, _, cell) = cells.next().expect("a cell per variant and frame size");
-                    cell.extend(windows);
+            // The setup before its network: a tuple drops its fields in order.
+            let mut setups: Vec<(Variant, Setup, BenchNet)> = VARIANTS
+                .into_iter()
+                .map(|variant| {
+                    let net =
+                        BenchNet::create().unwrap_or_else(|e| panic!("forwarding bench: {e:#}"));
+                    let setup = set_up(&net, variant, flows);
+                    (variant, setup, net)
+                })
+                .collect();
+            for _ in 0..visits {
+                let mut cells = measured.iter_mut();
+                for (variant, _, net) in &mut setups {
+                    for &(frame_len, _) in frame_lens {
+                        let traffic = Traffic {
+                            from: Sender::Internet,
+                            frame_len,
+                            first_addr: FIRST_EIP,
+                            first_port: 10_000,
+                            flows,
+                            addresses: flows,
+                        };
+                        // Every flow once at least (conntrack's entries made, caches warm).
+                        net.send_frames(&traffic, flows.max(1 << 16) * 2)
+                            .unwrap_or_else(|e| panic!("warming up {}: {e:#}", variant.name()));
+                        let window = net
+                            .send_for(&traffic, seconds)
+                            .unwrap_or_else(|e| panic!("measuring {}: {e:#}", variant.name()));
+                        let (_, _, cell) = cells.next().expect("a cell per variant and frame");
+                        cell.push(window);
+                    }
                 }
-                drop(setup);
             }
         }
         add_figures(report, flows, &measured);
