@@ -2,13 +2,13 @@
 //! under the state directory. Every change is one write transaction (R29): after a crash
 //! the file holds the state before or after a request, never a mix.
 
-use std::path::{Path, PathBuf};
+use std::{
+    fmt::{Display, Write as _},
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, bail};
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, Table, TableDefinition};
-
-use std::fmt::Write as _;
-
 use serde::Serialize;
 
 use crate::model::{Change, Eip, Key, Kind, Resource, State};
@@ -29,7 +29,16 @@ pub struct Store {
 }
 
 fn row_key(key: &Key) -> String {
-    format!("{}/{}", key.kind.name(), key.id)
+    let mut row = String::new();
+    write_row_key(&mut row, key.kind, &key.id);
+    row
+}
+
+/// [`row_key`] into a buffer, which it replaces: an apply may write a million rows. An
+/// EIP's id is its address, written as it is without making a [`Key`].
+fn write_row_key(row: &mut String, kind: Kind, id: impl Display) {
+    row.clear();
+    write!(row, "{}/{id}", kind.name()).expect("writing to a String does not fail");
 }
 
 impl Store {
@@ -158,11 +167,11 @@ impl Store {
                 Ok(())
             };
             for changed in &change.others {
-                write(&row_key(&changed.key), changed.after.as_ref().map(Row::Other))?;
+                write_row_key(&mut row, changed.key.kind, &changed.key.id);
+                write(&row, changed.after.as_ref().map(Row::Other))?;
             }
             for changed in &change.eips {
-                row.clear();
-                write!(row, "{}/{}", Kind::Eip.name(), changed.key)?;
+                write_row_key(&mut row, Kind::Eip, changed.key);
                 write(&row, changed.after.as_ref().map(|eip| Row::Eip(EipRow::Eip(eip))))?;
             }
         }

@@ -47,42 +47,41 @@ struct Index {
 impl Index {
     /// Adds or removes the entries of one EIP's association.
     fn association(&mut self, eip: Ipv4Addr, association: &Association, add: bool) {
-        let index = self;
         if let Some(private_ip) = association.private_ip() {
             if add {
-                index.eip_of_private.insert(private_ip, eip);
+                self.eip_of_private.insert(private_ip, eip);
             } else {
-                remove_if(&mut index.eip_of_private, &private_ip, &eip);
+                remove_if(&mut self.eip_of_private, &private_ip, &eip);
             }
         }
         if let Some(eni) = association.eni() {
             if add {
                 // Most ENIs have their set already: no owned key to make for them.
-                match index.eips_of_eni.get_mut(eni) {
+                match self.eips_of_eni.get_mut(eni) {
                     Some(eips) => {
                         eips.insert(eip);
                     }
                     None => {
-                        index.eips_of_eni.insert(eni.to_owned(), BTreeSet::from([eip]));
+                        self.eips_of_eni.insert(eni.to_owned(), BTreeSet::from([eip]));
                     }
                 }
             } else {
-                remove_from_set(&mut index.eips_of_eni, eni, &eip);
+                remove_from_set(&mut self.eips_of_eni, eni, &eip);
             }
         }
         match association {
             Association::Instance { instance, .. } => {
                 if add {
-                    index.eip_of_instance.insert(instance.clone(), eip);
+                    self.eip_of_instance.insert(instance.clone(), eip);
                 } else {
-                    remove_if(&mut index.eip_of_instance, instance, &eip);
+                    remove_if(&mut self.eip_of_instance, instance, &eip);
                 }
             }
             Association::NatGateway { nat_gateway } => {
                 if add {
-                    index.eips_of_nat_gateway.entry(nat_gateway.clone()).or_default().insert(eip);
+                    self.eips_of_nat_gateway.entry(nat_gateway.clone()).or_default().insert(eip);
                 } else {
-                    remove_from_set(&mut index.eips_of_nat_gateway, nat_gateway, &eip);
+                    remove_from_set(&mut self.eips_of_nat_gateway, nat_gateway, &eip);
                 }
             }
             _ => {}
