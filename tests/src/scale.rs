@@ -7,7 +7,7 @@
 
 use std::net::Ipv4Addr;
 
-use serde_json::{Value, json};
+use eipgw::model::Request;
 
 /// Private addresses per ENI: the primary and 999 secondaries.
 pub const IPS_PER_ENI: u32 = 1000;
@@ -41,30 +41,57 @@ pub fn eni_of(n: u32) -> String {
 /// One document creating the scale VPC and vSwitch, ENIs of [`IPS_PER_ENI`] addresses
 /// holding `count` private addresses, `count` EIPs, and an association of EIP `n` with
 /// private address `n` for each. Apply it after the topology's VPC document (it uses that
-/// document's region).
-pub fn associations_document(count: u32) -> Value {
+/// document's region). JSON, each request written as `eipctl apply` sends it (`op` first).
+pub fn associations_document(count: u32) -> String {
     assert!(count <= MAX_ASSOCIATIONS, "at most {MAX_ASSOCIATIONS} associations fit, not {count}");
     let mut requests = vec![
-        json!({"op": "create_vpc", "id": "vpc-scale", "region": "local", "cidr": "10.64.0.0/10"}),
-        json!({"op": "create_vswitch", "id": "vsw-scale", "vpc": "vpc-scale", "zone": "zone-a",
-               "cidr": "10.64.0.0/11"}),
+        Request::CreateVpc {
+            id: "vpc-scale".into(),
+            region: "local".into(),
+            cidr: "10.64.0.0/10".parse().expect("a CIDR"),
+            ipv6_cidr: None,
+            ipv4_gateway: false,
+        },
+        Request::CreateVswitch {
+            id: "vsw-scale".into(),
+            vpc: "vpc-scale".into(),
+            zone: "zone-a".into(),
+            cidr: "10.64.0.0/11".parse().expect("a CIDR"),
+            ipv6_cidr: None,
+        },
     ];
     for first in (0..count).step_by(IPS_PER_ENI as usize) {
         let eni = eni_of(first);
-        requests.push(json!({"op": "create_eni", "id": eni, "vswitch": "vsw-scale",
-                             "primary_ip": private_ip(first)}));
-        let secondaries: Vec<Ipv4Addr> =
+        requests.push(Request::CreateEni {
+            id: eni.clone(),
+            vswitch: "vsw-scale".into(),
+            primary_ip: Some(private_ip(first)),
+            security_group: None,
+        });
+        let ips: Vec<Ipv4Addr> =
             (first + 1..count.min(first + IPS_PER_ENI)).map(private_ip).collect();
-        if !secondaries.is_empty() {
-            requests.push(json!({"op": "assign_private_ips", "eni": eni, "ips": secondaries}));
+        if !ips.is_empty() {
+            requests.push(Request::AssignPrivateIps {
+                eni,
+                ips,
+                count: 0,
+                allow_reassignment: false,
+            });
         }
     }
     for n in 0..count {
-        requests.push(json!({"op": "allocate_eip", "address": eip(n)}));
+        requests.push(Request::AllocateEip { address: eip(n), region: None, bandwidth_mbps: None });
     }
     for n in 0..count {
-        requests.push(json!({"op": "associate_eip", "eip": eip(n), "eni": eni_of(n),
-                             "private_ip": private_ip(n)}));
+        requests.push(Request::AssociateEip {
+            eip: eip(n),
+            instance: None,
+            eni: Some(eni_of(n)),
+            private_ip: Some(private_ip(n)),
+            mode: None,
+            allow_reassociation: false,
+        });
     }
-    json!({ "requests": requests })
+    let requests = serde_json::to_string(&requests).expect("requests encode as JSON");
+    format!(r#"{{"requests":{requests}}}"#)
 }

@@ -366,7 +366,7 @@ fn a_document_the_state_file_has_no_room_for_changes_nothing() {
     let before = (agent_view(&client).expect("listing the resources"), maps_view(&topology));
     assert_eq!(before.1.0.len(), 1, "the one EIP is mapped: {:?}", before.1);
 
-    let document = associations_document(20_000).to_string();
+    let document = associations_document(20_000);
     let refused = agent.apply_document(&document).expect_err("the state file has no room");
     assert!(format!("{refused:#}").contains("state file"), "{refused:#}");
     let after = (agent_view(&client).expect("listing the resources"), maps_view(&topology));

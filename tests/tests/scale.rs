@@ -24,8 +24,7 @@ fn one_document_applies_100k_associations_as_one_transaction() {
     must(agent.apply_document(VPC_DOCUMENT));
 
     let path = topology.dir().join("scale.json");
-    std::fs::write(&path, associations_document(ASSOCIATIONS).to_string())
-        .expect("writing the document");
+    std::fs::write(&path, associations_document(ASSOCIATIONS)).expect("writing the document");
     let path = path.to_string_lossy().into_owned();
 
     // A dry run validates everything and keeps nothing. Asked for progress, the agent

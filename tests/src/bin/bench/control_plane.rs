@@ -65,7 +65,7 @@ fn apply_figures(count: u32, runs: usize) -> Vec<Figure> {
     // agent's work until it answers, as `eipctl apply` would see it, not building JSON here.
     // Asking, as `eipctl apply` does for a table, for the changes to be counted rather
     // than listed when they are many.
-    let text = associations_document(count).to_string().replacen(
+    let text = associations_document(count).replacen(
         '{',
         &format!(r#"{{"list_at_most":{LIST_AT_MOST},"#),
         1,
