@@ -355,9 +355,10 @@ fn maps_view(topology: &Topology) -> MapsView {
 fn a_document_the_state_file_has_no_room_for_changes_nothing() {
     eipgw_tests::require_root();
     let topology = must(Topology::create());
-    // Room for the VPC and a few EIPs, not for twenty thousand associations.
+    // Room for the VPC and a few EIPs, not for a hundred thousand associations (about 5 MB
+    // of rows).
     let disk = must(Mount::tmpfs(&topology.state_dir(), "2m"));
-    let agent = must(AgentProcess::start_with(&topology, &["--max-mappings", "65536"]));
+    let agent = must(AgentProcess::start_with(&topology, &["--max-mappings", "131072"]));
     must(agent.apply_document(VPC_DOCUMENT));
     let (eip, eip2) = (EIP.to_string(), EIP2.to_string());
     must(agent.eipctl_ok(&["eip", "allocate", &eip]));
@@ -366,7 +367,7 @@ fn a_document_the_state_file_has_no_room_for_changes_nothing() {
     let before = (agent_view(&client).expect("listing the resources"), maps_view(&topology));
     assert_eq!(before.1.0.len(), 1, "the one EIP is mapped: {:?}", before.1);
 
-    let document = associations_document(20_000);
+    let document = associations_document(100_000);
     let refused = agent.apply_document(&document).expect_err("the state file has no room");
     assert!(format!("{refused:#}").contains("state file"), "{refused:#}");
     let after = (agent_view(&client).expect("listing the resources"), maps_view(&topology));

@@ -2,23 +2,30 @@
 //! under the state directory. Every change is one write transaction (R29): after a crash
 //! the file holds the state before or after a request, never a mix.
 
+mod eip_row;
+
 use std::{
     fmt::{Display, Write as _},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, bail};
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, Table, TableDefinition};
-use serde::Serialize;
 
-use crate::model::{Change, Eip, Key, Kind, Resource, State};
+use crate::model::{Change, Key, Kind, Resource, State};
 
-/// `<kind>/<id>` → the resource as JSON.
+/// `<kind>/<id>` → the resource as JSON, for every kind but EIPs.
 const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
+/// An EIP's address, as a number → the rest of it ([`eip_row`]). Numbers keep a run of
+/// addresses in order, so that writing many appends to the tree instead of splitting it all
+/// over.
+const EIPS: TableDefinition<u32, &[u8]> = TableDefinition::new("eips");
 /// Schema bookkeeping.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// 3: an ENI's `security_group` names a security group resource, or is null.
-const SCHEMA_VERSION: u64 = 3;
+/// 4: EIPs are in [`EIPS`], not in [`RESOURCES`].
+const SCHEMA_VERSION: u64 = 4;
 
 pub const STATE_FILE_NAME: &str = "eipgw.redb";
 
@@ -34,9 +41,8 @@ fn row_key(key: &Key) -> String {
     row
 }
 
-/// [`row_key`] into a buffer, which it replaces: an apply may write a million rows. An
-/// EIP's id is its address, written as it is without making a [`Key`].
-fn write_row_key(row: &mut String, kind: Kind, id: impl Display) {
+/// [`row_key`] into a buffer, which it replaces: an apply may write many rows.
+fn write_row_key(row: &mut String, kind: Kind, id: &str) {
     row.clear();
     write!(row, "{}/{id}", kind.name()).expect("writing to a String does not fail");
 }
@@ -90,24 +96,30 @@ impl Store {
         {
             let mut meta = txn.open_table(META)?;
             let found = meta.get("schema_version")?.map(|v| v.value());
+            let mut resources = txn.open_table(RESOURCES)?;
+            let mut eips = txn.open_table(EIPS)?;
             match found {
                 None => {
                     meta.insert("schema_version", SCHEMA_VERSION)?;
                 }
                 Some(SCHEMA_VERSION) => {}
-                Some(2) => {
-                    migrate_eni_security_groups(&mut txn.open_table(RESOURCES)?).with_context(
-                        || {
-                            format!(
-                                "migrating state file {} from schema version 2 (the file was \
-                                 left untouched)",
-                                self.path.display()
-                            )
-                        },
-                    )?;
+                Some(from @ (2 | 3)) => {
+                    let mut migrated = || -> anyhow::Result<()> {
+                        if from == 2 {
+                            migrate_eni_security_groups(&mut resources)?;
+                        }
+                        migrate_eips(&mut resources, &mut eips)
+                    };
+                    migrated().with_context(|| {
+                        format!(
+                            "migrating state file {} from schema version {from} (the file was \
+                             left untouched)",
+                            self.path.display()
+                        )
+                    })?;
                     meta.insert("schema_version", SCHEMA_VERSION)?;
                     log::info!(
-                        "state file {}: migrated from schema version 2 to {SCHEMA_VERSION}",
+                        "state file {}: migrated from schema version {from} to {SCHEMA_VERSION}",
                         self.path.display()
                     );
                 }
@@ -117,7 +129,6 @@ impl Store {
                     self.path.display()
                 ),
             }
-            txn.open_table(RESOURCES)?;
         }
         txn.commit()?;
         Ok(())
@@ -126,13 +137,14 @@ impl Store {
     /// Reads the whole state.
     pub fn load(&self) -> anyhow::Result<State> {
         let txn = self.db()?.begin_read()?;
-        let table = txn.open_table(RESOURCES)?;
         let mut state = State::default();
-        for row in table.range::<&str>(..)? {
+        let damaged = |key: &dyn Display| {
+            format!("state file {}: record {key} is damaged", self.path.display())
+        };
+        for row in txn.open_table(RESOURCES)?.range::<&str>(..)? {
             let (key, value) = row?;
-            let resource: Resource = serde_json::from_slice(value.value()).with_context(|| {
-                format!("state file {}: record {} is damaged", self.path.display(), key.value())
-            })?;
+            let resource: Resource =
+                serde_json::from_slice(value.value()).with_context(|| damaged(&key.value()))?;
             if row_key(&resource.key()) != key.value() {
                 bail!(
                     "state file {}: record {} describes {}",
@@ -143,6 +155,13 @@ impl Store {
             }
             state.put(resource);
         }
+        for row in txn.open_table(EIPS)?.range::<u32>(..)? {
+            let (key, value) = row?;
+            let address = Ipv4Addr::from(key.value());
+            let eip = eip_row::decode(address, value.value())
+                .with_context(|| damaged(&format_args!("{}/{address}", Kind::Eip.name())))?;
+            state.put_eip(eip);
+        }
         Ok(state)
     }
 
@@ -150,29 +169,34 @@ impl Store {
     pub fn commit(&self, change: &Change) -> anyhow::Result<()> {
         let txn = self.db()?.begin_write()?;
         {
-            let mut table = txn.open_table(RESOURCES)?;
             // One buffer for every row and one for every key: an apply may write a million.
-            let (mut json, mut row) = (Vec::new(), String::new());
-            let mut write = |row: &str, resource: Option<Row<'_>>| -> anyhow::Result<()> {
-                match resource {
-                    Some(resource) => {
-                        json.clear();
-                        serde_json::to_writer(&mut json, &resource)?;
-                        table.insert(row, json.as_slice())?;
-                    }
-                    None => {
-                        table.remove(row)?;
-                    }
-                }
-                Ok(())
-            };
+            let (mut value, mut row) = (Vec::new(), String::new());
+            let mut resources = txn.open_table(RESOURCES)?;
             for changed in &change.others {
                 write_row_key(&mut row, changed.key.kind, &changed.key.id);
-                write(&row, changed.after.as_ref().map(Row::Other))?;
+                match &changed.after {
+                    Some(resource) => {
+                        value.clear();
+                        serde_json::to_writer(&mut value, resource)?;
+                        resources.insert(row.as_str(), value.as_slice())?;
+                    }
+                    None => {
+                        resources.remove(row.as_str())?;
+                    }
+                }
             }
+            let mut eips = txn.open_table(EIPS)?;
             for changed in &change.eips {
-                write_row_key(&mut row, Kind::Eip, changed.key);
-                write(&row, changed.after.as_ref().map(|eip| Row::Eip(EipRow::Eip(eip))))?;
+                let key = u32::from(changed.key);
+                match &changed.after {
+                    Some(eip) => {
+                        eip_row::encode(eip, &mut value);
+                        eips.insert(key, value.as_slice())?;
+                    }
+                    None => {
+                        eips.remove(key)?;
+                    }
+                }
             }
         }
         txn.commit().context("committing to the state file")?;
@@ -180,19 +204,36 @@ impl Store {
     }
 }
 
-/// A row's value: a resource as [`Resource`] encodes it, borrowed from a change.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Row<'a> {
-    Other(&'a Resource),
-    Eip(EipRow<'a>),
-}
-
-/// An EIP encoded as `Resource::Eip` would be, without making one.
-#[derive(Serialize)]
-#[serde(tag = "resource", rename_all = "snake_case")]
-enum EipRow<'a> {
-    Eip(&'a Eip),
+/// Schema 3 → 4: EIPs move from JSON rows in `resources` to rows of their own in `eips`.
+fn migrate_eips(
+    resources: &mut Table<&str, &[u8]>,
+    eips: &mut Table<u32, &[u8]>,
+) -> anyhow::Result<()> {
+    let eip_prefix = format!("{}/", Kind::Eip.name());
+    let mut moved = Vec::new();
+    for row in resources.range::<&str>(eip_prefix.as_str()..)? {
+        let (key, value) = row?;
+        let key = key.value();
+        if !key.starts_with(&eip_prefix) {
+            break;
+        }
+        let resource: Resource = serde_json::from_slice(value.value())
+            .with_context(|| format!("record {key} is damaged"))?;
+        let Resource::Eip(eip) = resource else {
+            bail!("record {key} describes {}", resource.key());
+        };
+        if key[eip_prefix.len()..] != eip.address.to_string() {
+            bail!("record {key} describes the EIP {}", eip.address);
+        }
+        moved.push((key.to_owned(), eip));
+    }
+    let mut row = Vec::new();
+    for (key, eip) in moved {
+        eip_row::encode(&eip, &mut row);
+        eips.insert(u32::from(eip.address), row.as_slice())?;
+        resources.remove(key.as_str())?;
+    }
+    Ok(())
 }
 
 /// Schema 2 → 3: an ENI's security group was a free-form name, "default" unless one was
@@ -227,6 +268,8 @@ fn migrate_eni_security_groups(resources: &mut Table<&str, &[u8]>) -> anyhow::Re
 
 #[cfg(test)]
 mod tests {
+    use redb::ReadableTableMetadata as _;
+
     use super::*;
     use crate::model::Request;
 
@@ -264,18 +307,6 @@ mod tests {
         assert_eq!(reopened, state);
         assert_eq!(reopened.eips.len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn an_eip_row_is_encoded_as_its_resource() {
-        let eip: crate::model::Eip = serde_json::from_str(
-            r#"{"address": "203.0.113.10", "region": "r1", "bandwidth_mbps": 5,
-                "association": {"type": "eni", "eni": "eni-1", "private_ip": "10.0.1.10"}}"#,
-        )
-        .unwrap();
-        let row = serde_json::to_string(&Row::Eip(EipRow::Eip(&eip))).unwrap();
-        assert_eq!(row, serde_json::to_string(&Resource::Eip(eip.clone())).unwrap());
-        assert_eq!(serde_json::from_str::<Resource>(&row).unwrap(), Resource::Eip(eip));
     }
 
     #[test]
@@ -320,31 +351,140 @@ mod tests {
                     "security_group":"sg-web","primary_ip":"10.0.1.11","secondary_ips":[],
                     "ipv6":[],"ipv6_public":[],"instance":null}"#,
             ),
+            (
+                "eip/203.0.113.10",
+                r#"{"resource":"eip","address":"203.0.113.10","region":"r1",
+                    "bandwidth_mbps":null,"association":{"type":"eni","eni":"eni-named",
+                    "private_ip":"10.0.1.11"}}"#,
+            ),
         ];
-        {
-            let db = Database::create(dir.join(STATE_FILE_NAME)).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                txn.open_table(META).unwrap().insert("schema_version", 2).unwrap();
-                let mut table = txn.open_table(RESOURCES).unwrap();
-                for (key, json) in rows {
-                    table.insert(key, json.as_bytes()).unwrap();
-                }
-            }
-            txn.commit().unwrap();
-        }
+        write_old_file(&dir, 2, &rows);
         let state = Store::open(&dir).unwrap().load().unwrap();
         assert_eq!(state.enis.len(), 2);
         for eni in state.enis.values() {
             assert_eq!(eni.security_group, None, "ENI {} is still filtered", eni.id);
         }
         assert_eq!(state.vswitches["vsw-a"].vpc, "vpc-1");
-        // The file is version 3 now: opening it again migrates nothing and loads the same.
+        assert_eq!(state.eips_of_eni("eni-named").count(), 1);
+        // The file is of this version now: opening it again migrates nothing and loads the
+        // same.
         let store = Store::open(&dir).unwrap();
-        let version = store.db().unwrap().begin_read().unwrap().open_table(META).unwrap();
-        assert_eq!(version.get("schema_version").unwrap().map(|v| v.value()), Some(3));
+        assert_eq!(schema_version(&store), SCHEMA_VERSION);
         assert_eq!(store.load().unwrap(), state);
-        drop(version);
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Writes a file of an older schema `version` holding `rows` of JSON resources.
+    fn write_old_file(dir: &Path, version: u64, rows: &[(&str, &str)]) {
+        let db = Database::create(dir.join(STATE_FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            txn.open_table(META).unwrap().insert("schema_version", version).unwrap();
+            let mut table = txn.open_table(RESOURCES).unwrap();
+            for (key, json) in rows {
+                table.insert(*key, json.as_bytes()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    fn schema_version(store: &Store) -> u64 {
+        let txn = store.db().unwrap().begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        meta.get("schema_version").unwrap().unwrap().value()
+    }
+
+    #[test]
+    fn a_version_3_file_is_migrated_and_its_eips_get_rows_of_their_own() {
+        let dir = temp_dir("migrate-v3");
+        std::fs::create_dir_all(&dir).unwrap();
+        // A version 3 file as the previous eipgwd wrote it: EIPs as JSON among the rest,
+        // their keys in the order of text, not of addresses.
+        let rows = [
+            ("region/r1", r#"{"resource":"region","id":"r1"}"#),
+            (
+                "eip/203.0.113.10",
+                r#"{"resource":"eip","address":"203.0.113.10","region":"r1",
+                    "bandwidth_mbps":5,"association":{"type":"nat_gateway",
+                    "nat_gateway":"ngw-1"}}"#,
+            ),
+            (
+                "eip/203.0.113.9",
+                r#"{"resource":"eip","address":"203.0.113.9","region":"r1",
+                    "bandwidth_mbps":null,"association":null}"#,
+            ),
+            (
+                "instance_type/t1",
+                r#"{"resource":"instance_type","id":"t1","max_enis":2,
+                "max_private_ipv4_per_eni":2,"max_ipv6_per_eni":0}"#,
+            ),
+        ];
+        write_old_file(&dir, 3, &rows);
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(schema_version(&store), SCHEMA_VERSION);
+        let state = store.load().unwrap();
+        let mut expected = State::default();
+        for (_, json) in rows {
+            expected.put(serde_json::from_str(json).unwrap());
+        }
+        assert_eq!(state, expected);
+        assert_eq!(state.eips.len(), 2);
+        // The EIPs left the JSON table.
+        let txn = store.db().unwrap().begin_read().unwrap();
+        let resources = txn.open_table(RESOURCES).unwrap();
+        let keys: Vec<String> =
+            resources.iter().unwrap().map(|row| row.unwrap().0.value().to_owned()).collect();
+        assert_eq!(keys, ["instance_type/t1", "region/r1"]);
+        assert_eq!(txn.open_table(EIPS).unwrap().len().unwrap(), 2);
+        drop((resources, txn, store));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_eip_in_a_version_3_file_stops_the_migration_and_changes_nothing() {
+        let dir = temp_dir("migrate-v3-damaged");
+        std::fs::create_dir_all(&dir).unwrap();
+        let rows = [
+            ("region/r1", r#"{"resource":"region","id":"r1"}"#),
+            ("eip/203.0.113.9", r#"{"resource":"region","id":"r2"}"#),
+        ];
+        write_old_file(&dir, 3, &rows);
+        let error = format!("{:#}", Store::open(&dir).err().expect("a damaged file is refused"));
+        assert!(error.contains("from schema version 3"), "{error}");
+        assert!(error.contains("record eip/203.0.113.9 describes region r2"), "{error}");
+        // Still version 3, with every row where it was.
+        let db = Database::create(dir.join(STATE_FILE_NAME)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        assert_eq!(meta.get("schema_version").unwrap().map(|v| v.value()), Some(3));
+        let resources = txn.open_table(RESOURCES).unwrap();
+        let kept: Vec<(String, Vec<u8>)> = resources
+            .iter()
+            .unwrap()
+            .map(|row| row.map(|(k, v)| (k.value().to_owned(), v.value().to_vec())).unwrap())
+            .collect();
+        let mut written: Vec<(String, Vec<u8>)> =
+            rows.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
+        written.sort();
+        assert_eq!(kept, written);
+        assert!(txn.open_table(EIPS).is_err(), "the EIP table was created");
+        drop((meta, resources, txn, db));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_eip_row_is_reported_with_its_address() {
+        let dir = temp_dir("damaged-eip");
+        let store = Store::open(&dir).unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
+        txn.open_table(EIPS)
+            .unwrap()
+            .insert(u32::from(Ipv4Addr::new(203, 0, 113, 7)), &[1u8][..])
+            .unwrap();
+        txn.commit().unwrap();
+        let error = format!("{:#}", store.load().unwrap_err());
+        assert!(error.contains("record eip/203.0.113.7 is damaged"), "{error}");
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
