@@ -20,7 +20,7 @@ const ASSOCIATIONS: u32 = 100_000;
 fn one_document_applies_100k_associations_as_one_transaction() {
     eipgw_tests::require_root();
     let topology = must(Topology::create());
-    let agent = must(AgentProcess::start_with(&topology, &["--max-mappings", "131072"]));
+    let mut agent = must(AgentProcess::start_with(&topology, &["--max-mappings", "131072"]));
     must(agent.apply_document(VPC_DOCUMENT));
 
     let path = topology.dir().join("scale.json");
@@ -103,4 +103,23 @@ fn one_document_applies_100k_associations_as_one_transaction() {
     let shown = agent.eipctl(&["eip", "show", "203.0.113.77"]).expect("eipctl");
     assert_eq!(shown.status.code(), Some(3), "the refused document allocated its EIP");
     assert_eq!(eips.keys().count(), ASSOCIATIONS as usize);
+
+    // A restarted agent finds the mappings in the pinned maps and keeps every EIP's counter
+    // slot; slots 0 to 99 999 are all taken, so a new EIP gets the next one.
+    let eip_key = |n: u32| u32::from_ne_bytes(eip(n).octets());
+    let slots = |eips: &HashMap<MapData, u32, EipEntry>| -> Vec<u32> {
+        eips.iter().map(|row| row.expect("reading EIPS").1.stats_slot).collect()
+    };
+    let mut before = slots(&eips);
+    before.sort_unstable();
+    assert_eq!(before, (0..ASSOCIATIONS).collect::<Vec<_>>());
+    let sampled = eips.get(&eip_key(54_321), 0).expect("EIP 54321").stats_slot;
+    must(agent.restart(libc::SIGTERM));
+    assert_eq!(eips.get(&eip_key(54_321), 0).expect("EIP 54321").stats_slot, sampled);
+    must(agent.eipctl_ok(&["eip", "allocate", "203.0.113.78"]));
+    let new = u32::from_ne_bytes([203, 0, 113, 78]);
+    assert_eq!(eips.get(&new, 0).expect("the new EIP").stats_slot, ASSOCIATIONS);
+    let mut after = slots(&eips);
+    after.sort_unstable();
+    assert_eq!(after, (0..=ASSOCIATIONS).collect::<Vec<_>>());
 }

@@ -170,12 +170,9 @@ impl Dataplane {
 
         let eips: MirroredMap<u32, EipEntry> =
             MirroredMap::new(MAP_EIPS, take_map(&mut ebpf, MAP_EIPS)?)?;
-        let mut slots = Slots::new(options.max_mappings);
-        for key in eips.keys() {
-            if let Some(entry) = eips.get(&key) {
-                slots.adopt(key, entry.stats_slot);
-            }
-        }
+        let held =
+            eips.keys().into_iter().filter_map(|key| Some((key, eips.get(&key)?.stats_slot)));
+        let slots = Slots::holding(options.max_mappings, held);
         let nat_eips =
             eips.keys().into_iter().filter(|key| eips.get(key).is_some_and(|e| e.mode == MODE_NAT));
         let hairpin_filter = HairpinFilter::new(take_map(&mut ebpf, MAP_EIP_FILTER)?, nat_eips);
@@ -360,9 +357,11 @@ impl Dataplane {
         let (written, removed): (Vec<u32>, Vec<u32>) =
             touched.groups.iter().partition(|n| after.security_groups.contains_key(n));
         let groups = written.into_iter().map(|n| (n, after.security_groups[&n])).collect();
+        // Both in order: what `after` wants of each is read alongside, not looked up.
+        let mut wanted_eips = after.eips.iter().peekable();
         for &address in &touched_eips {
+            let wanted = wanted_eips.next_if(|(a, _)| **a == address).map(|(_, m)| *m);
             let current = self.current_mapping(ipv4_key(address.octets()));
-            let wanted = after.eips.get(&address).copied();
             if current != wanted {
                 self.plan_eip(address, current, wanted)?;
             }
@@ -773,19 +772,13 @@ impl Dataplane {
             }
             return Ok(());
         };
-        let slot = match self.slots.get(key) {
-            Some(slot) => slot,
-            None => {
-                let (slot, reused) = self.slots.allocate(key).ok_or_else(|| {
-                    anyhow!("the EIP map is full: restart eipgwd with a larger --max-mappings")
-                })?;
-                // A slot that never held an EIP is still zero from the map's creation.
-                if reused {
-                    self.zero_slot(slot);
-                }
-                slot
-            }
-        };
+        let (slot, reused) = self.slots.get_or_allocate(key).ok_or_else(|| {
+            anyhow!("the EIP map is full: restart eipgwd with a larger --max-mappings")
+        })?;
+        // A slot that never held an EIP is still zero from the map's creation.
+        if reused {
+            self.zero_slot(slot);
+        }
         let (mode, addr) = match mapping {
             EipMapping::Unassociated => (MODE_UNASSOCIATED, Ipv4Addr::UNSPECIFIED),
             EipMapping::Nat { private_ip } => (MODE_NAT, private_ip),
