@@ -14,19 +14,64 @@ use aya::{
     Pod,
     maps::{HashMap, IterableMap as _, MapData, MapError},
 };
+use eipgw_common::{Endpoint, Ipv6Key};
 
 /// How many elements one BPF_MAP_UPDATE_BATCH call carries.
 pub(super) const BATCH: usize = 8192;
 
-pub struct MirroredMap<K: Pod + Ord, V: Pod + PartialEq> {
-    name: &'static str,
-    map: HashMap<MapData, K, V>,
-    mirror: BTreeMap<K, V>,
-    /// Planned, not yet written: `None` deletes.
-    pending: BTreeMap<K, Option<V>>,
+/// A map key, and the order a mirror keeps it in.
+pub trait MirrorKey: Pod {
+    /// What the mirror sorts by, the key itself included (so nothing is lost).
+    type Ordered: Ord + Copy;
+    fn ordered(self) -> Self::Ordered;
+    fn key(ordered: Self::Ordered) -> Self;
 }
 
-impl<K: Pod + Ord, V: Pod + PartialEq> MirroredMap<K, V> {
+/// An IPv4 address in network byte order, as the maps key it. Read as a native integer
+/// (its own `Ord`), consecutive addresses would land 2^24 apart; the mirror orders it as
+/// the address, so that a change of a run of addresses, which the agent plans in address
+/// order, touches its trees at one place after the other instead of all over them.
+impl MirrorKey for u32 {
+    type Ordered = u32;
+    fn ordered(self) -> u32 {
+        u32::from_be(self)
+    }
+    fn key(address: u32) -> u32 {
+        address.to_be()
+    }
+}
+
+/// By address first, for the same reason.
+impl MirrorKey for Endpoint {
+    type Ordered = (u32, Endpoint);
+    fn ordered(self) -> (u32, Endpoint) {
+        (u32::from_be(self.addr), self)
+    }
+    fn key((_, endpoint): (u32, Endpoint)) -> Endpoint {
+        endpoint
+    }
+}
+
+/// Its bytes are the address, most significant first: already in address order.
+impl MirrorKey for Ipv6Key {
+    type Ordered = Ipv6Key;
+    fn ordered(self) -> Ipv6Key {
+        self
+    }
+    fn key(key: Ipv6Key) -> Ipv6Key {
+        key
+    }
+}
+
+pub struct MirroredMap<K: MirrorKey, V: Pod + PartialEq> {
+    name: &'static str,
+    map: HashMap<MapData, K, V>,
+    mirror: BTreeMap<K::Ordered, V>,
+    /// Planned, not yet written: `None` deletes.
+    pending: BTreeMap<K::Ordered, Option<V>>,
+}
+
+impl<K: MirrorKey, V: Pod + PartialEq> MirroredMap<K, V> {
     /// Wraps a map and reads what it holds now (a pinned map may hold entries already).
     pub fn new(name: &'static str, map: HashMap<MapData, K, V>) -> anyhow::Result<Self> {
         let mut this = Self { name, map, mirror: BTreeMap::new(), pending: BTreeMap::new() };
@@ -35,29 +80,30 @@ impl<K: Pod + Ord, V: Pod + PartialEq> MirroredMap<K, V> {
     }
 
     fn reload(&mut self) -> anyhow::Result<()> {
-        self.mirror.clear();
-        for row in self.map.iter() {
-            let (key, value) = row.with_context(|| format!("reading map {}", self.name))?;
-            self.mirror.insert(key, value);
-        }
+        // In batches: a restarted agent may find a million entries, two system calls each
+        // when read one by one.
+        let rows = read_all(&self.map).with_context(|| format!("reading map {}", self.name))?;
+        self.mirror = rows.into_iter().map(|(key, value)| (key.ordered(), value)).collect();
         Ok(())
     }
 
     /// The value as planned (pending changes included).
     pub fn get(&self, key: &K) -> Option<V> {
-        match self.pending.get(key) {
+        let key = key.ordered();
+        match self.pending.get(&key) {
             Some(planned) => *planned,
-            None => self.mirror.get(key).copied(),
+            None => self.mirror.get(&key).copied(),
         }
     }
 
     pub fn set(&mut self, key: K, value: V) {
-        self.pending.insert(key, Some(value));
+        self.pending.insert(key.ordered(), Some(value));
     }
 
     pub fn delete(&mut self, key: K) {
         // Deleting what is neither there nor planned plans nothing: an apply of a million
         // addresses without SNAT would otherwise queue a million deletions to skip.
+        let key = key.ordered();
         if self.pending.contains_key(&key) || self.mirror.contains_key(&key) {
             self.pending.insert(key, None);
         }
@@ -68,22 +114,18 @@ impl<K: Pod + Ord, V: Pod + PartialEq> MirroredMap<K, V> {
         self.mirror.is_empty() && self.pending.values().all(Option::is_none)
     }
 
-    /// Every key as planned.
+    /// Every key as planned, in the mirror's order.
     pub fn keys(&self) -> Vec<K> {
-        let mut keys: Vec<K> = self.mirror.keys().copied().collect();
-        keys.extend(self.pending.keys().copied());
-        keys.sort();
-        keys.dedup();
-        keys.into_iter().filter(|k| self.get(k).is_some()).collect()
+        self.keys_in(..)
     }
 
-    /// The keys in `range` as planned, without walking the rest.
-    pub fn keys_in(&self, range: impl std::ops::RangeBounds<K> + Clone) -> Vec<K> {
-        let mut keys: Vec<K> = self.mirror.range(range.clone()).map(|(k, _)| *k).collect();
+    /// The keys in `range` (of the mirror's order) as planned, without walking the rest.
+    pub fn keys_in(&self, range: impl std::ops::RangeBounds<K::Ordered> + Clone) -> Vec<K> {
+        let mut keys: Vec<K::Ordered> = self.mirror.range(range.clone()).map(|(k, _)| *k).collect();
         keys.extend(self.pending.range(range).map(|(k, _)| *k));
         keys.sort();
         keys.dedup();
-        keys.into_iter().filter(|k| self.get(k).is_some()).collect()
+        keys.into_iter().map(K::key).filter(|k| self.get(k).is_some()).collect()
     }
 
     /// Writes what is planned: deletions one by one (they are few), changed values in
@@ -98,13 +140,13 @@ impl<K: Pod + Ord, V: Pod + PartialEq> MirroredMap<K, V> {
         result
     }
 
-    fn write(&mut self, pending: &BTreeMap<K, Option<V>>) -> anyhow::Result<()> {
+    fn write(&mut self, pending: &BTreeMap<K::Ordered, Option<V>>) -> anyhow::Result<()> {
         let (mut keys, mut values) = (Vec::new(), Vec::new());
-        for (key, planned) in pending {
+        for (ordered, planned) in pending {
             match planned {
                 None => {
-                    if self.mirror.remove(key).is_some() {
-                        match self.map.remove(key) {
+                    if self.mirror.remove(ordered).is_some() {
+                        match self.map.remove(&K::key(*ordered)) {
                             Ok(()) | Err(MapError::KeyNotFound) => {}
                             Err(e) => {
                                 return Err(e).context(format!("deleting from map {}", self.name));
@@ -112,8 +154,8 @@ impl<K: Pod + Ord, V: Pod + PartialEq> MirroredMap<K, V> {
                         }
                     }
                 }
-                Some(value) if self.mirror.get(key) != Some(value) => {
-                    keys.push(*key);
+                Some(value) if self.mirror.get(ordered) != Some(value) => {
+                    keys.push(K::key(*ordered));
                     values.push(*value);
                 }
                 Some(_) => {}
@@ -124,7 +166,7 @@ impl<K: Pod + Ord, V: Pod + PartialEq> MirroredMap<K, V> {
             update_batch(fd, keys, values)
                 .with_context(|| format!("writing map {} in a batch", self.name))?;
             for (key, value) in keys.iter().zip(values) {
-                self.mirror.insert(*key, *value);
+                self.mirror.insert(key.ordered(), *value);
             }
         }
         Ok(())

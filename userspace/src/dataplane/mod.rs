@@ -422,12 +422,10 @@ impl Dataplane {
                 };
                 wanted.insert(key, target);
             }
-            let all_of_eip = Endpoint::new(eip_key, 0, 0)..=Endpoint {
-                addr: eip_key,
-                port: u16::MAX,
-                proto: u8::MAX,
-                _pad: u8::MAX,
-            };
+            // In the mirror's order: by address, then by the whole endpoint.
+            let address = u32::from(eip);
+            let last = Endpoint { addr: u32::MAX, port: u16::MAX, proto: u8::MAX, _pad: u8::MAX };
+            let all_of_eip = (address, Endpoint::default())..=(address, last);
             for key in self.dnat_ports.keys_in(all_of_eip) {
                 let Some(old) = self.dnat_ports.get(&key) else {
                     continue;

@@ -75,12 +75,12 @@ fn apply_figures(count: u32, runs: usize) -> Vec<Figure> {
     let dry_run = RawValue::from_string(dry_text).expect("the dry-run document is JSON");
     // Room for every mapping plus a margin, as a power of two (the map sizes the agent uses).
     let capacity = (count + count / 16).next_power_of_two().to_string();
-    let (mut validated, mut applied) = (Vec::new(), Vec::new());
+    let (mut validated, mut applied, mut restarted) = (Vec::new(), Vec::new(), Vec::new());
     // Per phase of the applied document (from the agent's log), one sample per run.
     let mut phases: Vec<(String, Vec<f64>)> = Vec::new();
     for _ in 0..runs {
         let topology = must(Topology::create(), "creating the topology");
-        let agent = must(
+        let mut agent = must(
             AgentProcess::start_with(&topology, &["--max-mappings", &capacity]),
             "starting eipgwd",
         );
@@ -105,6 +105,13 @@ fn apply_figures(count: u32, runs: usize) -> Vec<Figure> {
                 None => phases.push((phase, vec![seconds])),
             }
         }
+        // A new agent on the same state file and pinned maps: from its start until its API
+        // serves, it loads the state, takes over the maps and reconciles them. XDP stays
+        // attached meanwhile, so traffic is translated throughout.
+        must(agent.stop(libc::SIGTERM), "stopping eipgwd");
+        let started = Instant::now();
+        must(agent.start_again(), "starting eipgwd again");
+        restarted.push(started.elapsed().as_secs_f64());
     }
     let name = format!("apply {} associations", short_count(count));
     let phase_figures: Vec<Figure> = phases
@@ -138,6 +145,14 @@ fn apply_figures(count: u32, runs: usize) -> Vec<Figure> {
         },
     ];
     figures.extend(phase_figures);
+    figures.push(Figure {
+        section: SECTION,
+        name: format!("restart with {} associations, until the API serves", short_count(count)),
+        unit: "s",
+        samples: restarted,
+        compared_with: None,
+        target: None,
+    });
     figures
 }
 
