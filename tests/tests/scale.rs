@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{Array, HashMap, Map, MapData};
 use eipgw::client::Client;
-use eipgw_common::{EipEntry, MODE_NAT, PrivateEntry};
+use eipgw_common::{EIP_LIMITED, EipEntry, EipLimits, MODE_NAT, PrivateEntry};
 use eipgw_tests::{
     AgentProcess, Topology, must,
     scale::{IPS_PER_ENI, associations_document, eip, private_ip},
@@ -114,8 +114,29 @@ fn one_document_applies_100k_associations_as_one_transaction() {
     before.sort_unstable();
     assert_eq!(before, (0..ASSOCIATIONS).collect::<Vec<_>>());
     let sampled = eips.get(&eip_key(54_321), 0).expect("EIP 54321").stats_slot;
-    must(agent.restart(libc::SIGTERM));
+    // One EIP has a cap when the agent restarts; the new agent knows it is there, and
+    // clearing it takes it out of the maps.
+    let capped = eip(777).to_string();
+    must(agent.eipctl_ok(&["eip", "set-bandwidth", &capped, "--bandwidth", "5"]));
+    let mut limits: Array<MapData, EipLimits> = Array::try_from(Map::Array(
+        MapData::from_pin(pins.join("EIP_LIMITS")).expect("pinned map"),
+    ))
+    .expect("EIP_LIMITS");
+    let capped_entry = || eips.get(&eip_key(777), 0).expect("EIP 777");
+    assert_eq!(capped_entry().flags, EIP_LIMITED);
+    let cap = limits.get(&capped_entry().stats_slot, 0).unwrap();
+    assert_ne!(cap, EipLimits::default());
+    must(agent.stop(libc::SIGKILL));
+    // Limits that no EIP of the state has, as a crash between two writes could leave them:
+    // the new agent reads every slot's limits and clears these.
+    let stale_slot = eips.get(&eip_key(888), 0).expect("EIP 888").stats_slot;
+    limits.set(stale_slot, &cap, 0).expect("writing stale limits");
+    must(agent.start_again());
+    assert_eq!(limits.get(&stale_slot, 0).unwrap(), EipLimits::default(), "stale limits kept");
     assert_eq!(eips.get(&eip_key(54_321), 0).expect("EIP 54321").stats_slot, sampled);
+    must(agent.eipctl_ok(&["eip", "set-bandwidth", &capped]));
+    assert_eq!(capped_entry().flags, 0);
+    assert_eq!(limits.get(&capped_entry().stats_slot, 0).unwrap(), EipLimits::default());
     must(agent.eipctl_ok(&["eip", "allocate", "203.0.113.78"]));
     let new = u32::from_ne_bytes([203, 0, 113, 78]);
     assert_eq!(eips.get(&new, 0).expect("the new EIP").stats_slot, ASSOCIATIONS);

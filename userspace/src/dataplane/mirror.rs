@@ -12,7 +12,7 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Pod,
-    maps::{HashMap, IterableMap as _, MapData, MapError},
+    maps::{Array, HashMap, IterableMap as _, MapData, MapError},
 };
 use eipgw_common::{Endpoint, Ipv6Key};
 
@@ -177,11 +177,23 @@ impl<K: MirrorKey, V: Pod + PartialEq> MirroredMap<K, V> {
 /// BPF_MAP_LOOKUP_BATCH: a few system calls for the whole table, where walking it key by
 /// key costs two per entry. Entries added or removed meanwhile may be missed or seen.
 pub fn read_all<K: Pod, V: Pod>(map: &HashMap<MapData, K, V>) -> anyhow::Result<Vec<(K, V)>> {
-    let fd = map.map().fd().as_fd().as_raw_fd();
+    read_batches(map.map())
+}
+
+/// Every element of an array map, by index, read as [`read_all`] reads a hash map.
+pub fn read_array<V: Pod>(map: &Array<MapData, V>) -> anyhow::Result<Vec<V>> {
+    let rows: Vec<(u32, V)> = read_batches(map.map())?;
+    // The kernel hands an array's elements over in index order.
+    debug_assert!(rows.iter().enumerate().all(|(n, (index, _))| *index as usize == n));
+    Ok(rows.into_iter().map(|(_, value)| value).collect())
+}
+
+fn read_batches<K: Pod, V: Pod>(map: &MapData) -> anyhow::Result<Vec<(K, V)>> {
+    let fd = map.fd().as_fd().as_raw_fd();
     let mut rows = Vec::new();
     let (mut keys, mut values) = (vec![zeroed::<K>(); BATCH], vec![zeroed::<V>(); BATCH]);
-    // Where to resume: a hash map's token is a bucket number (u32), which the kernel writes
-    // to `next` and reads back from `resume`.
+    // Where to resume: the token is a bucket number (hash map) or an index (array), a u32
+    // that the kernel writes to `next` and reads back from `resume`.
     let (mut resume, mut next) = (0u64, 0u64);
     let mut from_start = true;
     loop {

@@ -49,7 +49,7 @@ pub use desired::{DesiredMaps, EipMapping, EipPolicy, PortMapping, Touched};
 use hairpin_filter::HairpinFilter;
 use held::HeldFragments;
 pub use held::{HeldReport, xdp_md};
-use mirror::{MirroredMap, read_all};
+use mirror::{MirroredMap, read_all, read_array};
 use routes::Routes;
 use slots::Slots;
 pub use snat::{ProtocolCounts, SnatSessionView, SnatUsage, utilisation_percent};
@@ -177,13 +177,15 @@ impl Dataplane {
             eips.keys().into_iter().filter(|key| eips.get(key).is_some_and(|e| e.mode == MODE_NAT));
         let hairpin_filter = HairpinFilter::new(take_map(&mut ebpf, MAP_EIP_FILTER)?, nat_eips);
         let limits: Array<MapData, EipLimits> = take_map(&mut ebpf, MAP_EIP_LIMITS)?;
+        // Read whole: one system call per slot would take seconds with a million EIPs.
+        let all_limits = read_array(&limits).context("reading the EIPs' limits")?;
         let mut limits_written = std::collections::HashMap::new();
         for key in eips.keys() {
-            if let Some(slot) = slots.get(key) {
-                let value = limits.get(&slot, 0)?;
-                if value != EipLimits::default() {
-                    limits_written.insert(slot, value);
-                }
+            if let Some(slot) = slots.get(key)
+                && let Some(&value) = all_limits.get(slot as usize)
+                && value != EipLimits::default()
+            {
+                limits_written.insert(slot, value);
             }
         }
         let nr_cpus = aya::util::nr_cpus()
