@@ -183,9 +183,13 @@ pub fn read_all<K: Pod, V: Pod>(map: &HashMap<MapData, K, V>) -> anyhow::Result<
 /// Every element of an array map, by index, read as [`read_all`] reads a hash map.
 pub fn read_array<V: Pod>(map: &Array<MapData, V>) -> anyhow::Result<Vec<V>> {
     let rows: Vec<(u32, V)> = read_batches(map.map())?;
-    // The kernel hands an array's elements over in index order.
-    debug_assert!(rows.iter().enumerate().all(|(n, (index, _))| *index as usize == n));
-    Ok(rows.into_iter().map(|(_, value)| value).collect())
+    let mut elements = vec![zeroed::<V>(); rows.len()];
+    for (index, value) in rows {
+        if let Some(element) = elements.get_mut(index as usize) {
+            *element = value;
+        }
+    }
+    Ok(elements)
 }
 
 fn read_batches<K: Pod, V: Pod>(map: &MapData) -> anyhow::Result<Vec<(K, V)>> {

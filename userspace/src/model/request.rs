@@ -24,8 +24,8 @@ macro_rules! requests {
         $(#[$variant_meta:meta])*
         $variant:ident { $( $(#[$field_meta:meta])* $field:ident : $type:ty ),* $(,)? }
     ),* $(,)?) => {
-        /// Written as `{"op": "allocate_eip", "address": ...}`; read the same way, see
-        /// [`Request`'s `Deserialize`](#impl-Deserialize<'de>-for-Request).
+        /// Written as `{"op": "allocate_eip", "address": ...}`, and read the same way (its
+        /// `Deserialize` is below the list).
         #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
         #[serde(tag = "op", rename_all = "snake_case")]
         pub enum Request {
