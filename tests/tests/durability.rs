@@ -347,10 +347,10 @@ fn maps_view(topology: &Topology) -> MapsView {
 }
 
 /// R29 on a full disk: a document the state file has no room for is refused as a whole.
-/// The agent's state and the maps stay exactly as they were (the agent plans the maps'
-/// side while the store writes, and writes nothing of it before the store has the
-/// change). Once there is room again, the next change goes through, with nothing of the
-/// refused one.
+/// The agent's state and the maps stay exactly as they were, counter slots included (the
+/// agent plans the maps' side while the store writes, writes nothing of it before the
+/// store has the change, and forgets the plan when the store refuses it). Once there is
+/// room again, the next change goes through, with nothing of the refused one.
 #[test]
 fn a_document_the_state_file_has_no_room_for_changes_nothing() {
     eipgw_tests::require_root();
@@ -367,7 +367,15 @@ fn a_document_the_state_file_has_no_room_for_changes_nothing() {
     let before = (agent_view(&client).expect("listing the resources"), maps_view(&topology));
     assert_eq!(before.1.0.len(), 1, "the one EIP is mapped: {:?}", before.1);
 
-    let document = associations_document(100_000);
+    // It also gives up the one EIP, whose counter slot a new EIP may then take in the
+    // plan: refused, the EIP keeps its slot (and its counters).
+    let document = associations_document(100_000).replacen(
+        r#"{"requests":["#,
+        &format!(
+            r#"{{"requests":[{{"op":"unassociate_eip","eip":"{eip}"}},{{"op":"release_eip","eip":"{eip}"}},"#
+        ),
+        1,
+    );
     let refused = agent.apply_document(&document).expect_err("the state file has no room");
     assert!(format!("{refused:#}").contains("state file"), "{refused:#}");
     let after = (agent_view(&client).expect("listing the resources"), maps_view(&topology));

@@ -133,27 +133,18 @@ impl Agent {
         // needs the other. Nothing reaches the maps before the store has the change.
         let (stored, planned) = std::thread::scope(|scope| {
             let storing = scope.spawn(|| timed(|| store.commit(change)));
-            let planned = timed(|| {
-                let touched = touched(state, change);
-                let planned = plan_maps(state, dataplane, &touched);
-                (touched, planned)
-            });
+            let planned = timed(|| plan_maps(state, dataplane, &touched(state, change)));
             (storing.join().expect("the store's thread does not panic"), planned)
         });
-        let ((stored, store_time), ((touched, planned), plan_time)) = (stored, planned);
+        let ((stored, store_time), (planned, plan_time)) = (stored, planned);
         (timings.store, timings.plan) = (store_time, plan_time);
         if let Err(e) = stored {
             state.revert(change);
             if let Err(reopen) = store.reopen() {
                 log::error!("{reopen:#}");
             }
-            // Plans what the same entries held before, so that nothing planned stays
-            // pending for the next change to write.
-            if let Err(back) = plan_maps(state, dataplane, &touched)
-                .and_then(|(after, planned)| dataplane.write(&after, planned))
-            {
-                log::warn!("bringing the maps back after a failed store commit: {back:#}");
-            }
+            // Nothing planned reaches the maps, nor stays pending for the next change.
+            dataplane.discard();
             return Err(ApiError::Failed(e));
         }
         let (after, planned) = planned?;

@@ -17,6 +17,9 @@ pub struct HairpinFilter {
     /// By slot: whether its count changed since the last flush (a flag per slot, not a
     /// set: a million EIPs mark each slot many times).
     dirty: Vec<bool>,
+    /// Each count as it was before each change since [`HairpinFilter::keep`], for
+    /// [`HairpinFilter::undo`].
+    journal: Vec<(u32, u32)>,
 }
 
 impl HairpinFilter {
@@ -27,20 +30,35 @@ impl HairpinFilter {
         for key in nat_eips {
             counts[eip_filter_slot(key) as usize] += 1;
         }
-        Self { map, counts, dirty: vec![true; EIP_FILTER_SLOTS as usize] }
+        Self { map, counts, dirty: vec![true; EIP_FILTER_SLOTS as usize], journal: Vec::new() }
     }
 
     pub fn add(&mut self, key: u32) {
-        let slot = eip_filter_slot(key);
-        self.counts[slot as usize] += 1;
-        self.dirty[slot as usize] = true;
+        self.change(key, |count| count + 1);
     }
 
     pub fn remove(&mut self, key: u32) {
+        self.change(key, |count| count.saturating_sub(1));
+    }
+
+    fn change(&mut self, key: u32, to: impl FnOnce(u32) -> u32) {
         let slot = eip_filter_slot(key);
         let count = &mut self.counts[slot as usize];
-        *count = count.saturating_sub(1);
+        self.journal.push((slot, *count));
+        *count = to(*count);
         self.dirty[slot as usize] = true;
+    }
+
+    /// Keeps every change so far: they are being written.
+    pub fn keep(&mut self) {
+        self.journal.clear();
+    }
+
+    /// Takes back every change since [`HairpinFilter::keep`] (none of them was written).
+    pub fn undo(&mut self) {
+        while let Some((slot, count)) = self.journal.pop() {
+            self.counts[slot as usize] = count;
+        }
     }
 
     /// Writes the changed slots in batches (an apply of a million EIPs changes them all);

@@ -109,6 +109,11 @@ impl<K: MirrorKey, V: Pod + PartialEq> MirroredMap<K, V> {
         }
     }
 
+    /// Forgets what is planned and not written.
+    pub fn discard(&mut self) {
+        self.pending.clear();
+    }
+
     /// Whether it holds nothing, as planned.
     pub fn is_empty(&self) -> bool {
         self.mirror.is_empty() && self.pending.values().all(Option::is_none)

@@ -91,6 +91,9 @@ pub struct Dataplane {
     /// What `limits` holds where it is not all zero, by slot, so that an unchanged policy
     /// costs no system call.
     limits_written: std::collections::HashMap<u32, EipLimits>,
+    /// Entries of `limits_written` that planning to zero their slots took out since the
+    /// last flush, for [`Dataplane::discard`].
+    limits_unwritten: Vec<(u32, EipLimits)>,
     buckets: Array<MapData, EipBuckets>,
     security_groups: BpfHashMap<MapData, u32, SecurityGroupRules>,
     dnat_ports: MirroredMap<Endpoint, NatTarget>,
@@ -202,6 +205,7 @@ impl Dataplane {
             verdict_counters: take_map(&mut ebpf, MAP_VERDICT_COUNTERS)?,
             limits,
             limits_written,
+            limits_unwritten: Vec::new(),
             buckets: take_map(&mut ebpf, MAP_EIP_BUCKETS)?,
             security_groups: take_map(&mut ebpf, MAP_SECURITY_GROUPS)?,
             dnat_ports: MirroredMap::new(MAP_DNAT_PORTS, take_map(&mut ebpf, MAP_DNAT_PORTS)?)?,
@@ -347,8 +351,7 @@ impl Dataplane {
     ///
     /// The plan is made in memory only: nothing reaches the kernel before
     /// [`Dataplane::write`]. So the agent plans while the store is writing the change, and a
-    /// change the store refuses never reaches the maps. Planning again on top of a plan
-    /// (the way back) is allowed.
+    /// change the store refuses never reaches the maps: [`Dataplane::discard`] forgets it.
     pub fn plan(&mut self, after: &DesiredMaps, touched: &Touched) -> anyhow::Result<Planned> {
         check_nat_eips(after)?;
         // Two sorted runs: a stable sort merges them in one pass.
@@ -379,6 +382,28 @@ impl Dataplane {
         self.plan_dnat(after, touched_eips.iter().copied())?;
         self.plan_snat_sources(after, touched.snat.iter().copied())?;
         Ok(Planned { eips: touched_eips, groups, gone_groups: removed })
+    }
+
+    /// Forgets everything planned since the maps were last written, instead of writing it
+    /// (the store refused the change, and planning may not even have finished). The maps
+    /// never saw it; the copies of them, the EIPs' counter slots and the hairpin filter's
+    /// counts go back to what they were, so that an EIP the change gave up keeps its slot
+    /// and its counts.
+    pub fn discard(&mut self) {
+        self.eips.discard();
+        self.private_ips.discard();
+        self.ipv6_public.discard();
+        self.dnat_ports.discard();
+        self.dnat_reverse.discard();
+        self.snat_sources.discard();
+        self.slots.undo();
+        self.hairpin_filter.undo();
+        for (slot, limits) in self.limits_unwritten.drain(..).rev() {
+            self.limits_written.insert(slot, limits);
+        }
+        self.new_routes.clear();
+        self.stale_routes.clear();
+        self.slots_to_zero.clear();
     }
 
     /// Writes what [`Dataplane::plan`] planned for `after`.
@@ -590,6 +615,10 @@ impl Dataplane {
     /// Writes everything planned: the private-IP entries and the EIP entries in batches,
     /// then drops the routes no entry uses any more.
     fn flush(&mut self) -> anyhow::Result<()> {
+        // What was planned is kept from here on: it cannot be discarded any more.
+        self.slots.keep();
+        self.hairpin_filter.keep();
+        self.limits_unwritten.clear();
         // Before any entry sends traffic along a route or counts into a slot.
         for (address, next_hop) in std::mem::take(&mut self.new_routes) {
             self.routes.replace(address, next_hop)?;
@@ -804,7 +833,9 @@ impl Dataplane {
 
     /// Plans making a slot as new: counters, limits and bucket zero (written at flush).
     fn zero_slot(&mut self, slot: u32) {
-        self.limits_written.remove(&slot);
+        if let Some(limits) = self.limits_written.remove(&slot) {
+            self.limits_unwritten.push((slot, limits));
+        }
         self.slots_to_zero.push(slot);
     }
 

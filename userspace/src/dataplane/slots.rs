@@ -11,6 +11,14 @@ pub struct Slots {
     free: Vec<u32>,
     next: u32,
     capacity: u32,
+    /// What changed since [`Slots::keep`], so that [`Slots::undo`] can take it back.
+    journal: Vec<Step>,
+}
+
+/// One change to the slots, as the journal keeps it.
+enum Step {
+    Allocated { key: u32, slot: u32, reused: bool },
+    Released { key: u32, slot: u32 },
 }
 
 impl Slots {
@@ -25,7 +33,7 @@ impl Slots {
             taken[slot as usize] = true;
         }
         let free = (0..next).filter(|&slot| !taken[slot as usize]).collect();
-        Self { by_key, free, next, capacity }
+        Self { by_key, free, next, capacity, journal: Vec::new() }
     }
 
     pub fn get(&self, key: u32) -> Option<u32> {
@@ -39,7 +47,10 @@ impl Slots {
         match self.by_key.entry(key) {
             Entry::Occupied(held) => Some((*held.get(), false)),
             Entry::Vacant(vacant) => {
-                Self::take(&mut self.free, &mut self.next, self.capacity, vacant)
+                let (slot, reused) =
+                    Self::take(&mut self.free, &mut self.next, self.capacity, vacant)?;
+                self.journal.push(Step::Allocated { key, slot, reused });
+                Some((slot, reused))
             }
         }
     }
@@ -65,7 +76,35 @@ impl Slots {
     pub fn release(&mut self, key: u32) -> Option<u32> {
         let slot = self.by_key.remove(&key)?;
         self.free.push(slot);
+        self.journal.push(Step::Released { key, slot });
         Some(slot)
+    }
+
+    /// Keeps every change so far: the maps have them now.
+    pub fn keep(&mut self) {
+        self.journal.clear();
+    }
+
+    /// Takes back every change since [`Slots::keep`], last first, so that each EIP holds
+    /// the slot it held then and the free slots are handed out in the same order again.
+    pub fn undo(&mut self) {
+        while let Some(step) = self.journal.pop() {
+            match step {
+                Step::Allocated { key, slot, reused } => {
+                    self.by_key.remove(&key);
+                    if reused {
+                        self.free.push(slot);
+                    } else {
+                        self.next -= 1;
+                    }
+                }
+                Step::Released { key, slot } => {
+                    let freed = self.free.pop();
+                    debug_assert_eq!(freed, Some(slot), "the journal is out of step");
+                    self.by_key.insert(key, slot);
+                }
+            }
+        }
     }
 }
 
@@ -82,6 +121,26 @@ mod tests {
         assert_eq!(slots.get_or_allocate(11), Some((1, false)), "a held slot stays");
         assert_eq!(slots.release(10), Some(0));
         assert_eq!(slots.get_or_allocate(12), Some((0, true)), "a reused slot says so");
+    }
+
+    #[test]
+    fn undo_gives_every_key_its_slot_back_and_frees_the_same_slots() {
+        let mut slots = Slots::holding(8, [(1, 0), (2, 1), (3, 2)]);
+        slots.release(2);
+        slots.get_or_allocate(4);
+        slots.keep();
+        // 4 holds 1 now; then 1 goes, 5 and 6 come, and 4 goes.
+        slots.release(1);
+        assert_eq!(slots.get_or_allocate(5), Some((0, true)));
+        assert_eq!(slots.get_or_allocate(6), Some((3, false)));
+        slots.release(4);
+        slots.undo();
+        assert_eq!(
+            [1, 2, 3, 4, 5, 6].map(|k| slots.get(k)),
+            [Some(0), None, Some(2), Some(1), None, None]
+        );
+        // As if nothing had happened since `keep`: the next new key gets slot 3.
+        assert_eq!(slots.get_or_allocate(7), Some((3, false)));
     }
 
     #[test]
