@@ -369,13 +369,13 @@ mod tests {
         // The file is of this version now: opening it again migrates nothing and loads the
         // same.
         let store = Store::open(&dir).unwrap();
-        assert_eq!(schema_version(&store), SCHEMA_VERSION);
+        assert_eq!(schema_version(store.db().unwrap()), Some(SCHEMA_VERSION));
         assert_eq!(store.load().unwrap(), state);
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// Writes a file of an older schema `version` holding `rows` of JSON resources.
+    /// Writes a file of another schema `version` holding `rows` of JSON resources.
     fn write_old_file(dir: &Path, version: u64, rows: &[(&str, &str)]) {
         let db = Database::create(dir.join(STATE_FILE_NAME)).unwrap();
         let txn = db.begin_write().unwrap();
@@ -389,10 +389,17 @@ mod tests {
         txn.commit().unwrap();
     }
 
-    fn schema_version(store: &Store) -> u64 {
-        let txn = store.db().unwrap().begin_read().unwrap();
-        let meta = txn.open_table(META).unwrap();
-        meta.get("schema_version").unwrap().unwrap().value()
+    fn schema_version(db: &Database) -> Option<u64> {
+        let meta = db.begin_read().unwrap().open_table(META).unwrap();
+        meta.get("schema_version").unwrap().map(|v| v.value())
+    }
+
+    /// The rows of the JSON table, in order.
+    fn resource_rows(db: &Database) -> Vec<(String, Vec<u8>)> {
+        let resources = db.begin_read().unwrap().open_table(RESOURCES).unwrap();
+        let rows = resources.iter().unwrap();
+        rows.map(|row| row.map(|(k, v)| (k.value().to_owned(), v.value().to_vec())).unwrap())
+            .collect()
     }
 
     #[test]
@@ -422,7 +429,7 @@ mod tests {
         ];
         write_old_file(&dir, 3, &rows);
         let store = Store::open(&dir).unwrap();
-        assert_eq!(schema_version(&store), SCHEMA_VERSION);
+        assert_eq!(schema_version(store.db().unwrap()), Some(SCHEMA_VERSION));
         let state = store.load().unwrap();
         let mut expected = State::default();
         for (_, json) in rows {
@@ -431,13 +438,11 @@ mod tests {
         assert_eq!(state, expected);
         assert_eq!(state.eips.len(), 2);
         // The EIPs left the JSON table.
-        let txn = store.db().unwrap().begin_read().unwrap();
-        let resources = txn.open_table(RESOURCES).unwrap();
-        let keys: Vec<String> =
-            resources.iter().unwrap().map(|row| row.unwrap().0.value().to_owned()).collect();
+        let db = store.db().unwrap();
+        let keys: Vec<String> = resource_rows(db).into_iter().map(|(key, _)| key).collect();
         assert_eq!(keys, ["instance_type/t1", "region/r1"]);
-        assert_eq!(txn.open_table(EIPS).unwrap().len().unwrap(), 2);
-        drop((resources, txn, store));
+        assert_eq!(db.begin_read().unwrap().open_table(EIPS).unwrap().len().unwrap(), 2);
+        drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -455,21 +460,14 @@ mod tests {
         assert!(error.contains("record eip/203.0.113.9 describes region r2"), "{error}");
         // Still version 3, with every row where it was.
         let db = Database::create(dir.join(STATE_FILE_NAME)).unwrap();
-        let txn = db.begin_read().unwrap();
-        let meta = txn.open_table(META).unwrap();
-        assert_eq!(meta.get("schema_version").unwrap().map(|v| v.value()), Some(3));
-        let resources = txn.open_table(RESOURCES).unwrap();
-        let kept: Vec<(String, Vec<u8>)> = resources
-            .iter()
-            .unwrap()
-            .map(|row| row.map(|(k, v)| (k.value().to_owned(), v.value().to_vec())).unwrap())
-            .collect();
+        assert_eq!(schema_version(&db), Some(3));
         let mut written: Vec<(String, Vec<u8>)> =
             rows.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
         written.sort();
-        assert_eq!(kept, written);
+        assert_eq!(resource_rows(&db), written);
+        let txn = db.begin_read().unwrap();
         assert!(txn.open_table(EIPS).is_err(), "the EIP table was created");
-        drop((meta, resources, txn, db));
+        drop((txn, db));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -493,18 +491,11 @@ mod tests {
     fn a_newer_schema_is_refused_and_left_untouched() {
         let dir = temp_dir("newer");
         std::fs::create_dir_all(&dir).unwrap();
-        {
-            let db = Database::create(dir.join(STATE_FILE_NAME)).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(META).unwrap().insert("schema_version", 99).unwrap();
-            txn.commit().unwrap();
-        }
+        write_old_file(&dir, 99, &[]);
         let error = format!("{:#}", Store::open(&dir).err().expect("a newer file is refused"));
         assert!(error.contains("schema version 99"), "{error}");
         let db = Database::create(dir.join(STATE_FILE_NAME)).unwrap();
-        let meta = db.begin_read().unwrap().open_table(META).unwrap();
-        assert_eq!(meta.get("schema_version").unwrap().map(|v| v.value()), Some(99));
-        drop(meta);
+        assert_eq!(schema_version(&db), Some(99));
         drop(db);
         std::fs::remove_dir_all(&dir).unwrap();
     }

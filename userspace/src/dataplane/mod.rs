@@ -173,19 +173,19 @@ impl Dataplane {
 
         let eips: MirroredMap<u32, EipEntry> =
             MirroredMap::new(MAP_EIPS, take_map(&mut ebpf, MAP_EIPS)?)?;
-        let held =
-            eips.keys().into_iter().filter_map(|key| Some((key, eips.get(&key)?.stats_slot)));
-        let slots = Slots::holding(options.max_mappings, held);
-        let nat_eips =
-            eips.keys().into_iter().filter(|key| eips.get(key).is_some_and(|e| e.mode == MODE_NAT));
+        // What a pinned map holds already: a restarted agent may find a million entries.
+        let held: Vec<(u32, EipEntry)> =
+            eips.keys().into_iter().filter_map(|key| Some((key, eips.get(&key)?))).collect();
+        let slots =
+            Slots::holding(options.max_mappings, held.iter().map(|(key, e)| (*key, e.stats_slot)));
+        let nat_eips = held.iter().filter(|(_, e)| e.mode == MODE_NAT).map(|(key, _)| *key);
         let hairpin_filter = HairpinFilter::new(take_map(&mut ebpf, MAP_EIP_FILTER)?, nat_eips);
         let limits: Array<MapData, EipLimits> = take_map(&mut ebpf, MAP_EIP_LIMITS)?;
         // Read whole: one system call per slot would take seconds with a million EIPs.
         let all_limits = read_array(&limits).context("reading the EIPs' limits")?;
         let mut limits_written = std::collections::HashMap::new();
-        for key in eips.keys() {
-            if let Some(slot) = slots.get(key)
-                && let Some(&value) = all_limits.get(slot as usize)
+        for slot in held.iter().map(|(_, entry)| entry.stats_slot) {
+            if let Some(&value) = all_limits.get(slot as usize)
                 && value != EipLimits::default()
             {
                 limits_written.insert(slot, value);
