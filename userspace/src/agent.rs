@@ -274,7 +274,7 @@ fn touched(state: &State, change: &Change) -> Touched {
                 snat.extend(eni.ipv4s());
                 // Its security group is its EIPs' (and its instance's EIP's), and that of
                 // the DNAT entries that lead to its addresses.
-                eips.extend(state.eips_of_eni(&eni.id).map(|eip| eip.address));
+                eips.extend(state.eip_addresses_of_eni(&eni.id));
                 let dnat_entries =
                     state.nat_gateways.values().flat_map(|g| g.dnat_entries.values());
                 eips.extend(
@@ -339,8 +339,11 @@ fn desired_maps(state: &State, touched: &Touched) -> DesiredMaps {
     for &address in &touched.eips {
         add_eip(state, &mut desired, address);
     }
+    // Only a SNAT entry makes an address a SNAT source: without any, the million addresses
+    // of a big change need no egress lookup (their entries, if any, go as not wanted).
+    let snat_entries = state.nat_gateways.values().any(|g| !g.snat_entries.is_empty());
     let egress = EgressLookup::new(state);
-    for &ip in &touched.snat {
+    for &ip in touched.snat.iter().filter(|_| snat_entries) {
         if let Egress::Snat { eips, .. } = egress.egress_of(ip)
             && let Some(eip) = snat_eip(ip, &eips)
         {

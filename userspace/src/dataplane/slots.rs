@@ -1,13 +1,20 @@
 //! Which counter slot (index into the per-CPU counter array) each EIP owns. The assignment
 //! lives in the pinned EIP map itself, so a restarted agent recovers it from there.
+//!
+//! EIPs are held by address ([`MirrorKey`]), not by their keys in network byte order: a
+//! change of a run of addresses then takes their slots at one place of the tree after the
+//! other, as it does in the mirrors.
 
 use std::collections::{
     BTreeMap,
     btree_map::{Entry, VacantEntry},
 };
 
+use super::mirror::MirrorKey;
+
 pub struct Slots {
-    by_key: BTreeMap<u32, u32>,
+    /// Slot by EIP address (the key, ordered).
+    by_address: BTreeMap<u32, u32>,
     free: Vec<u32>,
     next: u32,
     capacity: u32,
@@ -26,25 +33,26 @@ impl Slots {
     /// others below the highest of them are free, and may hold an earlier EIP's counts.
     /// In one pass: a restarted agent may find a million.
     pub fn holding(capacity: u32, held: impl IntoIterator<Item = (u32, u32)>) -> Self {
-        let by_key: BTreeMap<u32, u32> = held.into_iter().collect();
-        let next = by_key.values().map(|&slot| slot + 1).max().unwrap_or(0);
+        let by_address: BTreeMap<u32, u32> =
+            held.into_iter().map(|(key, slot)| (key.ordered(), slot)).collect();
+        let next = by_address.values().map(|&slot| slot + 1).max().unwrap_or(0);
         let mut taken = vec![false; next as usize];
-        for &slot in by_key.values() {
+        for &slot in by_address.values() {
             taken[slot as usize] = true;
         }
         let free = (0..next).filter(|&slot| !taken[slot as usize]).collect();
-        Self { by_key, free, next, capacity, journal: Vec::new() }
+        Self { by_address, free, next, capacity, journal: Vec::new() }
     }
 
     pub fn get(&self, key: u32) -> Option<u32> {
-        self.by_key.get(&key).copied()
+        self.by_address.get(&key.ordered()).copied()
     }
 
     /// The slot `key` holds, or else a new one for it, and whether that one held another
     /// EIP before (so its counters need zeroing; a slot never handed out is still zero from
     /// the map's creation). `None` when every slot is taken. One search of the tree.
     pub fn get_or_allocate(&mut self, key: u32) -> Option<(u32, bool)> {
-        match self.by_key.entry(key) {
+        match self.by_address.entry(key.ordered()) {
             Entry::Occupied(held) => Some((*held.get(), false)),
             Entry::Vacant(vacant) => {
                 let (slot, reused) =
@@ -74,7 +82,7 @@ impl Slots {
     }
 
     pub fn release(&mut self, key: u32) -> Option<u32> {
-        let slot = self.by_key.remove(&key)?;
+        let slot = self.by_address.remove(&key.ordered())?;
         self.free.push(slot);
         self.journal.push(Step::Released { key, slot });
         Some(slot)
@@ -91,7 +99,7 @@ impl Slots {
         while let Some(step) = self.journal.pop() {
             match step {
                 Step::Allocated { key, slot, reused } => {
-                    self.by_key.remove(&key);
+                    self.by_address.remove(&key.ordered());
                     if reused {
                         self.free.push(slot);
                     } else {
@@ -101,7 +109,7 @@ impl Slots {
                 Step::Released { key, slot } => {
                     let freed = self.free.pop();
                     debug_assert_eq!(freed, Some(slot), "the journal is out of step");
-                    self.by_key.insert(key, slot);
+                    self.by_address.insert(key.ordered(), slot);
                 }
             }
         }

@@ -5,6 +5,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, btree_map::Entry},
     net::{Ipv4Addr, Ipv6Addr},
+    sync::Arc,
 };
 
 use super::resources::*;
@@ -26,10 +27,11 @@ pub struct State {
 /// Derived lookups; never stored.
 #[derive(Clone, Debug, Default)]
 struct Index {
-    /// Private IPv4 → the ENI that holds it.
-    ipv4_owner: BTreeMap<Ipv4Addr, Id>,
+    /// Private IPv4 → the ENI that holds it. The ENI's addresses share one copy of its
+    /// id: a million addresses made a million strings.
+    ipv4_owner: BTreeMap<Ipv4Addr, Arc<str>>,
     /// IPv6 → the ENI that holds it.
-    ipv6_owner: BTreeMap<Ipv6Addr, Id>,
+    ipv6_owner: BTreeMap<Ipv6Addr, Arc<str>>,
     /// Private IPv4 → its NAT-mode EIP (R02).
     eip_of_private: BTreeMap<Ipv4Addr, Ipv4Addr>,
     /// ENI → EIPs landing on it, any mode.
@@ -147,11 +149,12 @@ impl State {
                 self.instances.insert(r.id.clone(), r);
             }
             Resource::Eni(eni) => {
+                let owner: Arc<str> = Arc::from(eni.id.as_str());
                 for ip in eni.ipv4s() {
-                    self.index.ipv4_owner.insert(ip, eni.id.clone());
+                    self.index.ipv4_owner.insert(ip, owner.clone());
                 }
                 for ip in &eni.ipv6 {
-                    self.index.ipv6_owner.insert(*ip, eni.id.clone());
+                    self.index.ipv6_owner.insert(*ip, owner.clone());
                 }
                 if let Some(instance) = &eni.instance {
                     let enis = self.index.enis_of_instance.entry(instance.clone()).or_default();
@@ -186,10 +189,10 @@ impl State {
             Kind::Eni => {
                 let eni = self.enis.remove(id)?;
                 for ip in eni.ipv4s() {
-                    remove_if(&mut self.index.ipv4_owner, &ip, &eni.id);
+                    remove_if(&mut self.index.ipv4_owner, &ip, eni.id.as_str());
                 }
                 for ip in &eni.ipv6 {
-                    remove_if(&mut self.index.ipv6_owner, ip, &eni.id);
+                    remove_if(&mut self.index.ipv6_owner, ip, eni.id.as_str());
                 }
                 if let Some(instance) = &eni.instance {
                     remove_from_set(&mut self.index.enis_of_instance, instance, &eni.id);
@@ -283,12 +286,12 @@ impl State {
 
     /// The ENI holding a private IPv4.
     pub fn owner_of_ipv4(&self, ip: Ipv4Addr) -> Option<&Eni> {
-        self.enis.get(self.index.ipv4_owner.get(&ip)?)
+        self.enis.get(&**self.index.ipv4_owner.get(&ip)?)
     }
 
     /// The ENI holding an IPv6 address.
     pub fn owner_of_ipv6(&self, ip: Ipv6Addr) -> Option<&Eni> {
-        self.enis.get(self.index.ipv6_owner.get(&ip)?)
+        self.enis.get(&**self.index.ipv6_owner.get(&ip)?)
     }
 
     /// The NAT-mode EIP of a private IPv4 (R02 makes it unique).
@@ -298,7 +301,12 @@ impl State {
 
     /// EIPs landing on an ENI, any mode.
     pub fn eips_of_eni(&self, eni: &str) -> impl Iterator<Item = &Eip> + '_ {
-        self.index.eips_of_eni.get(eni).into_iter().flatten().filter_map(|a| self.eips.get(a))
+        self.eip_addresses_of_eni(eni).filter_map(|a| self.eips.get(&a))
+    }
+
+    /// The addresses of [`State::eips_of_eni`], without finding each EIP.
+    pub fn eip_addresses_of_eni(&self, eni: &str) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.index.eips_of_eni.get(eni).into_iter().flatten().copied()
     }
 
     /// The EIP associated with an instance directly (R06).
@@ -401,13 +409,14 @@ impl State {
 /// Removes `key` from a one-to-one index only while it still points at `value`: when a
 /// transaction rolls back, a resource may be put back (taking the key) before the one that
 /// held the key in between is replaced, and that replacement must not drop the key again.
-fn remove_if<K, Q, V>(map: &mut BTreeMap<K, V>, key: &Q, value: &V)
+fn remove_if<K, Q, V, W>(map: &mut BTreeMap<K, V>, key: &Q, value: &W)
 where
     K: Ord + std::borrow::Borrow<Q>,
     Q: Ord + ?Sized,
-    V: PartialEq,
+    V: std::borrow::Borrow<W>,
+    W: PartialEq + ?Sized,
 {
-    if map.get(key) == Some(value) {
+    if map.get(key).is_some_and(|held| held.borrow() == value) {
         map.remove(key);
     }
 }

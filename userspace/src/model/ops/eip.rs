@@ -218,7 +218,7 @@ pub fn unassociate(txn: &mut Txn, address: Ipv4Addr) -> Result<Executed, Refusal
 /// R06/R07/R08: an instance's one direct EIP, on its primary ENI's primary address.
 fn for_instance(state: &State, eip: &Eip, id: &str) -> Result<Association, Refusal> {
     let instance = instance(state, id)?;
-    check_same_region(eip, &instance.region, &format!("instance {id}"), "R07")?;
+    check_same_region(eip, &instance.region, &format_args!("instance {id}"), "R07")?;
     if instance.network == NetworkType::Classic {
         return Err(Refusal::rule(
             codes::INSTANCE_NETWORK_CLASSIC,
@@ -254,7 +254,7 @@ fn for_instance(state: &State, eip: &Eip, id: &str) -> Result<Association, Refus
             ),
         ));
     }
-    check_no_dnat_where(state, id, &held_by_instance(state, id))?;
+    check_no_dnat_where(state, &id, &held_by_instance(state, id))?;
     Ok(Association::Instance {
         instance: id.into(),
         eni: primary.id.clone(),
@@ -421,11 +421,17 @@ fn visible_mode_eni<'s>(
 
 /// R03/R12: an EIP and the ENI it lands on are in one region.
 fn check_eni_region(state: &State, eip: &Eip, eni: &Eni) -> Result<(), Refusal> {
-    let region = state.region_of_eni(eni).unwrap_or_default().to_owned();
-    check_same_region(eip, &region, &format!("ENI {}", eni.id), "R12")
+    let region = state.region_of_eni(eni).unwrap_or_default();
+    check_same_region(eip, region, &format_args!("ENI {}", eni.id), "R12")
 }
 
-fn check_same_region(eip: &Eip, region: &str, what: &str, rule: &str) -> Result<(), Refusal> {
+/// `what` is formatted only into a refusal.
+fn check_same_region(
+    eip: &Eip,
+    region: &str,
+    what: &dyn std::fmt::Display,
+    rule: &str,
+) -> Result<(), Refusal> {
     if eip.region != region {
         return Err(Refusal::rule(
             codes::REGION_MISMATCH,

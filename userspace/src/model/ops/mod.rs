@@ -343,14 +343,16 @@ fn dnat_targeting<'s>(
 
 /// R08: the target of a DNAT entry gets no EIP (`what` names it in the message).
 fn check_no_dnat(state: &State, what: &str, ips: &[Ipv4Addr]) -> Result<(), Refusal> {
-    check_no_dnat_where(state, what, &|ip| ips.contains(&ip))
+    check_no_dnat_where(state, &what, &|ip| ips.contains(&ip))
 }
 
 /// [`check_no_dnat`] for the addresses `is_target` says yes to: the DNAT entries (few) are
 /// asked about, not every address of a large ENI or instance.
+/// `what` is formatted only into a refusal: checking a million associations would
+/// otherwise format a million names.
 fn check_no_dnat_where(
     state: &State,
-    what: &str,
+    what: &dyn std::fmt::Display,
     is_target: &dyn Fn(Ipv4Addr) -> bool,
 ) -> Result<(), Refusal> {
     let mut targeting = state.nat_gateways.values().flat_map(|gw| {
@@ -375,10 +377,10 @@ fn check_eni_no_dnat(state: &State, eni: &Eni) -> Result<(), Refusal> {
     match &eni.instance {
         Some(instance) => check_no_dnat_where(
             state,
-            &format!("instance {instance}"),
+            &format_args!("instance {instance}"),
             &held_by_instance(state, instance),
         ),
-        None => check_no_dnat_where(state, &format!("ENI {}", eni.id), &|ip| eni.has_ipv4(ip)),
+        None => check_no_dnat_where(state, &format_args!("ENI {}", eni.id), &|ip| eni.has_ipv4(ip)),
     }
 }
 
