@@ -7,7 +7,7 @@
 
 use std::net::Ipv4Addr;
 
-use eipgw::model::Request;
+use eipgw::model::{Id, Request};
 
 /// Private addresses per ENI: the primary and 999 secondaries.
 pub const IPS_PER_ENI: u32 = 1000;
@@ -34,8 +34,8 @@ pub fn eip(n: u32) -> Ipv4Addr {
 }
 
 /// The ENI holding private address `n`.
-pub fn eni_of(n: u32) -> String {
-    format!("eni-scale-{}", n / IPS_PER_ENI)
+pub fn eni_of(n: u32) -> Id {
+    Id::from(format!("eni-scale-{}", n / IPS_PER_ENI))
 }
 
 /// One document creating the scale VPC and vSwitch, ENIs of [`IPS_PER_ENI`] addresses

@@ -71,8 +71,8 @@ fn fleet() -> Vec<Request> {
 /// share of ones the rules refuse.
 fn next_operation(rng: &mut Rng, state: &State) -> Request {
     let eips: Vec<Ipv4Addr> = state.eips.keys().copied().collect();
-    let enis: Vec<&str> = state.enis.keys().map(String::as_str).collect();
-    let instances: Vec<&str> = state.instances.keys().map(String::as_str).collect();
+    let enis: Vec<&str> = state.enis.keys().map(|id| id.as_str()).collect();
+    let instances: Vec<&str> = state.instances.keys().map(|id| id.as_str()).collect();
     let private_ips: Vec<Ipv4Addr> = state.enis.values().flat_map(|e| e.ipv4s()).collect();
     let fresh = Ipv4Addr::new(203, 0, 113, 10 + (rng.next() % 200) as u8);
     match rng.below(10) {
@@ -99,7 +99,7 @@ fn next_operation(rng: &mut Rng, state: &State) -> Request {
             None => req(json!({"op": "allocate_eip", "address": fresh})),
         },
         8 => {
-            let secondary: Vec<(String, Ipv4Addr)> = state
+            let secondary: Vec<(eipgw::model::Id, Ipv4Addr)> = state
                 .enis
                 .values()
                 .flat_map(|e| e.secondary_ips.iter().map(|ip| (e.id.clone(), *ip)))

@@ -220,8 +220,8 @@ impl Agent {
             });
         }
         Ok(NatGatewayView {
-            nat_gateway: gateway.id.clone(),
-            vpc: gateway.vpc.clone(),
+            nat_gateway: gateway.id.to_string(),
+            vpc: gateway.vpc.to_string(),
             port_min: config.port_min,
             port_max: config.port_max,
             eips,
@@ -530,7 +530,7 @@ fn change_views(change: &Change, with_values: bool) -> Vec<ChangeView> {
     }
     change
         .in_order(
-            |c| view(c, c.key.kind, c.key.id.clone(), with_values, std::convert::identity),
+            |c| view(c, c.key.kind, c.key.id.to_string(), with_values, std::convert::identity),
             |c| view(c, Kind::Eip, c.key.to_string(), with_values, Resource::Eip),
         )
         .collect()

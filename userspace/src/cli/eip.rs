@@ -7,7 +7,7 @@ use clap::{Subcommand, ValueEnum};
 use super::Ctx;
 use crate::{
     client::CallError,
-    model::{AssociationMode, Kind, Request},
+    model::{AssociationMode, Id, Kind, Request},
 };
 
 #[derive(Debug, Subcommand)]
@@ -17,7 +17,7 @@ pub enum EipCommand {
         address: Ipv4Addr,
         /// Region of the EIP (default: the only region there is).
         #[arg(long)]
-        region: Option<String>,
+        region: Option<Id>,
         /// Bandwidth cap in Mbit/s (default: none).
         #[arg(long)]
         bandwidth: Option<u32>,
@@ -34,9 +34,9 @@ pub enum EipCommand {
         eip: Ipv4Addr,
         /// The instance's primary address, NAT mode (R06).
         #[arg(long, conflicts_with_all = ["eni", "mode"])]
-        instance: Option<String>,
+        instance: Option<Id>,
         #[arg(long)]
-        eni: Option<String>,
+        eni: Option<Id>,
         /// NAT mode: the private IPv4 to translate to (with --eni: one of its addresses).
         #[arg(long)]
         private_ip: Option<Ipv4Addr>,

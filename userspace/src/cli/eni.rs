@@ -7,50 +7,50 @@ use clap::Subcommand;
 use super::Ctx;
 use crate::{
     client::CallError,
-    model::{Kind, Request},
+    model::{Id, Kind, Request},
 };
 
 #[derive(Debug, Subcommand)]
 pub enum EniCommand {
     /// Create a (secondary, detached) ENI in a vSwitch.
     Create {
-        id: String,
+        id: Id,
         #[arg(long)]
-        vswitch: String,
+        vswitch: Id,
         #[arg(long)]
         primary_ip: Option<Ipv4Addr>,
         /// A security group of the vSwitch's VPC (default: none, inbound is not filtered).
         #[arg(long)]
-        security_group: Option<String>,
+        security_group: Option<Id>,
     },
     /// Filter the ENI's inbound traffic with a security group of its VPC, or (--none) stop
     /// filtering it.
     SetSecurityGroup {
-        eni: String,
+        eni: Id,
         /// The security group, of the ENI's VPC.
         #[arg(required_unless_present = "none", conflicts_with = "none")]
-        security_group: Option<String>,
+        security_group: Option<Id>,
         /// No security group: inbound traffic to the ENI is not filtered.
         #[arg(long)]
         none: bool,
     },
     /// Attach a secondary ENI to an instance (its addresses and EIPs come along, R21).
     Attach {
-        eni: String,
+        eni: Id,
         #[arg(long)]
-        instance: String,
+        instance: Id,
     },
     /// Detach a secondary ENI (it keeps its addresses and EIPs).
     Detach {
-        eni: String,
+        eni: Id,
     },
     /// Delete a detached secondary ENI; its EIPs return to `available`.
     Delete {
-        eni: String,
+        eni: Id,
     },
     /// Assign secondary private IPv4s, all or none (R16).
     AssignIp {
-        eni: String,
+        eni: Id,
         ips: Vec<Ipv4Addr>,
         /// Also pick this many free addresses from the vSwitch.
         #[arg(long, default_value_t = 0)]
@@ -61,19 +61,19 @@ pub enum EniCommand {
     },
     /// Unassign secondary private IPv4s; their EIPs are disassociated (R18).
     UnassignIp {
-        eni: String,
+        eni: Id,
         #[arg(required = true)]
         ips: Vec<Ipv4Addr>,
     },
     /// Assign IPv6 addresses.
     AssignIpv6 {
-        eni: String,
+        eni: Id,
         #[arg(required = true)]
         ips: Vec<Ipv6Addr>,
     },
     /// Unassign IPv6 addresses.
     UnassignIpv6 {
-        eni: String,
+        eni: Id,
         #[arg(required = true)]
         ips: Vec<Ipv6Addr>,
     },
@@ -86,7 +86,7 @@ pub enum EniCommand {
     },
     List,
     Show {
-        eni: String,
+        eni: Id,
     },
 }
 

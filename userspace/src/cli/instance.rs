@@ -7,29 +7,29 @@ use clap::{Subcommand, ValueEnum};
 use super::Ctx;
 use crate::{
     client::CallError,
-    model::{InstanceState, Kind, NetworkType, Request},
+    model::{Id, InstanceState, Kind, NetworkType, Request},
 };
 
 #[derive(Debug, Subcommand)]
 pub enum InstanceCommand {
     /// Create an instance; a VPC instance gets its primary ENI in --vswitch.
     Create {
-        id: String,
+        id: Id,
         #[arg(long)]
-        region: String,
+        region: Id,
         #[arg(long)]
         zone: String,
         #[arg(long = "type")]
-        instance_type: String,
+        instance_type: Id,
         #[arg(long)]
-        vswitch: Option<String>,
+        vswitch: Option<Id>,
         /// The primary private IPv4 (default: the first free address of the vSwitch).
         #[arg(long)]
         private_ip: Option<Ipv4Addr>,
         /// A security group of the vSwitch's VPC for the primary ENI (default: none,
         /// inbound is not filtered).
         #[arg(long)]
-        security_group: Option<String>,
+        security_group: Option<Id>,
         /// A classic-network instance (no VPC, no ENI).
         #[arg(long)]
         classic: bool,
@@ -39,18 +39,18 @@ pub enum InstanceCommand {
         fixed_public_ip: Option<Ipv4Addr>,
     },
     Start {
-        id: String,
+        id: Id,
     },
     Stop {
-        id: String,
+        id: Id,
     },
     /// Release the instance: its EIPs return to `available`, secondary ENIs are detached.
     Release {
-        id: String,
+        id: Id,
     },
     List,
     Show {
-        id: String,
+        id: Id,
     },
 }
 

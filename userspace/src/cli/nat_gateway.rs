@@ -8,60 +8,60 @@ use ipnet::Ipv4Net;
 use super::Ctx;
 use crate::{
     client::CallError,
-    model::{DnatMapping, Kind, Protocol, Request, SnatSource},
+    model::{DnatMapping, Id, Kind, Protocol, Request, SnatSource},
 };
 
 #[derive(Debug, Subcommand)]
 pub enum NatGatewayCommand {
     /// Create a NAT gateway in a VPC.
     Create {
-        id: String,
+        id: Id,
         #[arg(long)]
-        vpc: String,
+        vpc: Id,
         /// Most EIPs it may hold (default 20, R24).
         #[arg(long)]
         eip_quota: Option<u32>,
     },
     /// Delete a NAT gateway and its entries; its EIPs return to `available`.
     Delete {
-        id: String,
+        id: Id,
     },
     /// Give the gateway an available EIP (R24, R28).
     AddEip {
-        id: String,
+        id: Id,
         eip: Ipv4Addr,
     },
     /// Take an EIP back from the gateway (no entry may use it).
     RemoveEip {
-        id: String,
+        id: Id,
         eip: Ipv4Addr,
     },
     /// Add a SNAT entry: the source reaches the Internet through these EIPs (R25).
     SnatAdd(SnatArgs),
     SnatRemove {
-        id: String,
-        entry: String,
+        id: Id,
+        entry: Id,
     },
     /// Add a DNAT entry: a port (or every port) of an EIP to a private IP (R26).
     DnatAdd(DnatArgs),
     DnatRemove {
-        id: String,
-        entry: String,
+        id: Id,
+        entry: Id,
     },
     List,
     Show {
-        id: String,
+        id: Id,
     },
 }
 
 #[derive(Debug, Args)]
 pub struct SnatArgs {
-    id: String,
-    entry: String,
+    id: Id,
+    entry: Id,
     #[arg(long, group = "source")]
-    source_vswitch: Option<String>,
+    source_vswitch: Option<Id>,
     #[arg(long, group = "source")]
-    source_instance: Option<String>,
+    source_instance: Option<Id>,
     #[arg(long, group = "source")]
     source_cidr: Option<Ipv4Net>,
     #[arg(long = "eip", required = true)]
@@ -70,8 +70,8 @@ pub struct SnatArgs {
 
 #[derive(Debug, Args)]
 pub struct DnatArgs {
-    id: String,
-    entry: String,
+    id: Id,
+    entry: Id,
     #[arg(long)]
     eip: Ipv4Addr,
     #[arg(long)]

@@ -6,22 +6,22 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use super::Ctx;
 use crate::{
     client::CallError,
-    model::{Kind, Request},
+    model::{Id, Kind, Request},
 };
 
 #[derive(Debug, Subcommand)]
 pub enum RegionCommand {
     /// Create a region.
     Create {
-        id: String,
+        id: Id,
     },
     /// Delete an empty region.
     Delete {
-        id: String,
+        id: Id,
     },
     List,
     Show {
-        id: String,
+        id: Id,
     },
 }
 
@@ -38,9 +38,9 @@ pub fn region(ctx: &Ctx, command: RegionCommand) -> Result<(), CallError> {
 pub enum VpcCommand {
     /// Create a VPC. VPCs behind one gateway must not overlap.
     Create {
-        id: String,
+        id: Id,
         #[arg(long)]
-        region: String,
+        region: Id,
         #[arg(long)]
         cidr: Ipv4Net,
         #[arg(long)]
@@ -51,11 +51,11 @@ pub enum VpcCommand {
     },
     /// Delete a VPC that has no vSwitches or NAT gateways.
     Delete {
-        id: String,
+        id: Id,
     },
     List,
     Show {
-        id: String,
+        id: Id,
     },
 }
 
@@ -74,9 +74,9 @@ pub fn vpc(ctx: &Ctx, command: VpcCommand) -> Result<(), CallError> {
 pub enum VswitchCommand {
     /// Create a vSwitch (a subnet of the VPC in one zone).
     Create {
-        id: String,
+        id: Id,
         #[arg(long)]
-        vpc: String,
+        vpc: Id,
         #[arg(long)]
         zone: String,
         #[arg(long)]
@@ -86,11 +86,11 @@ pub enum VswitchCommand {
     },
     /// Delete a vSwitch that has no ENIs.
     Delete {
-        id: String,
+        id: Id,
     },
     List,
     Show {
-        id: String,
+        id: Id,
     },
 }
 
@@ -109,7 +109,7 @@ pub fn vswitch(ctx: &Ctx, command: VswitchCommand) -> Result<(), CallError> {
 pub enum InstanceTypeCommand {
     /// Create an instance type with its limits (R20).
     Create {
-        id: String,
+        id: Id,
         #[arg(long)]
         max_enis: u32,
         #[arg(long)]
@@ -119,11 +119,11 @@ pub enum InstanceTypeCommand {
     },
     /// Delete an instance type no instance uses.
     Delete {
-        id: String,
+        id: Id,
     },
     List,
     Show {
-        id: String,
+        id: Id,
     },
 }
 

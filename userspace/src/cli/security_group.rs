@@ -8,20 +8,20 @@ use ipnet::Ipv4Net;
 use super::Ctx;
 use crate::{
     client::CallError,
-    model::{Kind, PortRange, Request, RuleProtocol, SecurityGroupRule},
+    model::{Id, Kind, PortRange, Request, RuleProtocol, SecurityGroupRule},
 };
 
 #[derive(Debug, Subcommand)]
 pub enum SecurityGroupCommand {
     /// Create a security group in a VPC; until a rule is authorized it admits nothing inbound.
     Create {
-        id: String,
+        id: Id,
         #[arg(long)]
-        vpc: String,
+        vpc: Id,
     },
     /// Delete a security group that no ENI uses.
     Delete {
-        id: String,
+        id: Id,
     },
     /// Admit inbound traffic to the group's ENIs: add a rule.
     Authorize(RuleArgs),
@@ -29,14 +29,14 @@ pub enum SecurityGroupCommand {
     Revoke(RuleArgs),
     List,
     Show {
-        id: String,
+        id: Id,
     },
 }
 
 /// One inbound rule: `--protocol tcp --port 80 --source 198.51.100.0/24`.
 #[derive(Debug, Args)]
 pub struct RuleArgs {
-    id: String,
+    id: Id,
     #[arg(long, value_enum)]
     protocol: RuleProtocolArg,
     /// Destination port or range, e.g. 80 or 8000-8100: required for tcp and udp, not

@@ -64,7 +64,7 @@ impl Index {
                         eips.insert(eip);
                     }
                     None => {
-                        self.eips_of_eni.insert(eni.to_owned(), BTreeSet::from([eip]));
+                        self.eips_of_eni.insert(Id::from(eni), BTreeSet::from([eip]));
                     }
                 }
             } else {
@@ -391,7 +391,7 @@ impl State {
     }
 
     /// Ids of every resource of one kind.
-    pub fn ids(&self, kind: Kind) -> Vec<String> {
+    pub fn ids(&self, kind: Kind) -> Vec<Id> {
         match kind {
             Kind::Region => self.regions.keys().cloned().collect(),
             Kind::Vpc => self.vpcs.keys().cloned().collect(),
@@ -399,7 +399,7 @@ impl State {
             Kind::InstanceType => self.instance_types.keys().cloned().collect(),
             Kind::Instance => self.instances.keys().cloned().collect(),
             Kind::Eni => self.enis.keys().cloned().collect(),
-            Kind::Eip => self.eips.keys().map(|a| a.to_string()).collect(),
+            Kind::Eip => self.eips.keys().map(|a| Id::from(a.to_string())).collect(),
             Kind::NatGateway => self.nat_gateways.keys().cloned().collect(),
             Kind::SecurityGroup => self.security_groups.keys().cloned().collect(),
         }
@@ -421,10 +421,10 @@ where
     }
 }
 
-fn remove_from_set<K, V: Ord>(map: &mut BTreeMap<K::Owned, BTreeSet<V>>, key: &K, value: &V)
+fn remove_from_set<K, Q, V: Ord>(map: &mut BTreeMap<K, BTreeSet<V>>, key: &Q, value: &V)
 where
-    K: Ord + ToOwned + ?Sized,
-    K::Owned: Ord + std::borrow::Borrow<K>,
+    K: Ord + std::borrow::Borrow<Q>,
+    Q: Ord + ?Sized,
 {
     if let Some(set) = map.get_mut(key) {
         set.remove(value);

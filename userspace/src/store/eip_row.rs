@@ -16,7 +16,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::{Context as _, bail};
 
-use crate::model::{Association, Eip};
+use crate::model::{Association, Eip, Id};
 
 const NO_CAP: u8 = 0;
 const CAP: u8 = 1;
@@ -131,10 +131,10 @@ impl<'a> Reader<'a> {
         Ok(Ipv4Addr::from(<[u8; 4]>::try_from(self.take(4)?).expect("4 bytes")))
     }
 
-    fn text(&mut self) -> anyhow::Result<String> {
+    fn text(&mut self) -> anyhow::Result<Id> {
         let len = self.u32()? as usize;
         let bytes = self.take(len)?;
-        Ok(std::str::from_utf8(bytes).context("the text is not UTF-8")?.to_owned())
+        Ok(Id::from(std::str::from_utf8(bytes).context("the text is not UTF-8")?))
     }
 }
 

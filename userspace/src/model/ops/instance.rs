@@ -94,7 +94,7 @@ pub fn create(txn: &mut Txn, request: &Request) -> Result<Executed, Refusal> {
                 }
                 None => pick_free_ipv4(state, vswitch, &[])?,
             };
-            let eni_id = format!("{id}-eni0");
+            let eni_id = Id::from(format!("{id}-eni0"));
             if state.enis.contains_key(&eni_id) {
                 return Err(Refusal::exists(Kind::Eni, &eni_id));
             }

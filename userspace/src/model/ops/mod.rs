@@ -39,7 +39,7 @@ enum Subject {
 }
 
 impl Executed {
-    fn about(kind: Kind, id: impl Into<String>) -> Self {
+    fn about(kind: Kind, id: impl AsRef<str>) -> Self {
         Self { subject: Some(Subject::Other(Key::new(kind, id))), warnings: Vec::new() }
     }
 

@@ -6,7 +6,7 @@ use super::*;
 fn instance_association(instance: &str, ip: &str) -> Option<Association> {
     Some(Association::Instance {
         instance: instance.into(),
-        eni: format!("{instance}-eni0"),
+        eni: format!("{instance}-eni0").into(),
         private_ip: v4(ip),
     })
 }

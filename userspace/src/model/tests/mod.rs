@@ -25,7 +25,7 @@ pub use serde_json::{Value, json};
 pub use super::describe::describe;
 pub use super::{
     Association, AssociationMode, DnatMapping, Egress, EgressLookup, Eip, Eni, EniKind, Executed,
-    Instance, InstanceState, Key, Kind, PortRange, Refusal, Request, Resource, RuleProtocol,
+    Id, Instance, InstanceState, Key, Kind, PortRange, Refusal, Request, Resource, RuleProtocol,
     SecurityGroup, SecurityGroupRule, State, codes, egress_of,
 };
 
@@ -293,10 +293,10 @@ pub fn check_indexes_against(state: &State, other: &State) {
     assert!(rebuilt == *state);
     let mut v4s: BTreeSet<Ipv4Addr> = BTreeSet::new();
     let mut v6s: BTreeSet<Ipv6Addr> = BTreeSet::new();
-    let mut eni_ids: BTreeSet<String> = BTreeSet::new();
-    let mut instance_ids: BTreeSet<String> = BTreeSet::new();
-    let mut gateway_ids: BTreeSet<String> = BTreeSet::new();
-    let mut group_ids: BTreeSet<String> = BTreeSet::new();
+    let mut eni_ids: BTreeSet<Id> = BTreeSet::new();
+    let mut instance_ids: BTreeSet<Id> = BTreeSet::new();
+    let mut gateway_ids: BTreeSet<Id> = BTreeSet::new();
+    let mut group_ids: BTreeSet<Id> = BTreeSet::new();
     for s in [state, other] {
         for vswitch in s.vswitches.values() {
             v4s.extend(vswitch.cidr.hosts());

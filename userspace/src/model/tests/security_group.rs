@@ -44,7 +44,7 @@ fn rules_of(state: &State, id: &str) -> Vec<String> {
     group(state, id).rules.iter().map(ToString::to_string).collect()
 }
 
-fn group_of_eip(state: &State, address: &str) -> Option<String> {
+fn group_of_eip(state: &State, address: &str) -> Option<Id> {
     state.security_group_of_eip(eip(state, address)).map(|g| g.id.clone())
 }
 
