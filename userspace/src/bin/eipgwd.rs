@@ -20,17 +20,26 @@ use eipgw::{
 use eipgw_common::{DEFAULT_MAX_MAPPINGS, SnatConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
-/// Every thread allocates from glibc's main heap. The API runs requests on the runtime's
-/// threads, and glibc gives each thread an arena of its own, which it shrinks and grows
-/// back page by page: a million-resource transaction ran 1.5-2.5x slower on a thread than
-/// on the main heap in an in-process harness, and one arena makes a 1M apply about 7%
-/// faster in the agent (BENCHMARKS.md, section 4). The agent runs one request at a time,
-/// so one arena costs it no contention.
-fn one_malloc_arena() {
+/// How the agent's memory is kept, for big changes (BENCHMARKS.md, section 4):
+/// - Every thread allocates from glibc's main heap. The API runs requests on the runtime's
+///   threads, and glibc gives each thread an arena of its own, which it shrinks and grows
+///   back page by page: a million-resource transaction ran 1.5-2.5x slower on a thread
+///   than on the main heap in an in-process harness, and one arena made a 1M apply about
+///   7% faster in the agent. Requests run one at a time; the store's thread, which writes
+///   beside the planning, is the only other one that allocates much.
+/// - The heap keeps what it frees, large blocks included, instead of handing them back
+///   to the kernel: the first write to a page the kernel hands out costs a fault and a
+///   clearing, which in a VM took a quarter of the rules' time for a 1M change. So the
+///   memory of a dry run serves the apply after it, and a big change's earlier phases
+///   serve its later ones. The agent keeps its peak size.
+fn tune_malloc() {
     #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
+    // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+        // No block of its own from mmap, however large; and no trimming of the heap.
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
     }
 }
 
@@ -120,7 +129,7 @@ enum Mode {
 }
 
 fn main() -> anyhow::Result<()> {
-    one_malloc_arena();
+    tune_malloc();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
     let store = Store::open(&args.state_dir)?;
