@@ -519,13 +519,13 @@ fn change_views(change: &Change, with_values: bool) -> Vec<ChangeView> {
         with_values: bool,
         resource: fn(V) -> Resource,
     ) -> ChangeView {
-        let value = |v: &Option<V>| with_values.then(|| v.clone().map(resource)).flatten();
+        let value = |v: Option<&V>| with_values.then(|| v.cloned().map(resource)).flatten();
         ChangeView {
             kind: Cow::Borrowed(kind.name()),
             id,
             action: c.action().into(),
-            before: value(&c.before),
-            after: value(&c.after),
+            before: value(c.before.as_deref()),
+            after: value(c.after.as_ref()),
         }
     }
     change

@@ -32,10 +32,10 @@ impl State {
     /// Puts back what a committed change replaced (used when the store could not write it).
     pub fn revert(&mut self, change: &Change) {
         for changed in &change.eips {
-            self.restore_eip(changed.key, changed.before.clone());
+            self.restore_eip(changed.key, changed.before.as_deref().cloned());
         }
         for changed in &change.others {
-            self.restore(&changed.key, changed.before.clone());
+            self.restore(&changed.key, changed.before.as_deref().cloned());
         }
     }
 

@@ -53,8 +53,8 @@ fn r29_run_all_applies_every_request_seeing_the_earlier_ones() {
     assert_eq!(touched, ["eni eni-new", "eip 203.0.113.10", "eip 203.0.113.99"]);
     assert_eq!(rows[0].before, None);
     assert_eq!(
-        rows[1].before,
-        Some(Resource::Eip(Eip {
+        rows[1].before.as_deref(),
+        Some(&Resource::Eip(Eip {
             address: v4(EIP1),
             region: HANGZHOU.into(),
             bandwidth_mbps: None,
@@ -129,7 +129,7 @@ fn r29_txn_commit_reports_what_changed() {
     let rows = change.resources();
     assert_eq!(rows.iter().map(|c| &c.key).collect::<Vec<_>>(), [&eni_key, &eip_key]);
     assert_eq!(rows[0].after, None);
-    assert!(matches!(&rows[0].before, Some(Resource::Eni(e)) if e.id == "eni-2"));
+    assert!(matches!(rows[0].before.as_deref(), Some(Resource::Eni(e)) if e.id == "eni-2"));
     assert!(matches!(&rows[1].after, Some(Resource::Eip(e)) if e.association.is_some()));
     assert!(s.eip_of_instance("i-1").is_some());
     assert!(!s.enis.contains_key("eni-2"));
@@ -210,7 +210,7 @@ fn r29_an_eip_changed_in_place_twice_is_undone_to_its_first_value() {
     let (_, change) =
         s.run_all(&requests(vec![bandwidth, associate_instance(EIP1, "i-1")])).unwrap();
     assert_eq!(change.eips.len(), 1);
-    assert_eq!(change.eips[0].before.as_ref(), before.eips.get(&v4(EIP1)));
+    assert_eq!(change.eips[0].before.as_deref(), before.eips.get(&v4(EIP1)));
     let after = change.eips[0].after.as_ref().expect("EIP1 is still there");
     assert_eq!((after.bandwidth_mbps, after.association.is_some()), (Some(5), true));
     assert_eq!(s.eip_of_instance("i-1").map(|e| e.address), Some(v4(EIP1)));
