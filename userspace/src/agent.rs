@@ -88,7 +88,7 @@ impl Agent {
         let total = requests.len();
         let mut timings = ApplyTimings::default();
         let mut phase = Instant::now();
-        let (executed, change) = self
+        let (warnings, change) = self
             .state
             .run_all_observed(requests, |done| progress(Progress::validating(done, total)))
             .map_err(ApiError::Refused)?;
@@ -108,7 +108,6 @@ impl Agent {
             self.commit(&change, &mut timings)?;
             log::info!("applied {} requests ({changed} resources changed)", requests.len());
         }
-        let warnings = executed.into_iter().flat_map(|e| e.warnings).collect();
         Ok(ApplyAnswer {
             applied: !dry_run,
             requests: requests.len(),

@@ -41,24 +41,39 @@ impl State {
 
     /// Runs several requests as one transaction (`eipctl apply`): all or nothing.
     pub fn run_all(&mut self, requests: &[Request]) -> Result<(Vec<Executed>, Change), Refusal> {
-        self.run_all_observed(requests, |_| {})
+        let mut executed = Vec::with_capacity(requests.len());
+        let change = self.run_each(requests, |_| {}, |done| executed.push(done))?;
+        Ok((executed, change))
     }
 
-    /// [`State::run_all`], telling `progress` how many requests are done now and then.
+    /// [`State::run_all`] for a document: telling `progress` how many requests are done now
+    /// and then, and keeping of what each did only its warnings (a million requests' would
+    /// take 100 MB).
     pub fn run_all_observed(
         &mut self,
         requests: &[Request],
+        progress: impl FnMut(usize),
+    ) -> Result<(Vec<String>, Change), Refusal> {
+        let mut warnings = Vec::new();
+        let change = self.run_each(requests, progress, |done| warnings.extend(done.warnings))?;
+        Ok((warnings, change))
+    }
+
+    /// Runs `requests` as one transaction, handing what each did to `done`.
+    fn run_each(
+        &mut self,
+        requests: &[Request],
         mut progress: impl FnMut(usize),
-    ) -> Result<(Vec<Executed>, Change), Refusal> {
+        mut done: impl FnMut(Executed),
+    ) -> Result<Change, Refusal> {
         const EVERY: usize = 1000;
         let mut txn = Txn::begin(self);
-        let mut done = Vec::with_capacity(requests.len());
         for (i, request) in requests.iter().enumerate() {
             if i % EVERY == 0 {
                 progress(i);
             }
             match execute(&mut txn, request) {
-                Ok(executed) => done.push(executed),
+                Ok(executed) => done(executed),
                 Err(mut refusal) => {
                     txn.rollback();
                     if requests.len() > 1 {
@@ -69,6 +84,6 @@ impl State {
                 }
             }
         }
-        Ok((done, txn.commit()))
+        Ok(txn.commit())
     }
 }
