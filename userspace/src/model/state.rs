@@ -44,6 +44,9 @@ struct Index {
     eips_of_nat_gateway: BTreeMap<Id, BTreeSet<Ipv4Addr>>,
     /// Security group → the ENIs it filters.
     enis_of_security_group: BTreeMap<Id, BTreeSet<Id>>,
+    /// Fixed public IP → the instance that has it (R22): allocating an EIP asks, and a
+    /// walk over every instance made allocating many EIPs quadratic.
+    fixed_public_ips: BTreeMap<Ipv4Addr, Id>,
 }
 
 impl Index {
@@ -146,6 +149,9 @@ impl State {
                 self.instance_types.insert(r.id.clone(), r);
             }
             Resource::Instance(r) => {
+                if let Some(ip) = r.fixed_public_ip {
+                    self.index.fixed_public_ips.insert(ip, r.id.clone());
+                }
                 self.instances.insert(r.id.clone(), r);
             }
             Resource::Eni(eni) => {
@@ -185,7 +191,13 @@ impl State {
             Kind::Vpc => Resource::Vpc(self.vpcs.remove(id)?),
             Kind::VSwitch => Resource::VSwitch(self.vswitches.remove(id)?),
             Kind::InstanceType => Resource::InstanceType(self.instance_types.remove(id)?),
-            Kind::Instance => Resource::Instance(self.instances.remove(id)?),
+            Kind::Instance => {
+                let instance = self.instances.remove(id)?;
+                if let Some(ip) = instance.fixed_public_ip {
+                    remove_if(&mut self.index.fixed_public_ips, &ip, instance.id.as_str());
+                }
+                Resource::Instance(instance)
+            }
             Kind::Eni => {
                 let eni = self.enis.remove(id)?;
                 for ip in eni.ipv4s() {
@@ -292,6 +304,11 @@ impl State {
     /// The ENI holding an IPv6 address.
     pub fn owner_of_ipv6(&self, ip: Ipv6Addr) -> Option<&Eni> {
         self.enis.get(&**self.index.ipv6_owner.get(&ip)?)
+    }
+
+    /// The instance whose fixed public IP `ip` is (R22).
+    pub fn instance_with_fixed_ip(&self, ip: Ipv4Addr) -> Option<&Instance> {
+        self.instances.get(self.index.fixed_public_ips.get(&ip)?)
     }
 
     /// The NAT-mode EIP of a private IPv4 (R02 makes it unique).

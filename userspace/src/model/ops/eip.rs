@@ -34,7 +34,7 @@ pub fn allocate(
         return Err(Refusal::invalid(format!("{address} is a private address of ENI {}", eni.id)));
     }
     // A fixed public IP belongs to its instance until the instance is released (R22).
-    if let Some(instance) = state.instances.values().find(|i| i.fixed_public_ip == Some(address)) {
+    if let Some(instance) = state.instance_with_fixed_ip(address) {
         return Err(Refusal::invalid(format!(
             "{address} is the fixed public IP of instance {}",
             instance.id
@@ -46,13 +46,22 @@ pub fn allocate(
     check_bandwidth(bandwidth_mbps)?;
     let region_id = match region_id {
         Some(id) => region(state, id)?.id.clone(),
-        None => match state.regions.keys().collect::<Vec<_>>()[..] {
-            [only] => only.clone(),
-            [] => {
-                return Err(Refusal::invalid("create a region first (`eipctl region create ID`)"));
+        None => {
+            let mut regions = state.regions.keys();
+            match (regions.next(), regions.next()) {
+                (Some(only), None) => only.clone(),
+                (None, _) => {
+                    return Err(Refusal::invalid(
+                        "create a region first (`eipctl region create ID`)",
+                    ));
+                }
+                _ => {
+                    return Err(Refusal::invalid(
+                        "there are several regions: name one with --region",
+                    ));
+                }
             }
-            _ => return Err(Refusal::invalid("there are several regions: name one with --region")),
-        },
+        }
     };
     txn.put(Resource::Eip(Eip { address, region: region_id, bandwidth_mbps, association: None }));
     Ok(Executed::about_eip(address))

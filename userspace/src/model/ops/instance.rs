@@ -41,7 +41,7 @@ pub fn create(txn: &mut Txn, request: &Request) -> Result<Executed, Refusal> {
         if state.eips.contains_key(ip) {
             return Err(Refusal::invalid(format!("{ip} is an EIP; a fixed public IP is not one")));
         }
-        if let Some(other) = state.instances.values().find(|i| i.fixed_public_ip == Some(*ip)) {
+        if let Some(other) = state.instance_with_fixed_ip(*ip) {
             return Err(Refusal::invalid(format!(
                 "{ip} is the fixed public IP of instance {}",
                 other.id

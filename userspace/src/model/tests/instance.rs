@@ -216,6 +216,19 @@ fn r22_fixed_public_ip_is_lost_on_release_but_an_eip_is_not() {
 }
 
 #[test]
+fn r22_a_release_refused_later_in_its_batch_keeps_the_fixed_public_ip() {
+    let mut s = world();
+    let batch = requests(vec![
+        release("i-fixed"),
+        // R07: a classic instance takes no EIP.
+        associate_instance(EIP1, "i-classic"),
+    ]);
+    s.run_all(&batch).expect_err("the second request breaks R07");
+    let allocate = json!({"op": "allocate_eip", "address": FIXED_IP, "region": HANGZHOU});
+    refused(&mut s, allocate, codes::INVALID_ARGUMENT);
+}
+
+#[test]
 fn r22_fixed_public_ip_is_neither_an_eip_nor_shared() {
     let mut s = world();
     let create = json!({"op": "create_instance", "id": "i-new", "region": HANGZHOU,

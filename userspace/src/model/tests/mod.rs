@@ -153,6 +153,11 @@ pub fn req(value: Value) -> Request {
 
 /// Runs a request that must be allowed; returns what it did.
 #[track_caller]
+/// Requests from their JSON, for one transaction.
+pub fn requests(values: Vec<Value>) -> Vec<Request> {
+    values.into_iter().map(req).collect()
+}
+
 pub fn ok(state: &mut State, request: Value) -> Executed {
     let request = req(request);
     match state.run(&request) {

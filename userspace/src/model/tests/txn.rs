@@ -3,10 +3,6 @@
 use super::*;
 use crate::model::{Change, Txn, execute};
 
-fn requests(values: Vec<Value>) -> Vec<Request> {
-    values.into_iter().map(req).collect()
-}
-
 #[test]
 fn r29_run_all_with_a_failing_request_in_the_middle_changes_nothing() {
     let mut s = world();
