@@ -340,15 +340,16 @@ fn desired_maps(state: &State, touched: &Touched) -> DesiredMaps {
     }
     // Only a SNAT entry makes an address a SNAT source: without any, the million addresses
     // of a big change need no egress lookup (their entries, if any, go as not wanted).
-    let snat_entries = state.nat_gateways.values().any(|g| !g.snat_entries.is_empty());
-    let egress = EgressLookup::new(state);
-    for &ip in touched.snat.iter().filter(|_| snat_entries) {
-        if let Egress::Snat { eips, .. } = egress.egress_of(ip)
-            && let Some(eip) = snat_eip(ip, &eips)
-        {
-            desired.snat_sources.insert(ip, eip);
-            if !desired.eips.contains_key(&eip) {
-                add_eip(state, &mut desired, eip);
+    if state.nat_gateways.values().any(|g| !g.snat_entries.is_empty()) {
+        let egress = EgressLookup::new(state);
+        for &ip in &touched.snat {
+            if let Egress::Snat { eips, .. } = egress.egress_of(ip)
+                && let Some(eip) = snat_eip(ip, &eips)
+            {
+                desired.snat_sources.insert(ip, eip);
+                if !desired.eips.contains_key(&eip) {
+                    add_eip(state, &mut desired, eip);
+                }
             }
         }
     }

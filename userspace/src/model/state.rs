@@ -5,7 +5,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet, btree_map::Entry},
     net::{Ipv4Addr, Ipv6Addr},
-    sync::Arc,
 };
 
 use super::resources::*;
@@ -27,11 +26,10 @@ pub struct State {
 /// Derived lookups; never stored.
 #[derive(Clone, Debug, Default)]
 struct Index {
-    /// Private IPv4 → the ENI that holds it. The ENI's addresses share one copy of its
-    /// id: a million addresses made a million strings.
-    ipv4_owner: BTreeMap<Ipv4Addr, Arc<str>>,
+    /// Private IPv4 → the ENI that holds it.
+    ipv4_owner: BTreeMap<Ipv4Addr, Id>,
     /// IPv6 → the ENI that holds it.
-    ipv6_owner: BTreeMap<Ipv6Addr, Arc<str>>,
+    ipv6_owner: BTreeMap<Ipv6Addr, Id>,
     /// Private IPv4 → its NAT-mode EIP (R02).
     eip_of_private: BTreeMap<Ipv4Addr, Ipv4Addr>,
     /// ENI → EIPs landing on it, any mode.
@@ -155,12 +153,11 @@ impl State {
                 self.instances.insert(r.id.clone(), r);
             }
             Resource::Eni(eni) => {
-                let owner: Arc<str> = Arc::from(eni.id.as_str());
                 for ip in eni.ipv4s() {
-                    self.index.ipv4_owner.insert(ip, owner.clone());
+                    self.index.ipv4_owner.insert(ip, eni.id.clone());
                 }
                 for ip in &eni.ipv6 {
-                    self.index.ipv6_owner.insert(*ip, owner.clone());
+                    self.index.ipv6_owner.insert(*ip, eni.id.clone());
                 }
                 if let Some(instance) = &eni.instance {
                     let enis = self.index.enis_of_instance.entry(instance.clone()).or_default();
@@ -194,17 +191,17 @@ impl State {
             Kind::Instance => {
                 let instance = self.instances.remove(id)?;
                 if let Some(ip) = instance.fixed_public_ip {
-                    remove_if(&mut self.index.fixed_public_ips, &ip, instance.id.as_str());
+                    remove_if(&mut self.index.fixed_public_ips, &ip, &instance.id);
                 }
                 Resource::Instance(instance)
             }
             Kind::Eni => {
                 let eni = self.enis.remove(id)?;
                 for ip in eni.ipv4s() {
-                    remove_if(&mut self.index.ipv4_owner, &ip, eni.id.as_str());
+                    remove_if(&mut self.index.ipv4_owner, &ip, &eni.id);
                 }
                 for ip in &eni.ipv6 {
-                    remove_if(&mut self.index.ipv6_owner, ip, eni.id.as_str());
+                    remove_if(&mut self.index.ipv6_owner, ip, &eni.id);
                 }
                 if let Some(instance) = &eni.instance {
                     remove_from_set(&mut self.index.enis_of_instance, instance, &eni.id);
@@ -298,12 +295,12 @@ impl State {
 
     /// The ENI holding a private IPv4.
     pub fn owner_of_ipv4(&self, ip: Ipv4Addr) -> Option<&Eni> {
-        self.enis.get(&**self.index.ipv4_owner.get(&ip)?)
+        self.enis.get(self.index.ipv4_owner.get(&ip)?)
     }
 
     /// The ENI holding an IPv6 address.
     pub fn owner_of_ipv6(&self, ip: Ipv6Addr) -> Option<&Eni> {
-        self.enis.get(&**self.index.ipv6_owner.get(&ip)?)
+        self.enis.get(self.index.ipv6_owner.get(&ip)?)
     }
 
     /// The instance whose fixed public IP `ip` is (R22).
@@ -426,14 +423,13 @@ impl State {
 /// Removes `key` from a one-to-one index only while it still points at `value`: when a
 /// transaction rolls back, a resource may be put back (taking the key) before the one that
 /// held the key in between is replaced, and that replacement must not drop the key again.
-fn remove_if<K, Q, V, W>(map: &mut BTreeMap<K, V>, key: &Q, value: &W)
+fn remove_if<K, Q, V>(map: &mut BTreeMap<K, V>, key: &Q, value: &V)
 where
     K: Ord + std::borrow::Borrow<Q>,
     Q: Ord + ?Sized,
-    V: std::borrow::Borrow<W>,
-    W: PartialEq + ?Sized,
+    V: PartialEq,
 {
-    if map.get(key).is_some_and(|held| held.borrow() == value) {
+    if map.get(key) == Some(value) {
         map.remove(key);
     }
 }
