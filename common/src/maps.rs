@@ -61,6 +61,10 @@ pub const PROGRAM_PASS: &str = "eipgw_pass";
 
 /// Default capacity of the EIP and private-IP maps and the counter array.
 pub const DEFAULT_MAX_MAPPINGS: u32 = 65_536;
+/// Flags of [`MAP_EIPS`] and [`MAP_PRIVATE_IPS`]: `BPF_F_ZERO_SEED`, a fixed hash seed, so
+/// that the agent can write a big batch into them bucket after bucket
+/// (userspace/src/dataplane/bucket_order.rs says why, and why that is safe for their keys).
+pub const MAPPING_MAP_FLAGS: u32 = 1 << 6;
 /// Capacity of [`MAP_SECURITY_GROUPS`]; group numbers are 1..=this.
 pub const MAX_SECURITY_GROUPS: u32 = 4_096;
 /// The most rules one security group holds (the program checks them all, in a bounded loop).

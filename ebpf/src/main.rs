@@ -34,17 +34,18 @@ use aya_ebpf::{
 use eipgw_common::{
     DEFAULT_MAX_MAPPINGS, EIP_FILTER_SLOTS, EipBuckets, EipCounters, EipEntry, EipLimits, Endpoint,
     FlowKey, FragmentKey, FragmentTarget, GatewayConfig, HELD_RING_BYTES, IcmpErrorBudget, Ipv6Key,
-    MAX_DNAT_PORTS, MAX_FRAGMENTS, MAX_GROUP_FLOWS, MAX_HELD_KEYS, MAX_SECURITY_GROUPS,
-    MAX_SNAT_SESSIONS, MAX_SNAT_SOURCES, NatTarget, PrivateEntry, SecurityGroupRules, SnatConfig,
-    SnatSession, Verdict,
+    MAPPING_MAP_FLAGS, MAX_DNAT_PORTS, MAX_FRAGMENTS, MAX_GROUP_FLOWS, MAX_HELD_KEYS,
+    MAX_SECURITY_GROUPS, MAX_SNAT_SESSIONS, MAX_SNAT_SOURCES, NatTarget, PrivateEntry,
+    SecurityGroupRules, SnatConfig, SnatSession, Verdict,
 };
 
 // Every map is pinned by name so that a restarted agent finds the same maps (and the same
 // counters) and traffic never stops while it is down.
 #[map]
-static EIPS: HashMap<u32, EipEntry> = HashMap::pinned(DEFAULT_MAX_MAPPINGS, 0);
+static EIPS: HashMap<u32, EipEntry> = HashMap::pinned(DEFAULT_MAX_MAPPINGS, MAPPING_MAP_FLAGS);
 #[map]
-static PRIVATE_IPS: HashMap<u32, PrivateEntry> = HashMap::pinned(DEFAULT_MAX_MAPPINGS, 0);
+static PRIVATE_IPS: HashMap<u32, PrivateEntry> =
+    HashMap::pinned(DEFAULT_MAX_MAPPINGS, MAPPING_MAP_FLAGS);
 #[map]
 static EIP_COUNTERS: PerCpuArray<EipCounters> = PerCpuArray::pinned(DEFAULT_MAX_MAPPINGS, 0);
 #[map]

@@ -57,6 +57,17 @@ pub fn curl(ns: &Netns, url: &str) -> Result<String, String> {
     }
 }
 
+/// `count` pings from `ns` to `target`, 0.2 s apart, each answered within 1 s: `Ok`, or
+/// `Err(diagnostics)`.
+pub fn ping(ns: &Netns, target: std::net::Ipv4Addr, count: u32) -> Result<(), String> {
+    let output = ns
+        .command("ping")
+        .args(["-c", &count.to_string(), "-i", "0.2", "-W", "1", &target.to_string()])
+        .output()
+        .expect("running ping");
+    if output.status.success() { Ok(()) } else { Err(output_text(&output)) }
+}
+
 /// Fails with a clear message unless running as root: the tests need namespaces, XDP and
 /// BPF maps, and must not silently skip.
 pub fn require_root() {

@@ -10,7 +10,7 @@ use std::{
 };
 
 use eipgw_tests::{
-    AgentProcess, Netns, Topology, curl, must, output_text,
+    AgentProcess, Netns, Topology, curl, must, output_text, ping,
     servers::Server,
     topology::{EIP, EIP2, INTERNET_HOST, INTERNET_HOST6, VM_IP, VM_IP2, VM_IP6},
 };
@@ -23,15 +23,6 @@ const BODY: &str = "hello from the VPC instance\n";
 /// `curl` from the Internet host to the EIP; `Ok(body)` or `Err(diagnostics)`.
 fn curl_eip(inet: &Netns, eip: Ipv4Addr) -> Result<String, String> {
     curl(inet, &format!("http://{eip}:{HTTP_PORT}/"))
-}
-
-fn ping(ns: &Netns, target: Ipv4Addr, count: u32) -> Result<(), String> {
-    let output = ns
-        .command("ping")
-        .args(["-c", &count.to_string(), "-i", "0.2", "-W", "1", &target.to_string()])
-        .output()
-        .expect("running ping");
-    if output.status.success() { Ok(()) } else { Err(output_text(&output)) }
 }
 
 /// One UDP round trip from the Internet host to `eip`; the echo must come back intact.

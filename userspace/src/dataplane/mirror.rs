@@ -16,6 +16,8 @@ use aya::{
 };
 use eipgw_common::{Endpoint, Ipv6Key};
 
+use super::bucket_order;
+
 /// How many elements one BPF_MAP_UPDATE_BATCH call carries.
 pub(super) const BATCH: usize = 8192;
 
@@ -69,12 +71,23 @@ pub struct MirroredMap<K: MirrorKey, V: Pod + PartialEq> {
     mirror: BTreeMap<K::Ordered, V>,
     /// Planned, not yet written: `None` deletes.
     pending: BTreeMap<K::Ordered, Option<V>>,
+    /// The map's bucket count, when the bucket of a key can be known here (see
+    /// [`bucket_order`]): a batch is then written bucket after bucket. `None` for a map
+    /// that hashes with a random seed, such as one pinned by an older agent.
+    buckets: Option<u32>,
 }
 
 impl<K: MirrorKey, V: Pod + PartialEq> MirroredMap<K, V> {
     /// Wraps a map and reads what it holds now (a pinned map may hold entries already).
     pub fn new(name: &'static str, map: HashMap<MapData, K, V>) -> anyhow::Result<Self> {
-        let mut this = Self { name, map, mirror: BTreeMap::new(), pending: BTreeMap::new() };
+        let info = map.map().info().with_context(|| format!("reading map {}'s flags", name))?;
+        let buckets = bucket_order::known_buckets(
+            info.map_flags(),
+            info.max_entries(),
+            std::mem::size_of::<K>(),
+        );
+        let mut this =
+            Self { name, map, mirror: BTreeMap::new(), pending: BTreeMap::new(), buckets };
         this.reload()?;
         Ok(this)
     }
@@ -167,15 +180,41 @@ impl<K: MirrorKey, V: Pod + PartialEq> MirroredMap<K, V> {
             }
         }
         let fd = self.map.map().fd().as_fd().as_raw_fd();
-        for (keys, values) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
+        let (bucket_keys, bucket_values);
+        let (batch_keys, batch_values) = match self.buckets {
+            Some(buckets) => {
+                (bucket_keys, bucket_values) = in_bucket_order(&keys, &values, buckets);
+                (&bucket_keys, &bucket_values)
+            }
+            None => (&keys, &values),
+        };
+        for (keys, values) in batch_keys.chunks(BATCH).zip(batch_values.chunks(BATCH)) {
             update_batch(fd, keys, values)
                 .with_context(|| format!("writing map {} in a batch", self.name))?;
-            for (key, value) in keys.iter().zip(values) {
-                self.mirror.insert(key.ordered(), *value);
-            }
+        }
+        // In the mirror's order, which finds its tree's nodes one after the other. Should
+        // a batch fail, `flush` reads the whole map back instead.
+        for (key, value) in keys.iter().zip(&values) {
+            self.mirror.insert(key.ordered(), *value);
         }
         Ok(())
     }
+}
+
+/// `keys` and their `values` sorted by the bucket each key takes among `buckets`.
+fn in_bucket_order<K: Pod, V: Pod>(keys: &[K], values: &[V], buckets: u32) -> (Vec<K>, Vec<V>) {
+    let mut order: Vec<(u32, usize)> = keys
+        .iter()
+        .enumerate()
+        .map(|(index, key)| (bucket_order::bucket_of(bytes_of(key), buckets), index))
+        .collect();
+    order.sort_unstable();
+    order.iter().map(|&(_, index)| (keys[index], values[index])).unzip()
+}
+
+fn bytes_of<T: Pod>(value: &T) -> &[u8] {
+    // SAFETY: a `Pod` is plain bytes with no padding, alive as long as `value`.
+    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
 }
 
 /// Every entry of a map the program writes to (no copy of it can be kept here), read with
@@ -197,7 +236,7 @@ pub fn read_array<V: Pod>(map: &Array<MapData, V>) -> anyhow::Result<Vec<V>> {
     Ok(elements)
 }
 
-fn read_batches<K: Pod, V: Pod>(map: &MapData) -> anyhow::Result<Vec<(K, V)>> {
+pub(super) fn read_batches<K: Pod, V: Pod>(map: &MapData) -> anyhow::Result<Vec<(K, V)>> {
     let fd = map.fd().as_fd().as_raw_fd();
     let mut rows = Vec::new();
     let (mut keys, mut values) = (vec![zeroed::<K>(); BATCH], vec![zeroed::<V>(); BATCH]);
@@ -312,4 +351,66 @@ pub(super) fn update_batch<K: Pod, V: Pod>(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fmt::Debug, net::Ipv4Addr};
+
+    use super::*;
+
+    /// Writes `keys` into a fresh hash map of 64 buckets through a mirror, then reads the
+    /// map back. It must hold what was written, and its walk, which goes bucket after
+    /// bucket, must meet the keys in the order of the buckets computed here: with any
+    /// other hash than the kernel's, 50 keys would come out of order.
+    fn check_written_in_bucket_order<K: MirrorKey + Debug>(keys: Vec<K>, flags: u32)
+    where
+        K::Ordered: Debug,
+    {
+        let map = HashMap::<MapData, K, u64>::create(64, flags)
+            .expect("creating a BPF hash map (the tests run as root)");
+        let mut mirror = MirroredMap::new("test", map).expect("an empty map reads");
+        let zero_seed = flags & bucket_order::ZERO_SEED != 0;
+        assert_eq!(mirror.buckets, zero_seed.then_some(64));
+        for (n, &key) in keys.iter().enumerate() {
+            mirror.set(key, n as u64);
+        }
+        mirror.flush().expect("the batch is written");
+        let rows = read_all(&mirror.map).expect("the map reads back");
+        if zero_seed {
+            let buckets: Vec<u32> =
+                rows.iter().map(|(key, _)| bucket_order::bucket_of(bytes_of(key), 64)).collect();
+            assert!(buckets.is_sorted(), "the kernel walked buckets {buckets:?}");
+        }
+        let mut held: Vec<(K::Ordered, u64)> =
+            rows.into_iter().map(|(key, value)| (key.ordered(), value)).collect();
+        held.sort();
+        let mut written: Vec<(K::Ordered, u64)> =
+            keys.iter().enumerate().map(|(n, key)| (key.ordered(), n as u64)).collect();
+        written.sort();
+        assert_eq!(held, written);
+        assert_eq!(mirror.mirror.into_iter().collect::<Vec<_>>(), written);
+    }
+
+    fn addresses() -> impl Iterator<Item = u32> {
+        (0..50).map(|n| u32::from(Ipv4Addr::new(203, 0, 113, n)).to_be())
+    }
+
+    #[test]
+    fn a_zero_seed_map_is_written_bucket_after_bucket() {
+        let seed = bucket_order::ZERO_SEED;
+        // Keys of one, two and four words: jhash2's tail alone, and one round of its mix.
+        check_written_in_bucket_order(addresses().collect(), seed);
+        let endpoints = addresses().map(|addr| Endpoint::new(addr, 80u16.to_be(), 6)).collect();
+        check_written_in_bucket_order::<Endpoint>(endpoints, seed);
+        let ipv6 = (0..50u8).map(|n| Ipv6Key {
+            addr: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n],
+        });
+        check_written_in_bucket_order::<Ipv6Key>(ipv6.collect(), seed);
+    }
+
+    #[test]
+    fn a_map_with_a_random_seed_is_written_as_planned() {
+        check_written_in_bucket_order(addresses().collect(), 0);
+    }
 }

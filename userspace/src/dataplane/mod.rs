@@ -6,10 +6,12 @@
 //! keep being translated while the agent is down and while it starts.
 
 mod bpffs;
+mod bucket_order;
 mod desired;
 mod hairpin_filter;
 mod held;
 mod mirror;
+mod pins;
 mod routes;
 mod slots;
 mod snat;
@@ -176,11 +178,16 @@ impl Dataplane {
         // What a pinned map holds already: a restarted agent may find a million entries.
         let held: Vec<(u32, EipEntry)> =
             eips.keys().into_iter().filter_map(|key| Some((key, eips.get(&key)?))).collect();
-        let slots =
-            Slots::holding(options.max_mappings, held.iter().map(|(key, e)| (*key, e.stats_slot)));
+        let eip_counters: PerCpuArray<MapData, EipCounters> =
+            take_map(&mut ebpf, MAP_EIP_COUNTERS)?;
+        let limits: Array<MapData, EipLimits> = take_map(&mut ebpf, MAP_EIP_LIMITS)?;
+        let buckets: Array<MapData, EipBuckets> = take_map(&mut ebpf, MAP_EIP_BUCKETS)?;
+        // A slot indexes these three, which pinned maps may have made another size than
+        // `max_mappings`.
+        let capacity = eip_counters.len().min(limits.len()).min(buckets.len());
+        let slots = Slots::holding(capacity, held.iter().map(|(key, e)| (*key, e.stats_slot)));
         let nat_eips = held.iter().filter(|(_, e)| e.mode == MODE_NAT).map(|(key, _)| *key);
         let hairpin_filter = HairpinFilter::new(take_map(&mut ebpf, MAP_EIP_FILTER)?, nat_eips);
-        let limits: Array<MapData, EipLimits> = take_map(&mut ebpf, MAP_EIP_LIMITS)?;
         // Read whole: one system call per slot would take seconds with a million EIPs.
         let all_limits = read_array(&limits).context("reading the EIPs' limits")?;
         let mut limits_written = std::collections::HashMap::new();
@@ -201,12 +208,12 @@ impl Dataplane {
             stale_routes: Vec::new(),
             new_routes: Vec::new(),
             slots_to_zero: Vec::new(),
-            eip_counters: take_map(&mut ebpf, MAP_EIP_COUNTERS)?,
+            eip_counters,
             verdict_counters: take_map(&mut ebpf, MAP_VERDICT_COUNTERS)?,
             limits,
             limits_written,
             limits_unwritten: Vec::new(),
-            buckets: take_map(&mut ebpf, MAP_EIP_BUCKETS)?,
+            buckets,
             security_groups: take_map(&mut ebpf, MAP_SECURITY_GROUPS)?,
             dnat_ports: MirroredMap::new(MAP_DNAT_PORTS, take_map(&mut ebpf, MAP_DNAT_PORTS)?)?,
             dnat_reverse: MirroredMap::new(
@@ -915,19 +922,46 @@ fn remove<K: aya::Pod, V: aya::Pod>(
     }
 }
 
+/// The maps sized by the number of mappings.
+const SIZED_BY_MAPPINGS: [&str; 6] =
+    [MAP_EIPS, MAP_PRIVATE_IPS, MAP_EIP_COUNTERS, MAP_IPV6_PUBLIC, MAP_EIP_LIMITS, MAP_EIP_BUCKETS];
+
 /// Loads the object (no program yet) with its maps pinned in `pin_dir`, reusing the pins
-/// there; maps sized by the number of mappings get `max_mappings` entries when created.
+/// there (see [`pins`]); maps sized by the number of mappings get `max_mappings` entries
+/// when created, and a pinned one keeps its size.
 pub fn load_object(pin_dir: &Path, max_mappings: u32) -> anyhow::Result<Ebpf> {
-    EbpfLoader::new()
-        .default_map_pin_directory(pin_dir)
-        .map_max_entries(MAP_EIPS, max_mappings)
-        .map_max_entries(MAP_PRIVATE_IPS, max_mappings)
-        .map_max_entries(MAP_EIP_COUNTERS, max_mappings)
-        .map_max_entries(MAP_IPV6_PUBLIC, max_mappings)
-        .map_max_entries(MAP_EIP_LIMITS, max_mappings)
-        .map_max_entries(MAP_EIP_BUCKETS, max_mappings)
-        .load(PROGRAM_OBJECT)
-        .context("loading the XDP program")
+    let retired = pins::retire_changed(pin_dir)?;
+    let loaded = load_retiring(pin_dir, max_mappings, &retired);
+    if loaded.is_err() {
+        pins::restore(pin_dir, &retired);
+    }
+    loaded
+}
+
+fn load_retiring(
+    pin_dir: &Path,
+    max_mappings: u32,
+    retired: &[pins::Retired],
+) -> anyhow::Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    loader.default_map_pin_directory(pin_dir);
+    let mut kept = Vec::new();
+    for name in SIZED_BY_MAPPINGS {
+        let size = pins::pinned_max_entries(pin_dir, name)?.unwrap_or(max_mappings);
+        if size != max_mappings {
+            kept.push(format!("{name} {size}"));
+        }
+        loader.map_max_entries(name, size);
+    }
+    if !kept.is_empty() {
+        log::warn!(
+            "pinned maps keep their sizes ({}); {max_mappings} entries apply to maps made anew",
+            kept.join(", ")
+        );
+    }
+    let ebpf = loader.load(PROGRAM_OBJECT).context("loading the XDP program")?;
+    pins::carry_over(pin_dir, retired)?;
+    Ok(ebpf)
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
