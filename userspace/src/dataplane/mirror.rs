@@ -80,7 +80,7 @@ pub struct MirroredMap<K: MirrorKey, V: Pod + PartialEq> {
 impl<K: MirrorKey, V: Pod + PartialEq> MirroredMap<K, V> {
     /// Wraps a map and reads what it holds now (a pinned map may hold entries already).
     pub fn new(name: &'static str, map: HashMap<MapData, K, V>) -> anyhow::Result<Self> {
-        let info = map.map().info().with_context(|| format!("reading map {}'s flags", name))?;
+        let info = map.map().info().with_context(|| format!("reading map {name}'s flags"))?;
         let buckets = bucket_order::known_buckets(
             info.map_flags(),
             info.max_entries(),
@@ -193,10 +193,8 @@ impl<K: MirrorKey, V: Pod + PartialEq> MirroredMap<K, V> {
             }
             None => (&keys, &values),
         };
-        for (keys, values) in batch_keys.chunks(BATCH).zip(batch_values.chunks(BATCH)) {
-            update_batch(fd, keys, values)
-                .with_context(|| format!("writing map {} in a batch", self.name))?;
-        }
+        update_batches(fd, batch_keys, batch_values)
+            .with_context(|| format!("writing map {} in batches", self.name))?;
         // In the mirror's order, which finds its tree's nodes one after the other. Should
         // a batch fail, `flush` reads the whole map back instead.
         for (key, value) in keys.iter().zip(&values) {
@@ -326,6 +324,15 @@ struct BatchAttr {
     map_fd: u32,
     elem_flags: u64,
     flags: u64,
+}
+
+/// Writes `keys` with their `values` into map `fd`, [`BATCH`] at a time.
+pub(super) fn update_batches<K: Pod, V: Pod>(
+    fd: i32,
+    keys: &[K],
+    values: &[V],
+) -> std::io::Result<()> {
+    keys.chunks(BATCH).zip(values.chunks(BATCH)).try_for_each(|(k, v)| update_batch(fd, k, v))
 }
 
 /// `bpf(BPF_MAP_UPDATE_BATCH)` (Linux 5.6+): aya 0.16 has no batch operations.

@@ -10,13 +10,16 @@
 //!   old goes into the new before the new program takes over from the old one, which reads
 //!   the old map until then.
 
-use std::path::{Path, PathBuf};
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, bail};
 use aya::{Pod, maps::MapData};
 use eipgw_common::{EipEntry, MAP_EIPS, MAP_PRIVATE_IPS, MAPPING_MAP_FLAGS, PrivateEntry};
 
-use super::mirror::{BATCH, read_batches, update_batch};
+use super::mirror::{read_batches, update_batches};
 
 /// Copies every entry of one map into another of the same key and value types; says how
 /// many.
@@ -128,12 +131,8 @@ pub fn restore(pin_dir: &Path, retired: &[Retired]) {
 }
 
 fn copy_entries<K: Pod, V: Pod>(from: &MapData, to: &MapData) -> anyhow::Result<usize> {
-    use std::os::fd::{AsFd as _, AsRawFd as _};
     let rows: Vec<(K, V)> = read_batches(from)?;
     let (keys, values): (Vec<K>, Vec<V>) = rows.into_iter().unzip();
-    let fd = to.fd().as_fd().as_raw_fd();
-    for (keys, values) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
-        update_batch(fd, keys, values).context("writing a batch")?;
-    }
+    update_batches(to.fd().as_fd().as_raw_fd(), &keys, &values).context("writing in batches")?;
     Ok(keys.len())
 }
