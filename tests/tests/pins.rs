@@ -14,7 +14,7 @@ use eipgw_common::{
 };
 use eipgw_tests::{
     AgentProcess, Topology, must, ping,
-    topology::{EIP, VM_IP},
+    topology::{EIP, VM_IP, WAN_IF},
 };
 
 fn pin_path(topology: &Topology, name: &str) -> PathBuf {
@@ -136,4 +136,32 @@ fn a_failed_start_puts_the_retired_maps_back() {
     assert!(format!("{failed:#}").contains(MAP_EIP_LIMITS), "{failed:#}");
     assert_eq!(pinned_hash::<EipEntry>(&topology, MAP_EIPS), before);
     assert!(!pin_path(&topology, &format!("{MAP_EIPS}:retired")).exists());
+}
+
+/// The same when the start fails later, after the entries were carried over (here the WAN
+/// interface is gone): the old pins come back, and the next start carries them over.
+#[test]
+fn a_start_failing_after_the_carry_over_puts_the_retired_maps_back() {
+    eipgw_tests::require_root();
+    let (topology, mut agent) = earlier_agent(&[]);
+    pin_as_an_earlier_agent_did::<EipEntry>(&topology, MAP_EIPS, MAP_EIPS);
+    let before = pinned_hash::<EipEntry>(&topology, MAP_EIPS);
+    let rename = |from: &str, to: &str| {
+        must(topology.gw.exec_ok(&["ip", "link", "set", from, "down"]));
+        must(topology.gw.exec_ok(&["ip", "link", "set", from, "name", to]));
+        must(topology.gw.exec_ok(&["ip", "link", "set", to, "up"]));
+    };
+    rename(WAN_IF, "wan-gone");
+
+    let failed = agent.start_again().expect_err("there is no WAN interface");
+    assert!(format!("{failed:#}").contains("no interface named"), "{failed:#}");
+    assert!(agent.log_text().contains("map EIPS: 1 entries carried over"), "{}", agent.log_text());
+    assert_eq!(pinned_hash::<EipEntry>(&topology, MAP_EIPS), before);
+    assert!(!pin_path(&topology, &format!("{MAP_EIPS}:retired")).exists());
+
+    rename("wan-gone", WAN_IF);
+    must(agent.start_again());
+    let (entries, _, flags) = pinned_hash::<EipEntry>(&topology, MAP_EIPS);
+    assert_eq!((entries, flags), (before.0, MAPPING_MAP_FLAGS));
+    ping(&topology.inet, EIP, 1).unwrap_or_else(|e| panic!("ping through the EIP: {e}"));
 }

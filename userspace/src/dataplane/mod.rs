@@ -122,8 +122,17 @@ impl Dataplane {
         let pin_dir = options.bpffs.join(PIN_DIR_NAME);
         std::fs::create_dir_all(&pin_dir)
             .with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
+        pins::while_retired(&pin_dir.clone(), |retired| Self::open_on(options, pin_dir, retired))
+    }
 
-        let mut ebpf = load_object(&pin_dir, options.max_mappings)?;
+    /// [`Dataplane::open`], with the maps of `retired` put aside (see
+    /// [`pins::while_retired`]).
+    fn open_on(
+        options: &DataplaneOptions,
+        pin_dir: PathBuf,
+        retired: &[pins::Retired],
+    ) -> anyhow::Result<Self> {
+        let mut ebpf = load_retiring(&pin_dir, options.max_mappings, retired)?;
 
         // The NAT gateway program goes into its slot before the gateway program that
         // tail-calls it is attached (or swapped in): no frame finds the slot empty.
@@ -943,12 +952,7 @@ const SIZED_BY_MAPPINGS: [&str; 6] =
 /// there (see [`pins`]); maps sized by the number of mappings get `max_mappings` entries
 /// when created, and a pinned one keeps its size.
 pub fn load_object(pin_dir: &Path, max_mappings: u32) -> anyhow::Result<Ebpf> {
-    let retired = pins::retire_changed(pin_dir)?;
-    let loaded = load_retiring(pin_dir, max_mappings, &retired);
-    if loaded.is_err() {
-        pins::restore(pin_dir, &retired);
-    }
-    loaded
+    pins::while_retired(pin_dir, |retired| load_retiring(pin_dir, max_mappings, retired))
 }
 
 fn load_retiring(

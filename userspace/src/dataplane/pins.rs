@@ -8,7 +8,8 @@
 //! - the flags of a map (an agent before [`MAPPING_MAP_FLAGS`] made the mapping maps with
 //!   a random seed): the pinned map is retired, a new one is made, and every entry of the
 //!   old goes into the new before the new program takes over from the old one, which reads
-//!   the old map until then.
+//!   the old map until then. The retired pin goes once the start has succeeded; a start
+//!   that fails puts it back.
 
 use std::{
     os::fd::{AsFd as _, AsRawFd as _},
@@ -71,7 +72,7 @@ pub fn pinned_max_entries(pin_dir: &Path, name: &str) -> anyhow::Result<Option<u
 /// new ones. A map found retired already is one an interrupted start put aside: the map
 /// pinned in its place, if any, holds at most part of its entries, which are carried over
 /// again.
-pub fn retire_changed(pin_dir: &Path) -> anyhow::Result<Vec<Retired>> {
+fn retire_changed(pin_dir: &Path) -> anyhow::Result<Vec<Retired>> {
     let mut retired = Vec::new();
     for (name, flags, copy) in FLAGGED_MAPS {
         let (path, retired_at) = (pin_dir.join(name), retired_path(pin_dir, name));
@@ -95,9 +96,8 @@ pub fn retire_changed(pin_dir: &Path) -> anyhow::Result<Vec<Retired>> {
     Ok(retired)
 }
 
-/// Copies every entry of the retired maps into the maps pinned in their place, then
-/// removes the retired pins. The loaded object must have made those maps, and no program
-/// may read them yet.
+/// Copies every entry of the retired maps into the maps pinned in their place. The loaded
+/// object must have made those maps, and no program may read them yet.
 pub fn carry_over(pin_dir: &Path, retired: &[Retired]) -> anyhow::Result<()> {
     for map in retired {
         let (old, new) = (open_pinned(&map.path)?, open_pinned(&pin_dir.join(map.name))?);
@@ -107,15 +107,36 @@ pub fn carry_over(pin_dir: &Path, retired: &[Retired]) -> anyhow::Result<()> {
         let count =
             (map.copy)(&old, &new).with_context(|| format!("carrying map {} over", map.name))?;
         log::info!("map {}: {count} entries carried over into its new map", map.name);
-        std::fs::remove_file(&map.path)
-            .with_context(|| format!("removing pin {}", map.path.display()))?;
     }
     Ok(())
 }
 
-/// Puts the retired maps back where they were, in place of the maps made for them (the
-/// load failed, and an earlier agent may run again on the old pins).
-pub fn restore(pin_dir: &Path, retired: &[Retired]) {
+/// Runs `start` (which loads the object and carries the retired maps over) with the maps
+/// whose flags changed put aside. They stay pinned, as retired, until it has succeeded:
+/// a start that fails, before or after the new program took over, puts them back, so that
+/// the agent that made them can run again on its pins.
+pub fn while_retired<T>(
+    pin_dir: &Path,
+    start: impl FnOnce(&[Retired]) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let retired = retire_changed(pin_dir)?;
+    let started = start(&retired);
+    if started.is_err() {
+        restore(pin_dir, &retired);
+        return started;
+    }
+    for map in &retired {
+        // Left behind, it would be carried over again at the next start, before that
+        // start's reconciling corrects what it carried.
+        if let Err(e) = std::fs::remove_file(&map.path) {
+            log::error!("removing pin {}: {e}", map.path.display());
+        }
+    }
+    started
+}
+
+/// Puts the retired maps back where they were, in place of the maps made for them.
+fn restore(pin_dir: &Path, retired: &[Retired]) {
     for map in retired {
         let path = pin_dir.join(map.name);
         let restored = match std::fs::remove_file(&path) {
