@@ -17,10 +17,11 @@ use std::{
 
 use anyhow::Context as _;
 use aya::{
-    EbpfLoader,
+    EbpfLoader, Pod,
+    maps::{HashMap, Map, MapData},
     programs::{Xdp, XdpMode},
 };
-use eipgw_common::PROGRAM_PASS;
+use eipgw_common::{PIN_DIR_NAME, PROGRAM_PASS};
 
 use crate::{AgentProcess, Mount, Netns, unique_suffix};
 
@@ -142,6 +143,19 @@ impl Topology {
 
     pub fn bpffs(&self) -> &Path {
         self.bpffs.path()
+    }
+
+    /// Where the agent pins its maps and links.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.bpffs().join(PIN_DIR_NAME)
+    }
+
+    /// The agent's hash map pinned as `name`; panics, naming it, if there is none.
+    pub fn pinned_hash_map<K: Pod, V: Pod>(&self, name: &str) -> HashMap<MapData, K, V> {
+        let path = self.pin_dir().join(name);
+        let map =
+            MapData::from_pin(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+        HashMap::try_from(Map::HashMap(map)).unwrap_or_else(|e| panic!("map {name}: {e}"))
     }
 
     /// As root: the topology with eipgwd running and the VPC of [`VPC_DOCUMENT`] created,

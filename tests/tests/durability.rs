@@ -14,14 +14,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{HashMap, MapData};
 use eipgw::{
     api::ExecuteAnswer,
     client::{CallError, Client},
     model::{Association, Key, Kind, Request, State, describe},
 };
 use eipgw_common::{
-    EipEntry, MODE_CUT_THROUGH, MODE_MULTI_EIP, MODE_NAT, MODE_UNASSOCIATED, PrivateEntry,
+    EipEntry, MAP_EIPS, MAP_PRIVATE_IPS, MODE_CUT_THROUGH, MODE_MULTI_EIP, MODE_NAT,
+    MODE_UNASSOCIATED, PrivateEntry,
 };
 use eipgw_tests::{
     AgentProcess, Mount, Topology, must,
@@ -148,11 +149,8 @@ fn model_view(state: &State) -> BTreeMap<String, Value> {
 /// The pinned maps hold what `state` implies: every EIP with its mode and address, and a
 /// private-IP entry for each NAT-mode one.
 fn check_maps(topology: &Topology, state: &State) {
-    let pins = topology.bpffs().join("eipgw");
-    let open = |name: &str| Map::HashMap(MapData::from_pin(pins.join(name)).expect("pinned map"));
-    let eips: HashMap<MapData, u32, EipEntry> = HashMap::try_from(open("EIPS")).expect("EIPS");
-    let private: HashMap<MapData, u32, PrivateEntry> =
-        HashMap::try_from(open("PRIVATE_IPS")).expect("PRIVATE_IPS");
+    let eips: HashMap<MapData, u32, EipEntry> = topology.pinned_hash_map(MAP_EIPS);
+    let private: HashMap<MapData, u32, PrivateEntry> = topology.pinned_hash_map(MAP_PRIVATE_IPS);
     let mut in_map = BTreeMap::new();
     for row in eips.iter() {
         let (key, entry) = row.expect("EIPS entry");
@@ -329,10 +327,7 @@ fn recover(
 
 /// Every entry of a pinned map of the data plane keyed by IPv4 address.
 fn pinned_map<V: aya::Pod>(topology: &Topology, name: &str) -> BTreeMap<Ipv4Addr, V> {
-    let pin = topology.bpffs().join("eipgw").join(name);
-    let map = MapData::from_pin(&pin).unwrap_or_else(|e| panic!("opening {}: {e}", pin.display()));
-    let map: HashMap<MapData, u32, V> =
-        HashMap::try_from(Map::HashMap(map)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let map: HashMap<MapData, u32, V> = topology.pinned_hash_map(name);
     map.iter()
         .map(|row| row.unwrap_or_else(|e| panic!("reading {name}: {e}")))
         .map(|(key, value)| (Ipv4Addr::from(key.to_ne_bytes()), value))

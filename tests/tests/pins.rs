@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use aya::{
     Pod,
-    maps::{HashMap, Map, MapData},
+    maps::{HashMap, IterableMap as _, MapData},
 };
 use eipgw_common::{
     EipEntry, MAP_EIP_LIMITS, MAP_EIPS, MAP_PRIVATE_IPS, MAPPING_MAP_FLAGS, PrivateEntry,
@@ -18,20 +18,13 @@ use eipgw_tests::{
 };
 
 fn pin_path(topology: &Topology, name: &str) -> PathBuf {
-    topology.bpffs().join("eipgw").join(name)
-}
-
-fn pinned(topology: &Topology, name: &str) -> MapData {
-    let path = pin_path(topology, name);
-    MapData::from_pin(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+    topology.pin_dir().join(name)
 }
 
 /// A pinned map's entries, its size and its flags.
 fn pinned_hash<V: Pod>(topology: &Topology, name: &str) -> (BTreeMap<u32, V>, u32, u32) {
-    let map = pinned(topology, name);
-    let info = map.info().unwrap_or_else(|e| panic!("{name}: {e}"));
-    let map: HashMap<MapData, u32, V> =
-        HashMap::try_from(Map::HashMap(map)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let map: HashMap<MapData, u32, V> = topology.pinned_hash_map(name);
+    let info = map.map().info().unwrap_or_else(|e| panic!("{name}: {e}"));
     let entries = map.iter().map(|row| row.unwrap_or_else(|e| panic!("{name}: {e}")));
     (entries.collect(), info.max_entries(), info.map_flags())
 }
@@ -75,7 +68,7 @@ fn a_restart_with_another_max_mappings_keeps_the_pinned_tables() {
 
     let mut agent_again = must(AgentProcess::start_with(&topology, &["--max-mappings", "8192"]));
     let after = pinned_hash::<EipEntry>(&topology, MAP_EIPS);
-    assert_eq!(after, before, "the EIP map changed: {:?} → {:?}", before, after);
+    assert_eq!(after, before, "the EIP map changed");
     assert_eq!(after.1, 4096);
     assert!(
         agent_again.log_text().contains("pinned maps keep their sizes"),

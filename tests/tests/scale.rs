@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use aya::maps::{Array, HashMap, Map, MapData};
 use eipgw::client::Client;
-use eipgw_common::{EIP_LIMITED, EipEntry, EipLimits, MODE_NAT, PrivateEntry};
+use eipgw_common::{
+    EIP_LIMITED, EipEntry, EipLimits, MAP_EIP_LIMITS, MAP_EIPS, MAP_PRIVATE_IPS, MODE_NAT,
+    PrivateEntry,
+};
 use eipgw_tests::{
     AgentProcess, Topology, must,
     scale::{IPS_PER_ENI, associations_document, eip, private_ip},
@@ -74,11 +77,8 @@ fn one_document_applies_100k_associations_as_one_transaction() {
     );
 
     // The maps hold every mapping: read the pinned maps themselves.
-    let pins = topology.bpffs().join("eipgw");
-    let open = |name: &str| Map::HashMap(MapData::from_pin(pins.join(name)).expect("pinned map"));
-    let eips: HashMap<MapData, u32, EipEntry> = HashMap::try_from(open("EIPS")).expect("EIPS");
-    let private: HashMap<MapData, u32, PrivateEntry> =
-        HashMap::try_from(open("PRIVATE_IPS")).expect("PRIVATE_IPS");
+    let eips: HashMap<MapData, u32, EipEntry> = topology.pinned_hash_map(MAP_EIPS);
+    let private: HashMap<MapData, u32, PrivateEntry> = topology.pinned_hash_map(MAP_PRIVATE_IPS);
     assert_eq!(eips.keys().count(), ASSOCIATIONS as usize);
     assert_eq!(private.keys().count(), ASSOCIATIONS as usize);
     for n in [0, 1, 999, 1000, 54_321, ASSOCIATIONS - 1] {
@@ -119,7 +119,7 @@ fn one_document_applies_100k_associations_as_one_transaction() {
     let capped = eip(777).to_string();
     must(agent.eipctl_ok(&["eip", "set-bandwidth", &capped, "--bandwidth", "5"]));
     let mut limits: Array<MapData, EipLimits> = Array::try_from(Map::Array(
-        MapData::from_pin(pins.join("EIP_LIMITS")).expect("pinned map"),
+        MapData::from_pin(topology.pin_dir().join(MAP_EIP_LIMITS)).expect("pinned map"),
     ))
     .expect("EIP_LIMITS");
     let capped_entry = || eips.get(&eip_key(777), 0).expect("EIP 777");

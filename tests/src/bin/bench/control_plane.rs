@@ -7,9 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{HashMap, MapData};
 use eipgw::{api::ApplyAnswer, cli::apply::LIST_AT_MOST, client::Client};
-use eipgw_common::EipEntry;
+use eipgw_common::{EipEntry, MAP_EIPS};
 use eipgw_tests::{
     AgentProcess, Topology,
     scale::associations_document,
@@ -211,11 +211,7 @@ fn associate_latency(rounds: usize) -> (f64, f64) {
     let agent = must(topology.start_agent(), "starting eipgwd");
     must(agent.apply_document(VPC_DOCUMENT), "applying the VPC document");
     must(agent.eipctl_ok(&["eip", "allocate", &EIP.to_string()]), "allocating the EIP");
-    let pin = topology.bpffs().join("eipgw/EIPS");
-    let map = MapData::from_pin(&pin)
-        .unwrap_or_else(|e| panic!("opening the pinned map {}: {e}", pin.display()));
-    let eips: HashMap<MapData, u32, EipEntry> =
-        HashMap::try_from(Map::HashMap(map)).expect("EIPS is a hash map of EipEntry");
+    let eips: HashMap<MapData, u32, EipEntry> = topology.pinned_hash_map(MAP_EIPS);
     let key = u32::from_ne_bytes(EIP.octets());
     let eip = EIP.to_string();
 
