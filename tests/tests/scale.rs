@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use aya::maps::{Array, HashMap, Map, MapData};
-use eipgw::client::Client;
+use eipgw::client::{CallError, Client};
 use eipgw_common::{
     EIP_LIMITED, EipEntry, EipLimits, MAP_EIP_LIMITS, MAP_EIPS, MAP_PRIVATE_IPS, MODE_NAT,
     PrivateEntry,
@@ -100,6 +100,25 @@ fn one_document_applies_100k_associations_as_one_transaction() {
     let out = must(agent.eipctl(&["apply", &topology.dir().join("bad.json").to_string_lossy()]));
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PRIVATE_IP_HAS_EIP"));
+    // The agent reads a document while its requests run, and still reads all of it: a
+    // refusal names its request among all of them, and a document malformed after its
+    // refused request is answered as malformed.
+    let client = Client::new(agent.socket());
+    let refusal_with_last = |last: Value| {
+        let mut requests = bad["requests"].as_array().expect("a list").clone();
+        requests.extend(std::iter::repeat_n(json!({"op": "create_region", "id": "r2"}), 20_000));
+        requests.push(last);
+        match client.post::<_, Value>("/v1/apply", &json!({"requests": requests})) {
+            Err(CallError::Refused(refusal)) => refusal,
+            other => panic!("not refused: {other:?}"),
+        }
+    };
+    let refusal = refusal_with_last(json!({"op": "create_region", "id": "r3"}));
+    assert_eq!(refusal.code, "PRIVATE_IP_HAS_EIP", "{refusal:?}");
+    assert!(refusal.message.starts_with("request 2 of 20003: "), "{refusal:?}");
+    let refusal = refusal_with_last(json!({"op": "create_region"}));
+    assert_eq!(refusal.code, "INVALID_ARGUMENT", "{refusal:?}");
+    assert!(refusal.message.starts_with("malformed request: missing field `id`"), "{refusal:?}");
     let shown = agent.eipctl(&["eip", "show", "203.0.113.77"]).expect("eipctl");
     assert_eq!(shown.status.code(), Some(3), "the refused document allocated its EIP");
     assert_eq!(eips.keys().count(), ASSOCIATIONS as usize);

@@ -4,6 +4,7 @@ use std::{
     borrow::Cow,
     collections::BTreeSet,
     net::Ipv4Addr,
+    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
@@ -19,6 +20,7 @@ use crate::{
         Dataplane, DesiredMaps, EipMapping, EipPolicy, HeldReport, Planned, PortMapping,
         SnatSessionView, Touched, monotonic_now_ns, utilisation_percent,
     },
+    document::Incoming,
     model::{
         Association, Change, Changed, DnatMapping, Egress, EgressLookup, Key, Kind, NatGateway,
         Protocol, Refusal, Request, Resource, ResourceRef, RuleProtocol, SecurityGroup, State,
@@ -65,52 +67,60 @@ impl Agent {
         Ok(ExecuteAnswer { subject, warnings: executed.warnings })
     }
 
-    /// Runs many requests as one transaction (all or nothing); with `dry_run` nothing is
-    /// kept and the answer says what would change.
-    /// `list_at_most`: see [`ApplyBody::list_at_most`](crate::api::ApplyBody).
+    /// Runs the requests of a document as one transaction (all or nothing), as they are
+    /// read; with `dry_run` nothing is kept and the answer says what would change. A
+    /// document that does not read to its end is refused as malformed, even when one of
+    /// its requests was refused first.
     pub fn apply(
         &mut self,
-        requests: &[Request],
-        dry_run: bool,
-        list_at_most: Option<usize>,
-    ) -> Result<ApplyAnswer, ApiError> {
-        self.apply_observed(requests, dry_run, list_at_most, &mut |_| {})
-    }
-
-    /// [`Agent::apply`], reporting how far it has got.
-    pub fn apply_observed(
-        &mut self,
-        requests: &[Request],
-        dry_run: bool,
-        list_at_most: Option<usize>,
+        mut document: Incoming<'_>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<ApplyAnswer, ApiError> {
-        let total = requests.len();
         let mut timings = ApplyTimings::default();
         let mut phase = Instant::now();
-        let (warnings, change) = self
-            .state
-            .run_all_observed(requests, |done| progress(Progress::validating(done, total)))
-            .map_err(ApiError::Refused)?;
+        let parsed = document.parsed();
+        let validating = |done| Progress::validating(done, parsed.load(Ordering::Relaxed));
+        let mut warnings = Vec::new();
+        let ran = self.state.run_each(
+            document.by_ref().flatten(),
+            |done| progress(validating(done)),
+            |done| warnings.extend(done.warnings),
+        );
+        let (txn, read) = match ran {
+            Ok(txn) => match document.finish() {
+                Ok(read) => (txn, read),
+                Err(malformed) => {
+                    txn.rollback();
+                    return Err(ApiError::Refused(malformed));
+                }
+            },
+            Err((at, refusal)) => {
+                let read = document.finish().map_err(ApiError::Refused)?;
+                return Err(ApiError::Refused(refusal.of_request(at, read.requests)));
+            }
+        };
+        let change = txn.commit();
+        let (total, options) = (read.requests, read.options);
         progress(Progress::validating(total, total));
+        timings.parse = read.parse_time;
         timings.rules = lap(&mut phase);
         let changed = change.len();
-        let (changes, counts) = if list_at_most.is_none_or(|most| changed <= most) {
-            (change_views(&change, dry_run), Vec::new())
+        let (changes, counts) = if options.list_at_most.is_none_or(|most| changed <= most) {
+            (change_views(&change, options.dry_run), Vec::new())
         } else {
             (Vec::new(), change_counts(&change))
         };
         timings.listing = lap(&mut phase);
-        if dry_run {
+        if options.dry_run {
             self.state.revert(&change);
         } else {
             progress(Progress { phase: "storing and writing the maps".into(), done: total, total });
             self.commit(&change, &mut timings)?;
-            log::info!("applied {} requests ({changed} resources changed)", requests.len());
+            log::info!("applied {total} requests ({changed} resources changed)");
         }
         Ok(ApplyAnswer {
-            applied: !dry_run,
-            requests: requests.len(),
+            applied: !options.dry_run,
+            requests: total,
             changed,
             changes,
             counts,

@@ -36,6 +36,7 @@ use tokio::sync::Mutex;
 use crate::{
     agent::Agent,
     dataplane::{ProtocolCounts, SnatSessionView},
+    document,
     model::{Egress, Key, Kind, Refusal, Request, Resource},
 };
 
@@ -49,9 +50,10 @@ pub struct ExecuteAnswer {
     pub warnings: Vec<String>,
 }
 
+/// The document of `POST /v1/apply`. The agent reads its requests while it runs them
+/// ([`crate::document`]); the fields before them are known sooner, so they come first.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ApplyBody {
-    pub requests: Vec<Request>,
     #[serde(default)]
     pub dry_run: bool,
     /// Stream the answer as NDJSON: [`ApplyEvent::Progress`] lines while the transaction
@@ -63,6 +65,7 @@ pub struct ApplyBody {
     /// limit: every change is listed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list_at_most: Option<usize>,
+    pub requests: Vec<Request>,
 }
 
 /// How far an `apply` has got.
@@ -70,6 +73,8 @@ pub struct ApplyBody {
 pub struct Progress {
     pub phase: String,
     pub done: usize,
+    /// The requests read so far: the document's count once it is read to its end (it is
+    /// read while its requests run).
     pub total: usize,
 }
 
@@ -111,9 +116,10 @@ pub struct ApplyAnswer {
 /// read, and to improve, with them (BENCHMARKS.md, section 4).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ApplyTimings {
-    /// Parsing the document.
+    /// Parsing the document, on a thread of its own beside the rules.
     pub parse: Duration,
-    /// Running the requests through the rules, as one transaction.
+    /// Running the requests through the rules, as one transaction, from the first request
+    /// read until the last has run.
     pub rules: Duration,
     /// Listing what changed, for the answer.
     pub listing: Duration,
@@ -372,66 +378,65 @@ async fn apply(
     request: HttpRequest,
 ) -> Result<Response, ApiError> {
     let body = read_document(request, MAX_BODY).await?;
-    let parsing = Instant::now();
-    let body: ApplyBody = parse(&body)?;
-    let parse_time = parsing.elapsed();
-    if !body.progress {
-        // On a blocking thread, like the streamed form below: a big document takes seconds,
-        // which a runtime worker should not spend (nor dropping the document after it).
-        let mut answer = tokio::task::spawn_blocking(move || {
-            agent.blocking_lock().apply(&body.requests, body.dry_run, body.list_at_most)
+    // The transaction runs on a blocking thread, and the document is read beside it there
+    // ([`document`]): a big one takes seconds, which a runtime worker should not spend (nor
+    // dropping the document after it). Progress goes out as it happens if the document
+    // asks for it, which is known once its requests begin.
+    let (events, lines) = tokio::sync::mpsc::unbounded_channel::<Progress>();
+    let (announce, streamed) = tokio::sync::oneshot::channel::<bool>();
+    let applying = tokio::task::spawn_blocking(move || {
+        let announce = move |streamed| {
+            let _ = announce.send(streamed);
+        };
+        document::read_while(&body, announce, |document| {
+            let mut report = |p: Progress| {
+                let _ = events.send(p);
+            };
+            agent.blocking_lock().apply(document, &mut report)
         })
-        .await
-        .context("the thread applying the document")??;
+    });
+    if !streamed.await.unwrap_or(false) {
+        let mut answer = applied(applying.await)?;
         let encoding = Instant::now();
         let response = Json(&answer).into_response();
-        answer.timings.parse = parse_time;
         answer.timings.answer = encoding.elapsed();
-        log::info!(
-            "{} of {} requests took {}",
-            apply_kind(&answer),
-            answer.requests,
-            answer.timings
-        );
+        log_applied(&answer);
         return Ok(response);
     }
-    // The transaction runs on a blocking thread; each event becomes one NDJSON line of a
-    // chunked answer as soon as it happens.
-    let (events, lines) = tokio::sync::mpsc::unbounded_channel::<ApplyEvent>();
-    tokio::task::spawn_blocking(move || {
-        let mut agent = agent.blocking_lock();
-        let mut report = |p: Progress| {
-            let _ = events.send(ApplyEvent::Progress(p));
+    // Each event becomes one NDJSON line of a chunked answer as soon as it happens: the
+    // progress lines until the transaction ends, then its answer or error.
+    let stream = futures_util::stream::unfold(Some((lines, applying)), |state| async move {
+        let (mut lines, applying) = state?;
+        let (event, rest) = match lines.recv().await {
+            Some(progress) => (ApplyEvent::Progress(progress), Some((lines, applying))),
+            None => match applied(applying.await) {
+                Ok(answer) => {
+                    // The answer is encoded as the stream sends it: not timed here.
+                    log_applied(&answer);
+                    (ApplyEvent::Answer(answer), None)
+                }
+                Err(e) => (ApplyEvent::Error(e.body()), None),
+            },
         };
-        let listing = body.list_at_most;
-        let last = match agent.apply_observed(&body.requests, body.dry_run, listing, &mut report) {
-            Ok(mut answer) => {
-                // The answer is encoded as the stream sends it: not timed here.
-                answer.timings.parse = parse_time;
-                log::info!(
-                    "{} of {} requests took {}",
-                    apply_kind(&answer),
-                    answer.requests,
-                    answer.timings
-                );
-                ApplyEvent::Answer(answer)
-            }
-            Err(e) => ApplyEvent::Error(e.body()),
-        };
-        let _ = events.send(last);
-    });
-    let stream = futures_util::stream::unfold(lines, |mut lines| async move {
-        let event = lines.recv().await?;
         let mut line = serde_json::to_vec(&event).unwrap_or_default();
         line.push(b'\n');
-        Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), lines))
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), rest))
     });
     let headers = [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")];
     Ok((headers, axum::body::Body::from_stream(stream)).into_response())
 }
 
-fn apply_kind(answer: &ApplyAnswer) -> &'static str {
-    if answer.applied { "apply" } else { "dry run" }
+/// What the thread applying a document ended with.
+fn applied(
+    result: Result<Result<ApplyAnswer, ApiError>, tokio::task::JoinError>,
+) -> Result<ApplyAnswer, ApiError> {
+    result.context("the thread applying the document")?
+}
+
+/// Logs where an applied document's time went.
+fn log_applied(answer: &ApplyAnswer) {
+    let kind = if answer.applied { "apply" } else { "dry run" };
+    log::info!("{kind} of {} requests took {}", answer.requests, answer.timings);
 }
 
 fn kind(name: &str) -> Result<Kind, ApiError> {

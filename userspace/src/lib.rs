@@ -6,5 +6,6 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod dataplane;
+pub mod document;
 pub mod model;
 pub mod store;

@@ -2,6 +2,8 @@
 //! state: no I/O here. A request runs inside a [`Txn`]; if any rule refuses, the
 //! transaction rolls back and nothing changes (R29).
 
+use std::borrow::Borrow;
+
 mod describe;
 mod ops;
 mod refusal;
@@ -42,48 +44,37 @@ impl State {
     /// Runs several requests as one transaction (`eipctl apply`): all or nothing.
     pub fn run_all(&mut self, requests: &[Request]) -> Result<(Vec<Executed>, Change), Refusal> {
         let mut executed = Vec::with_capacity(requests.len());
-        let change = self.run_each(requests, |_| {}, |done| executed.push(done))?;
-        Ok((executed, change))
+        match self.run_each(requests, |_| {}, |done| executed.push(done)) {
+            Ok(txn) => Ok((executed, txn.commit())),
+            Err((at, refusal)) => Err(refusal.of_request(at, requests.len())),
+        }
     }
 
-    /// [`State::run_all`] for a document: telling `progress` how many requests are done now
-    /// and then, and keeping of what each did only its warnings (a million requests' would
-    /// take 100 MB).
-    pub fn run_all_observed(
+    /// Runs `requests` one after another in one transaction, handing what each did to
+    /// `done` and telling `progress` how many are done now and then. Hands the transaction
+    /// back open, for the caller to commit or roll back: a document being read while it
+    /// runs is kept only if the rest of it reads well. A refusal rolls everything back and
+    /// says which request (from 0) it was.
+    pub fn run_each<R: Borrow<Request>>(
         &mut self,
-        requests: &[Request],
-        progress: impl FnMut(usize),
-    ) -> Result<(Vec<String>, Change), Refusal> {
-        let mut warnings = Vec::new();
-        let change = self.run_each(requests, progress, |done| warnings.extend(done.warnings))?;
-        Ok((warnings, change))
-    }
-
-    /// Runs `requests` as one transaction, handing what each did to `done`.
-    fn run_each(
-        &mut self,
-        requests: &[Request],
+        requests: impl IntoIterator<Item = R>,
         mut progress: impl FnMut(usize),
         mut done: impl FnMut(Executed),
-    ) -> Result<Change, Refusal> {
+    ) -> Result<Txn<'_>, (usize, Refusal)> {
         const EVERY: usize = 1000;
         let mut txn = Txn::begin(self);
-        for (i, request) in requests.iter().enumerate() {
+        for (i, request) in requests.into_iter().enumerate() {
             if i % EVERY == 0 {
                 progress(i);
             }
-            match execute(&mut txn, request) {
+            match execute(&mut txn, request.borrow()) {
                 Ok(executed) => done(executed),
-                Err(mut refusal) => {
+                Err(refusal) => {
                     txn.rollback();
-                    if requests.len() > 1 {
-                        refusal.message =
-                            format!("request {} of {}: {}", i + 1, requests.len(), refusal.message);
-                    }
-                    return Err(refusal);
+                    return Err((i, refusal));
                 }
             }
         }
-        Ok(txn.commit())
+        Ok(txn)
     }
 }

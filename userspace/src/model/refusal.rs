@@ -28,6 +28,15 @@ impl Refusal {
         Self { code: code.into(), rule: None, message: message.into() }
     }
 
+    /// This refusal of request `index` (from 0) of `total`, saying which it was when there
+    /// were several.
+    pub fn of_request(mut self, index: usize, total: usize) -> Self {
+        if total > 1 {
+            self.message = format!("request {} of {total}: {}", index + 1, self.message);
+        }
+        self
+    }
+
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::plain(codes::INVALID_ARGUMENT, message)
     }
