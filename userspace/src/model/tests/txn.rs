@@ -212,3 +212,33 @@ fn r29_an_eip_changed_in_place_twice_is_undone_to_its_first_value() {
     assert_eq!(s.eip_of_instance("i-1").map(|e| e.address), Some(v4(EIP1)));
     check_indexes_against(&s, &before);
 }
+
+#[test]
+fn commit_lists_eips_changed_far_apart_among_many_untouched() {
+    // The EIPs now are found by a walk along the state's, which searches when the next
+    // changed EIP is far ahead: changes scattered over many untouched EIPs, including at
+    // both ends and one created between existing ones, must all be listed, in order.
+    let mut s = world();
+    let allocate = |n: u32| {
+        let address = Ipv4Addr::from(u32::from(v4("192.0.2.0")) + n);
+        json!({"op": "allocate_eip", "address": address, "region": HANGZHOU})
+    };
+    s.run_all(&requests((0..100).filter(|n| n % 2 == 0).map(allocate).collect()))
+        .expect("allocating is valid");
+    let bandwidth = |n: u32| {
+        let address = Ipv4Addr::from(u32::from(v4("192.0.2.0")) + n);
+        json!({"op": "set_eip_bandwidth", "eip": address, "bandwidth_mbps": 5})
+    };
+    let batch =
+        requests(vec![bandwidth(0), bandwidth(2), bandwidth(60), allocate(61), bandwidth(98)]);
+    let (_, change) = s.run_all(&batch).expect("the batch is valid");
+    let listed: Vec<(String, &str)> =
+        change.eips.iter().map(|c| (c.key.to_string(), c.action())).collect();
+    let expected = [(0, "update"), (2, "update"), (60, "update"), (61, "create"), (98, "update")];
+    let expected: Vec<(String, &str)> =
+        expected.iter().map(|&(n, action)| (format!("192.0.2.{n}"), action)).collect();
+    assert_eq!(listed, expected);
+    for changed in &change.eips {
+        assert_eq!(changed.after.as_ref(), s.eips.get(&changed.key));
+    }
+}
