@@ -74,8 +74,10 @@ struct Index {
     ipv6_owner: BTreeMap<Ipv6Addr, Id>,
     /// Private IPv4 → its NAT-mode EIP (R02).
     eip_of_private: AddrMap<Ipv4Addr>,
-    /// ENI → EIPs landing on it, any mode.
-    eips_of_eni: BTreeMap<Id, BTreeSet<Ipv4Addr>>,
+    /// ENI → EIPs landing on it, any mode. Hashed: every association looks its ENI up
+    /// here twice, and a search of a tree of ENI names compared a dozen strings each time;
+    /// only each ENI's own set is walked in order.
+    eips_of_eni: HashMap<Id, BTreeSet<Ipv4Addr>>,
     /// Instance → its one direct EIP (R06).
     eip_of_instance: BTreeMap<Id, Ipv4Addr>,
     /// Instance → attached ENIs.
@@ -111,7 +113,12 @@ impl Index {
                     }
                 }
             } else {
-                remove_from_set(&mut self.eips_of_eni, eni, &eip);
+                if let Some(eips) = self.eips_of_eni.get_mut(eni) {
+                    eips.remove(&eip);
+                    if eips.is_empty() {
+                        self.eips_of_eni.remove(eni);
+                    }
+                }
             }
         }
         match association {
