@@ -2,10 +2,7 @@
 //! (or a whole `apply` document) sees its own earlier changes, and a refusal anywhere rolls
 //! everything back (R29) without ever copying the whole state.
 
-use std::{
-    collections::{BTreeMap, btree_map::Entry},
-    net::Ipv4Addr,
-};
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use super::{
     resources::{Eip, Key, Kind, Resource},
@@ -18,8 +15,68 @@ pub struct Txn<'a> {
     before: BTreeMap<Key, Option<Box<Resource>>>,
     /// The same for EIPs, by far the most numerous, by address: their keys are formatted
     /// once, when the change is listed, instead of at every put. Boxed: a big change
-    /// mostly creates EIPs, and a tree of a million `None`s the size of an EIP took 100 MB.
-    eips_before: BTreeMap<Ipv4Addr, Option<Box<Eip>>>,
+    /// mostly creates EIPs, and a log of a million `None`s the size of an EIP took 100 MB.
+    eips_before: EipLog,
+}
+
+/// The undo log of EIPs: each one's value before its first change, by address. A big
+/// apply touches a million EIPs, mostly in rising order of address (a pool allocated,
+/// then associated): those are kept in a sorted list, where the next is pushed at the end
+/// after one comparison and an earlier one found by binary search, cheaper than a tree's
+/// searches. The few touched out of that order go in a tree beside it.
+#[derive(Clone, Default)]
+struct EipLog {
+    /// Rising addresses.
+    rising: Vec<(Ipv4Addr, Option<Box<Eip>>)>,
+    /// The others, none of them in `rising`.
+    others: BTreeMap<Ipv4Addr, Option<Box<Eip>>>,
+}
+
+impl EipLog {
+    fn contains(&self, address: Ipv4Addr) -> bool {
+        let in_rising = match self.rising.last() {
+            Some((last, _)) if address <= *last => {
+                self.rising.binary_search_by_key(&address, |(a, _)| *a).is_ok()
+            }
+            _ => false,
+        };
+        in_rising || self.others.contains_key(&address)
+    }
+
+    /// Logs an EIP's value before its first change; `address` must not be logged yet.
+    fn insert_new(&mut self, address: Ipv4Addr, before: Option<Eip>) {
+        let before = before.map(Box::new);
+        if self.rising.last().is_none_or(|(last, _)| *last < address) {
+            self.rising.push((address, before));
+        } else {
+            self.others.insert(address, before);
+        }
+    }
+
+    /// Logs `before` unless the EIP is logged already (its first change's stays).
+    fn insert_first(&mut self, address: Ipv4Addr, before: Option<Eip>) {
+        if !self.contains(address) {
+            self.insert_new(address, before);
+        }
+    }
+
+    /// Every entry, by address.
+    fn into_sorted(self) -> Vec<(Ipv4Addr, Option<Box<Eip>>)> {
+        let Self { rising, others } = self;
+        if others.is_empty() {
+            return rising;
+        }
+        let mut sorted = Vec::with_capacity(rising.len() + others.len());
+        let mut others = others.into_iter().peekable();
+        for entry in rising {
+            while let Some(other) = others.next_if(|(a, _)| *a < entry.0) {
+                sorted.push(other);
+            }
+            sorted.push(entry);
+        }
+        sorted.extend(others);
+        sorted
+    }
 }
 
 /// What a committed transaction changed: each resource that ended otherwise than it began,
@@ -116,7 +173,7 @@ pub enum ResourceRef<'a> {
 
 impl<'a> Txn<'a> {
     pub fn begin(state: &'a mut State) -> Self {
-        Self { state, before: BTreeMap::new(), eips_before: BTreeMap::new() }
+        Self { state, before: BTreeMap::new(), eips_before: EipLog::default() }
     }
 
     pub fn state(&self) -> &State {
@@ -127,7 +184,7 @@ impl<'a> Txn<'a> {
         if let Resource::Eip(eip) = resource {
             let address = eip.address;
             let previous = self.state.put_eip(eip);
-            self.eips_before.entry(address).or_insert_with(|| previous.map(Box::new));
+            self.eips_before.insert_first(address, previous);
             return;
         }
         let key = resource.key();
@@ -138,13 +195,11 @@ impl<'a> Txn<'a> {
     /// Changes an EIP in place: no copy of it, unless this is its first change in the
     /// transaction (for the undo log). Does nothing if it is not there.
     pub fn update_eip(&mut self, address: Ipv4Addr, change: impl FnOnce(&mut Eip)) {
-        match self.eips_before.entry(address) {
-            Entry::Occupied(_) => {
-                self.state.update_eip(address, false, change);
-            }
-            Entry::Vacant(vacant) => {
-                vacant.insert(self.state.update_eip(address, true, change).map(Box::new));
-            }
+        if self.eips_before.contains(address) {
+            self.state.update_eip(address, false, change);
+        } else {
+            let before = self.state.update_eip(address, true, change);
+            self.eips_before.insert_new(address, before);
         }
     }
 
@@ -161,12 +216,12 @@ impl<'a> Txn<'a> {
     /// [`Txn::remove`] for an EIP, by its address.
     pub fn remove_eip(&mut self, address: Ipv4Addr) {
         let previous = self.state.remove_eip(address);
-        self.eips_before.entry(address).or_insert_with(|| previous.map(Box::new));
+        self.eips_before.insert_first(address, previous);
     }
 
     /// Undoes every change.
     pub fn rollback(self) {
-        for (address, before) in self.eips_before {
+        for (address, before) in self.eips_before.into_sorted() {
             self.state.restore_eip(address, before.map(|eip| *eip));
         }
         for (key, before) in self.before {
@@ -179,7 +234,7 @@ impl<'a> Txn<'a> {
     pub fn commit(self) -> Change {
         let state = &*self.state;
         Change {
-            eips: eip_rows(state, self.eips_before),
+            eips: eip_rows(state, self.eips_before.into_sorted()),
             others: self.before.into_iter().filter_map(|(k, p)| row(state, k, p)).collect(),
         }
     }
@@ -188,7 +243,8 @@ impl<'a> Txn<'a> {
     pub fn pending(&self) -> Change {
         let state = &*self.state;
         let others = self.before.iter().filter_map(|(k, p)| row(state, k.clone(), p.clone()));
-        Change { eips: eip_rows(state, self.eips_before.clone()), others: others.collect() }
+        let eips = eip_rows(state, self.eips_before.clone().into_sorted());
+        Change { eips, others: others.collect() }
     }
 }
 

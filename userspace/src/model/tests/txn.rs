@@ -216,29 +216,44 @@ fn r29_an_eip_changed_in_place_twice_is_undone_to_its_first_value() {
 #[test]
 fn commit_lists_eips_changed_far_apart_among_many_untouched() {
     // The EIPs now are found by a walk along the state's, which searches when the next
-    // changed EIP is far ahead: changes scattered over many untouched EIPs, including at
-    // both ends and one created between existing ones, must all be listed, in order.
-    let mut s = world();
-    let allocate = |n: u32| {
-        let address = Ipv4Addr::from(u32::from(v4("192.0.2.0")) + n);
-        json!({"op": "allocate_eip", "address": address, "region": HANGZHOU})
-    };
-    s.run_all(&requests((0..100).filter(|n| n % 2 == 0).map(allocate).collect()))
-        .expect("allocating is valid");
-    let bandwidth = |n: u32| {
-        let address = Ipv4Addr::from(u32::from(v4("192.0.2.0")) + n);
-        json!({"op": "set_eip_bandwidth", "eip": address, "bandwidth_mbps": 5})
-    };
-    let batch =
-        requests(vec![bandwidth(0), bandwidth(2), bandwidth(60), allocate(61), bandwidth(98)]);
-    let (_, change) = s.run_all(&batch).expect("the batch is valid");
-    let listed: Vec<(String, &str)> =
-        change.eips.iter().map(|c| (c.key.to_string(), c.action())).collect();
-    let expected = [(0, "update"), (2, "update"), (60, "update"), (61, "create"), (98, "update")];
-    let expected: Vec<(String, &str)> =
-        expected.iter().map(|&(n, action)| (format!("192.0.2.{n}"), action)).collect();
-    assert_eq!(listed, expected);
-    for changed in &change.eips {
-        assert_eq!(changed.after.as_ref(), s.eips.get(&changed.key));
+    // changed EIP is far ahead; the undo log keeps EIPs touched in rising order apart from
+    // the others. Changes scattered over many untouched EIPs, at both ends, one created
+    // between existing ones, in rising order or not, must all be listed, in order.
+    for order in ["rising", "falling", "mixed"] {
+        let mut s = world();
+        let address = |n: u32| Ipv4Addr::from(u32::from(v4("192.0.2.0")) + n);
+        let allocate =
+            |n: u32| json!({"op": "allocate_eip", "address": address(n), "region": HANGZHOU});
+        s.run_all(&requests((0..100).filter(|n| n % 2 == 0).map(allocate).collect()))
+            .expect("allocating is valid");
+        let bandwidth =
+            |n: u32| json!({"op": "set_eip_bandwidth", "eip": address(n), "bandwidth_mbps": 5});
+        let mut batch =
+            vec![bandwidth(0), bandwidth(2), bandwidth(60), allocate(61), bandwidth(98)];
+        match order {
+            "falling" => batch.reverse(),
+            "mixed" => batch.swap(1, 3),
+            _ => {}
+        }
+        // Touched again: the first value before stays the one listed.
+        batch.push(bandwidth(60));
+        let before = s.clone();
+        let mut refused = batch.clone();
+        refused.push(json!({"op": "release_eip", "eip": address(7)}));
+        s.run_all(&requests(refused)).expect_err("192.0.2.7 is not allocated");
+        assert!(s == before, "{order}: a refused batch changed the state");
+        check_indexes(&s);
+        let (_, change) = s.run_all(&requests(batch)).expect("the batch is valid");
+        let listed: Vec<(Ipv4Addr, &str)> =
+            change.eips.iter().map(|c| (c.key, c.action())).collect();
+        let expected =
+            [(0, "update"), (2, "update"), (60, "update"), (61, "create"), (98, "update")];
+        let expected: Vec<(Ipv4Addr, &str)> =
+            expected.iter().map(|&(n, action)| (address(n), action)).collect();
+        assert_eq!(listed, expected, "{order}");
+        for changed in &change.eips {
+            assert_eq!(changed.after.as_ref(), s.eips.get(&changed.key), "{order}");
+            assert_eq!(changed.before.as_deref(), before.eips.get(&changed.key), "{order}");
+        }
     }
 }
