@@ -28,19 +28,28 @@ pub struct Txn<'a> {
 struct EipLog {
     /// Rising addresses.
     rising: Vec<(Ipv4Addr, Option<Box<Eip>>)>,
+    /// Where in `rising` the last address found there was, plus one: EIPs are found in
+    /// rising order too (a pool associated after it was allocated), and then the next one
+    /// looked for is there, without a binary search.
+    next: usize,
     /// The others, none of them in `rising`.
     others: BTreeMap<Ipv4Addr, Option<Box<Eip>>>,
 }
 
 impl EipLog {
-    fn contains(&self, address: Ipv4Addr) -> bool {
-        let in_rising = match self.rising.last() {
-            Some((last, _)) if address <= *last => {
-                self.rising.binary_search_by_key(&address, |(a, _)| *a).is_ok()
-            }
-            _ => false,
+    fn contains(&mut self, address: Ipv4Addr) -> bool {
+        self.in_rising(address) || self.others.contains_key(&address)
+    }
+
+    fn in_rising(&mut self, address: Ipv4Addr) -> bool {
+        if self.rising.last().is_none_or(|(last, _)| address > *last) {
+            return false;
+        }
+        let found = match self.rising.get(self.next) {
+            Some((next, _)) if *next == address => Ok(self.next),
+            _ => self.rising.binary_search_by_key(&address, |(a, _)| *a),
         };
-        in_rising || self.others.contains_key(&address)
+        found.map(|i| self.next = i + 1).is_ok()
     }
 
     /// Logs an EIP's value before its first change; `address` must not be logged yet.
@@ -62,7 +71,7 @@ impl EipLog {
 
     /// Every entry, by address.
     fn into_sorted(self) -> Vec<(Ipv4Addr, Option<Box<Eip>>)> {
-        let Self { rising, others } = self;
+        let Self { rising, others, .. } = self;
         if others.is_empty() {
             return rising;
         }
