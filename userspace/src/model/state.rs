@@ -342,6 +342,14 @@ impl State {
         Some(eip)
     }
 
+    /// Whether `address` is an allocated EIP. Allocating a pool adds each address past
+    /// the last: the tree's last entry, reached down its edge without a comparison on the
+    /// way, tells those apart before a search of a million entries.
+    pub fn has_eip(&self, address: Ipv4Addr) -> bool {
+        self.eips.last_key_value().is_some_and(|(last, _)| address <= *last)
+            && self.eips.contains_key(&address)
+    }
+
     /// The ENI holding a private IPv4.
     pub fn owner_of_ipv4(&self, ip: Ipv4Addr) -> Option<&Eni> {
         self.enis.get(self.index.ipv4_owner.get(&u32::from(ip))?)
