@@ -195,10 +195,15 @@ impl<K: MirrorKey, V: Pod + PartialEq> MirroredMap<K, V> {
         };
         update_batches(fd, batch_keys, batch_values)
             .with_context(|| format!("writing map {} in batches", self.name))?;
-        // In the mirror's order, which finds its tree's nodes one after the other. Should
-        // a batch fail, `flush` reads the whole map back instead.
-        for (key, value) in keys.iter().zip(&values) {
-            self.mirror.insert(key.ordered(), *value);
+        // Into the copy, in its order. A batch as big as a good part of it (a million new
+        // mappings) is merged in one pass over both; a few keys are inserted one by one,
+        // each finding the tree's nodes after the last. Should a batch fail, `flush` reads
+        // the whole map back instead.
+        let written = keys.iter().map(|key| key.ordered()).zip(values.iter().copied());
+        if keys.len() >= self.mirror.len() / 4 {
+            self.mirror.append(&mut written.collect());
+        } else {
+            self.mirror.extend(written);
         }
         Ok(())
     }
@@ -419,6 +424,30 @@ mod tests {
             addr: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n],
         });
         check_written_in_bucket_order::<Ipv6Key>(ipv6.collect(), seed);
+    }
+
+    #[test]
+    fn the_copy_follows_big_and_small_batches() {
+        let map = HashMap::<MapData, u32, u64>::create(64, bucket_order::ZERO_SEED)
+            .expect("creating a BPF hash map (the tests run as root)");
+        let mut mirror = MirroredMap::new("test", map).expect("an empty map reads");
+        let keys: Vec<u32> = addresses().collect();
+        // 20 keys into an empty copy; 30 more, 10 of them changed, merged into its 20; one
+        // changed and one deleted, inserted into its 40.
+        for round in [0..20, 10..40, 39..40] {
+            for n in round {
+                mirror.set(keys[n], n as u64 * 100 + mirror.mirror.len() as u64);
+            }
+            mirror.delete(keys[0]);
+            mirror.flush().expect("the batch is written");
+            let mut held = read_all(&mirror.map).expect("the map reads back");
+            held.sort();
+            let mut copy: Vec<(u32, u64)> =
+                mirror.mirror.iter().map(|(k, v)| (<u32 as MirrorKey>::key(*k), *v)).collect();
+            copy.sort();
+            assert_eq!(copy, held);
+        }
+        assert_eq!(mirror.mirror.len(), 39);
     }
 
     #[test]
