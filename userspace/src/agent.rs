@@ -274,6 +274,14 @@ fn touched(state: &State, change: &Change) -> Touched {
     let mut snat = Vec::new();
     let mut gateways = BTreeSet::new();
     let mut vpcs = BTreeSet::new();
+    // The EIPs on an ENI this change created were all associated by it, so they are among
+    // its EIPs already: a new fleet of ENIs holding a million would list them twice.
+    let created_enis: BTreeSet<&str> = change
+        .others
+        .iter()
+        .filter(|c| c.key.kind == Kind::Eni && c.before.is_none())
+        .map(|c| c.key.id.as_str())
+        .collect();
     // A changed key has a resource before or after it (or both): the EIP's own address
     // comes from that, not from parsing its id.
     for resource in change.values() {
@@ -283,7 +291,9 @@ fn touched(state: &State, change: &Change) -> Touched {
                 snat.extend(eni.ipv4s());
                 // Its security group is its EIPs' (and its instance's EIP's), and that of
                 // the DNAT entries that lead to its addresses.
-                eips.extend(state.eip_addresses_of_eni(&eni.id));
+                if !created_enis.contains(eni.id.as_str()) {
+                    eips.extend(state.eip_addresses_of_eni(&eni.id));
+                }
                 let dnat_entries =
                     state.nat_gateways.values().flat_map(|g| g.dnat_entries.values());
                 eips.extend(
@@ -566,8 +576,8 @@ fn change_counts(change: &Change) -> Vec<ChangeCount> {
 mod tests {
     use super::*;
     use crate::model::tests::{
-        EIP1, EIP4, EIP5, ENI1_IP, HANGZHOU, I1_IP, I2_IP, associate_instance, dnat_ip, dnat_port,
-        json, ok, req, v4, with_nat_gateway, world,
+        EIP1, EIP2, EIP4, EIP5, ENI1_IP, HANGZHOU, I1_IP, I2_IP, associate_instance, dnat_ip,
+        dnat_port, json, ok, req, v4, with_nat_gateway, world,
     };
 
     /// Runs a request that must be allowed; returns what it touches in the maps and what
@@ -721,6 +731,34 @@ mod tests {
         assert!(desired.snat_sources.is_empty());
         assert!(desired.dnat_ports.is_empty());
         assert_eq!(desired.eips[&v4(EIP5)], EipMapping::Unassociated);
+    }
+
+    #[test]
+    fn an_eni_and_its_eips_made_in_one_change_plan_each_eip_once() {
+        let mut s = world();
+        let document = [
+            json!({"op": "create_eni", "id": "eni-new", "vswitch": "vsw-a",
+                   "primary_ip": "10.0.1.120", "security_group": "sg-web"}),
+            json!({"op": "assign_private_ips", "eni": "eni-new", "ips": ["10.0.1.121"]}),
+            json!({"op": "associate_eip", "eip": EIP1, "eni": "eni-new",
+                   "private_ip": "10.0.1.120"}),
+            json!({"op": "associate_eip", "eip": EIP2, "eni": "eni-new",
+                   "private_ip": "10.0.1.121"}),
+        ];
+        let requests: Vec<Request> = document.into_iter().map(req).collect();
+        let (_, change) = s.run_all(&requests).expect("the document is allowed");
+        let touched = touched(&s, &change);
+        let desired = desired_maps(&s, &touched);
+        assert_eq!(touched.eips, [v4(EIP1), v4(EIP2)]);
+        assert_eq!(desired.eips[&v4(EIP2)], EipMapping::Nat { private_ip: v4("10.0.1.121") });
+        // The ENI's security group reaches its EIPs' policies.
+        let web = s.security_groups["sg-web"].number;
+        assert_eq!(desired.policies[&v4(EIP1)].security_group, Some(web));
+        // An ENI that was there before lists its EIPs when it changes.
+        let none = json!({"op": "set_eni_security_group", "eni": "eni-new"});
+        let (touched, desired) = after(&mut s, none);
+        assert_eq!(touched.eips, [v4(EIP1), v4(EIP2)]);
+        assert_eq!(desired.policies.get(&v4(EIP1)), None);
     }
 
     #[test]
