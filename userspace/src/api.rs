@@ -51,21 +51,27 @@ pub struct ExecuteAnswer {
 }
 
 /// The document of `POST /v1/apply`. The agent reads its requests while it runs them
-/// ([`crate::document`]); the fields before them are known sooner, so they come first.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// ([`crate::document`]); the options before them are known sooner, so they come first.
+#[derive(Clone, Debug, Serialize)]
 pub struct ApplyBody {
-    #[serde(default)]
+    #[serde(flatten)]
+    pub options: ApplyOptions,
+    pub requests: Vec<Request>,
+}
+
+/// What an `apply` document asks besides its requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApplyOptions {
     pub dry_run: bool,
     /// Stream the answer as NDJSON: [`ApplyEvent::Progress`] lines while the transaction
     /// runs, then one [`ApplyEvent::Answer`] or [`ApplyEvent::Error`].
-    #[serde(default)]
     pub progress: bool,
     /// List the changes only if there are at most this many; otherwise the answer counts
     /// them by action and kind (`counts`), which is all a person reads of a million. No
     /// limit: every change is listed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub list_at_most: Option<usize>,
-    pub requests: Vec<Request>,
 }
 
 /// How far an `apply` has got.

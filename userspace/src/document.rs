@@ -19,10 +19,14 @@ use std::{
 };
 
 use serde::de::{
-    self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
+    self, Deserialize as _, DeserializeSeed, Deserializer as _, MapAccess, SeqAccess, Visitor,
 };
+use serde_json::{Map, Value};
 
-use crate::model::{Refusal, Request};
+use crate::{
+    api::ApplyOptions,
+    model::{Refusal, Request},
+};
 
 /// Requests handed over at a time: few enough that the rules start at once, many enough
 /// that the hand-overs cost nothing.
@@ -31,14 +35,6 @@ const CHUNK: usize = 4096;
 /// Chunks read ahead of the rules at most: when the rules are slower, the reader waits
 /// instead of holding the whole document as requests.
 const AHEAD: usize = 16;
-
-/// What a document asks besides its requests (the fields of [`ApplyBody`](crate::api::ApplyBody)).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ApplyOptions {
-    pub dry_run: bool,
-    pub progress: bool,
-    pub list_at_most: Option<usize>,
-}
 
 /// A document read to its end.
 #[derive(Clone, Copy, Debug)]
@@ -108,10 +104,8 @@ fn read(
     announce: impl FnOnce(bool),
 ) -> Result<Read, Refusal> {
     let started = Instant::now();
-    let mut document = Document {
-        sink: Sink { sender: Some(sender), parsed, count: 0 },
-        announce: Some(announce),
-    };
+    let mut document =
+        Document { sink: Sink { sender: Some(sender), parsed }, announce: Some(announce) };
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let options = (&mut deserializer)
         .deserialize_map(&mut document)
@@ -121,21 +115,21 @@ fn read(
     if let Some(announce) = document.announce.take() {
         announce(options.as_ref().is_ok_and(|options| options.progress));
     }
-    Ok(Read { options: options?, requests: document.sink.count, parse_time: started.elapsed() })
+    let requests = parsed.load(Ordering::Relaxed);
+    Ok(Read { options: options?, requests, parse_time: started.elapsed() })
 }
 
 /// Where the requests go: to the rules while they take them, and only counted once they
 /// stop (refused).
 struct Sink<'a> {
     sender: Option<mpsc::SyncSender<Vec<Request>>>,
+    /// How many requests have been read (this thread alone counts them).
     parsed: &'a AtomicUsize,
-    count: usize,
 }
 
 impl Sink<'_> {
     fn send(&mut self, chunk: Vec<Request>) {
-        self.count += chunk.len();
-        self.parsed.store(self.count, Ordering::Relaxed);
+        self.parsed.fetch_add(chunk.len(), Ordering::Relaxed);
         if let Some(sender) = &self.sender
             && sender.send(chunk).is_err()
         {
@@ -158,79 +152,36 @@ impl<'de, A: FnOnce(bool)> Visitor<'de> for &mut Document<'_, A> {
     }
 
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<ApplyOptions, M::Error> {
-        let mut options = ApplyOptions::default();
-        let (mut dry_run, mut progress, mut list_at_most, mut requests) =
-            (false, false, false, false);
-        while let Some(key) = map.next_key::<Field>()? {
-            match key {
-                Field::Requests => {
-                    once(&mut requests, "requests")?;
-                    if progress && let Some(announce) = self.announce.take() {
-                        announce(options.progress);
-                    }
-                    map.next_value_seed(Requests { sink: &mut self.sink })?;
+        // The options are a few small fields: kept as they come, and read as
+        // `ApplyOptions` says when the object ends (`progress` when the requests begin).
+        let mut options = Map::new();
+        let mut requests = false;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "requests" {
+                if std::mem::replace(&mut requests, true) {
+                    return Err(de::Error::duplicate_field("requests"));
                 }
-                Field::DryRun => {
-                    once(&mut dry_run, "dry_run")?;
-                    options.dry_run = map.next_value()?;
+                if options.contains_key("progress")
+                    && let Some(announce) = self.announce.take()
+                {
+                    announce(read_options(options.clone()).is_ok_and(|o| o.progress));
                 }
-                Field::Progress => {
-                    once(&mut progress, "progress")?;
-                    options.progress = map.next_value()?;
-                }
-                Field::ListAtMost => {
-                    once(&mut list_at_most, "list_at_most")?;
-                    options.list_at_most = map.next_value()?;
-                }
-                Field::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+                map.next_value_seed(Requests { sink: &mut self.sink })?;
+            } else if options.insert(key.clone(), map.next_value()?).is_some() {
+                // As a derived `Deserialize` would.
+                return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
             }
         }
         if !requests {
             return Err(de::Error::missing_field("requests"));
         }
-        Ok(options)
+        read_options(options).map_err(de::Error::custom)
     }
 }
 
-/// Refuses a field given twice, as a derived `Deserialize` would.
-fn once<E: de::Error>(seen: &mut bool, field: &'static str) -> Result<(), E> {
-    if std::mem::replace(seen, true) {
-        return Err(E::duplicate_field(field));
-    }
-    Ok(())
-}
-
-/// A key of the top-level object; keys it does not know are ignored, as before.
-enum Field {
-    Requests,
-    DryRun,
-    Progress,
-    ListAtMost,
-    Other,
-}
-
-impl<'de> de::Deserialize<'de> for Field {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Name;
-        impl Visitor<'_> for Name {
-            type Value = Field;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_str<E: de::Error>(self, name: &str) -> Result<Field, E> {
-                Ok(match name {
-                    "requests" => Field::Requests,
-                    "dry_run" => Field::DryRun,
-                    "progress" => Field::Progress,
-                    "list_at_most" => Field::ListAtMost,
-                    _ => Field::Other,
-                })
-            }
-        }
-        deserializer.deserialize_identifier(Name)
-    }
+/// The options among the document's other fields (which it ignores).
+fn read_options(fields: Map<String, Value>) -> serde_json::Result<ApplyOptions> {
+    ApplyOptions::deserialize(Value::Object(fields))
 }
 
 /// The `requests` array, sent on in chunks as it is parsed.
@@ -338,6 +289,12 @@ mod tests {
         assert_eq!((early, late), (None, true));
         let (_, _, early, late) = read_all(&document("", count, ""));
         assert_eq!((early, late), (None, true));
+        // `eipctl`'s body writes its options first.
+        let options = ApplyOptions { progress: true, ..Default::default() };
+        let requests = vec![Request::CreateRegion { id: "r0".into() }; count];
+        let body = serde_json::to_string(&crate::api::ApplyBody { options, requests }).unwrap();
+        let (_, read, early, _) = read_all(&body);
+        assert_eq!((read.expect("it reads").options, early), (options, Some(true)));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::{
     output::{self, Output},
 };
 use crate::{
-    api::{ApplyAnswer, ApplyBody, ApplyEvent, ErrorKind},
+    api::{ApplyAnswer, ApplyBody, ApplyEvent, ApplyOptions, ErrorKind},
     client::CallError,
     model::Request,
 };
@@ -53,7 +53,8 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> Result<(), CallError> {
     // A table counts what it cannot list, so the agent need not list it either; JSON is
     // for scripts, which get every change.
     let list_at_most = (ctx.output == Output::Table).then_some(LIST_AT_MOST);
-    let body = ApplyBody { requests, dry_run: args.dry_run, progress, list_at_most };
+    let options = ApplyOptions { dry_run: args.dry_run, progress, list_at_most };
+    let body = ApplyBody { options, requests };
     let answer =
         if progress { apply_with_progress(ctx, body) } else { ctx.client.post("/v1/apply", &body) };
     let answer = answer?;
