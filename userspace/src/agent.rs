@@ -22,10 +22,11 @@ use crate::{
     },
     document::Incoming,
     model::{
-        Association, Change, Changed, DnatMapping, Egress, EgressLookup, Key, Kind, NatGateway,
-        Protocol, Refusal, Request, Resource, ResourceRef, RuleProtocol, SecurityGroup, State,
-        describe, egress_of,
+        Association, Change, Changed, DnatMapping, Egress, EgressLookup, Eip, Key, Kind,
+        NatGateway, Protocol, Refusal, Request, Resource, ResourceRef, RuleProtocol, SecurityGroup,
+        State, describe, egress_of,
     },
+    sorted::Along,
     store::Store,
 };
 
@@ -355,9 +356,16 @@ fn desired_maps(state: &State, touched: &Touched) -> DesiredMaps {
     for group in state.security_groups.values().filter(|g| touched.groups.contains(&g.number)) {
         desired.security_groups.insert(group.number, group_rules(group));
     }
-    for &address in &touched.eips {
-        add_eip(state, &mut desired, address);
+    // Found by a walk along the state's EIPs, and collected in address order: the tree of
+    // a million is then built in one pass instead of by a search for each.
+    let mut eips = Vec::with_capacity(touched.eips.len());
+    let mut along = Along::new(&state.eips);
+    for address in &touched.eips {
+        if let Some(eip) = along.find(address) {
+            eips.push((*address, eip_mapping(state, &mut desired, eip)));
+        }
     }
+    desired.eips = eips.into_iter().collect();
     // Only a SNAT entry makes an address a SNAT source: without any, the million addresses
     // of a big change need no egress lookup (their entries, if any, go as not wanted).
     if state.nat_gateways.values().any(|g| !g.snat_entries.is_empty()) {
@@ -367,8 +375,11 @@ fn desired_maps(state: &State, touched: &Touched) -> DesiredMaps {
                 && let Some(eip) = snat_eip(ip, &eips)
             {
                 desired.snat_sources.insert(ip, eip);
-                if !desired.eips.contains_key(&eip) {
-                    add_eip(state, &mut desired, eip);
+                if !desired.eips.contains_key(&eip)
+                    && let Some(found) = state.eips.get(&eip)
+                {
+                    let mapping = eip_mapping(state, &mut desired, found);
+                    desired.eips.insert(eip, mapping);
                 }
             }
         }
@@ -382,11 +393,9 @@ fn desired_maps(state: &State, touched: &Touched) -> DesiredMaps {
     desired
 }
 
-/// Adds one EIP to `desired`: its mapping, its policy, and its DNAT port mappings.
-fn add_eip(state: &State, desired: &mut DesiredMaps, address: Ipv4Addr) {
-    let Some(eip) = state.eips.get(&address) else {
-        return;
-    };
+/// One EIP's mapping; its policy and its DNAT port mappings go into `desired`.
+fn eip_mapping(state: &State, desired: &mut DesiredMaps, eip: &Eip) -> EipMapping {
+    let address = eip.address;
     let next_hop = |eni: &str| state.enis.get(eni).map(|e| e.primary_ip);
     // A DNAT IP mapping's EIP takes its target's security group.
     let mut security_group = None;
@@ -441,7 +450,6 @@ fn add_eip(state: &State, desired: &mut DesiredMaps, address: Ipv4Addr) {
         }
         None => EipMapping::Unassociated,
     };
-    desired.eips.insert(address, mapping);
     let policy = EipPolicy {
         bandwidth_mbps: eip.bandwidth_mbps,
         security_group: security_group.or(state.security_group_of_eip(eip).map(|g| g.number)),
@@ -449,6 +457,7 @@ fn add_eip(state: &State, desired: &mut DesiredMaps, address: Ipv4Addr) {
     if policy != EipPolicy::default() {
         desired.policies.insert(address, policy);
     }
+    mapping
 }
 
 /// The EIP a SNAT source leaves through, among its entry's: always the same one for an

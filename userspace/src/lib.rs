@@ -8,4 +8,5 @@ pub mod client;
 pub mod dataplane;
 pub mod document;
 pub mod model;
+pub mod sorted;
 pub mod store;

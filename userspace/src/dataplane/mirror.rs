@@ -17,6 +17,7 @@ use aya::{
 use eipgw_common::{Endpoint, Ipv6Key};
 
 use super::bucket_order;
+use crate::sorted::RisingMap;
 
 /// How many elements one BPF_MAP_UPDATE_BATCH call carries.
 pub(super) const BATCH: usize = 8192;
@@ -69,8 +70,8 @@ pub struct MirroredMap<K: MirrorKey, V: Pod + PartialEq> {
     name: &'static str,
     map: HashMap<MapData, K, V>,
     mirror: BTreeMap<K::Ordered, V>,
-    /// Planned, not yet written: `None` deletes.
-    pending: BTreeMap<K::Ordered, Option<V>>,
+    /// Planned, not yet written: `None` deletes. Planned in the mirror's order, mostly.
+    pending: RisingMap<K::Ordered, Option<V>>,
     /// The map's bucket count, when the bucket of a key can be known here (see
     /// [`bucket_order`]): a batch is then written bucket after bucket. `None` for a map
     /// that hashes with a random seed, such as one pinned by an older agent.
@@ -87,7 +88,7 @@ impl<K: MirrorKey, V: Pod + PartialEq> MirroredMap<K, V> {
             std::mem::size_of::<K>(),
         );
         let mut this =
-            Self { name, map, mirror: BTreeMap::new(), pending: BTreeMap::new(), buckets };
+            Self { name, map, mirror: BTreeMap::new(), pending: RisingMap::default(), buckets };
         this.reload()?;
         Ok(this)
     }
@@ -134,7 +135,7 @@ impl<K: MirrorKey, V: Pod + PartialEq> MirroredMap<K, V> {
 
     /// Whether it holds nothing, as planned.
     pub fn is_empty(&self) -> bool {
-        self.mirror.is_empty() && self.pending.values().all(Option::is_none)
+        self.mirror.is_empty() && self.pending.iter().all(|(_, planned)| planned.is_none())
     }
 
     /// Every key as planned, in the mirror's order.
@@ -163,9 +164,9 @@ impl<K: MirrorKey, V: Pod + PartialEq> MirroredMap<K, V> {
         result
     }
 
-    fn write(&mut self, pending: &BTreeMap<K::Ordered, Option<V>>) -> anyhow::Result<()> {
+    fn write(&mut self, pending: &RisingMap<K::Ordered, Option<V>>) -> anyhow::Result<()> {
         let (mut keys, mut values) = (Vec::new(), Vec::new());
-        for (ordered, planned) in pending {
+        for (ordered, planned) in pending.iter() {
             match planned {
                 None => {
                     if self.mirror.remove(ordered).is_some() {

@@ -2,19 +2,15 @@
 //! lives in the pinned EIP map itself, so a restarted agent recovers it from there.
 //!
 //! EIPs are held by address ([`MirrorKey`]), not by their keys in network byte order: a
-//! change of a run of addresses then takes their slots at one place of the tree after the
-//! other, as it does in the mirrors.
-
-use std::collections::{
-    BTreeMap,
-    btree_map::{Entry, VacantEntry},
-};
+//! change of a run of addresses then takes their slots one after the other, as it does in
+//! the mirrors, which a [`RisingMap`] keeps without searching a tree.
 
 use super::mirror::MirrorKey;
+use crate::sorted::RisingMap;
 
 pub struct Slots {
     /// Slot by EIP address (the key, ordered).
-    by_address: BTreeMap<u32, u32>,
+    by_address: RisingMap<u32, u32>,
     free: Vec<u32>,
     next: u32,
     capacity: u32,
@@ -33,11 +29,13 @@ impl Slots {
     /// others below the highest of them are free, and may hold an earlier EIP's counts.
     /// In one pass: a restarted agent may find a million.
     pub fn holding(capacity: u32, held: impl IntoIterator<Item = (u32, u32)>) -> Self {
-        let by_address: BTreeMap<u32, u32> =
+        let mut held: Vec<(u32, u32)> =
             held.into_iter().map(|(key, slot)| (key.ordered(), slot)).collect();
-        let next = by_address.values().map(|&slot| slot + 1).max().unwrap_or(0);
+        held.sort_unstable();
+        let by_address: RisingMap<u32, u32> = held.into_iter().collect();
+        let next = by_address.iter().map(|(_, &slot)| slot + 1).max().unwrap_or(0);
         let mut taken = vec![false; next as usize];
-        for &slot in by_address.values() {
+        for (_, &slot) in by_address.iter() {
             taken[slot as usize] = true;
         }
         let free = (0..next).filter(|&slot| !taken[slot as usize]).collect();
@@ -50,34 +48,21 @@ impl Slots {
 
     /// The slot `key` holds, or else a new one for it, and whether that one held another
     /// EIP before (so its counters need zeroing; a slot never handed out is still zero from
-    /// the map's creation). `None` when every slot is taken. One search of the tree.
+    /// the map's creation). `None` when every slot is taken.
     pub fn get_or_allocate(&mut self, key: u32) -> Option<(u32, bool)> {
-        match self.by_address.entry(key.ordered()) {
-            Entry::Occupied(held) => Some((*held.get(), false)),
-            Entry::Vacant(vacant) => {
-                let (slot, reused) =
-                    Self::take(&mut self.free, &mut self.next, self.capacity, vacant)?;
-                self.journal.push(Step::Allocated { key, slot, reused });
-                Some((slot, reused))
-            }
+        if let Some(&held) = self.by_address.get(&key.ordered()) {
+            return Some((held, false));
         }
-    }
-
-    fn take(
-        free: &mut Vec<u32>,
-        next: &mut u32,
-        capacity: u32,
-        vacant: VacantEntry<'_, u32, u32>,
-    ) -> Option<(u32, bool)> {
-        let (slot, reused) = match free.pop() {
+        let (slot, reused) = match self.free.pop() {
             Some(slot) => (slot, true),
-            None if *next < capacity => {
-                *next += 1;
-                (*next - 1, false)
+            None if self.next < self.capacity => {
+                self.next += 1;
+                (self.next - 1, false)
             }
             None => return None,
         };
-        vacant.insert(slot);
+        self.by_address.insert_new(key.ordered(), slot);
+        self.journal.push(Step::Allocated { key, slot, reused });
         Some((slot, reused))
     }
 

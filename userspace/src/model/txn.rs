@@ -4,6 +4,8 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
+use crate::sorted::{Along, RisingMap};
+
 use super::{
     resources::{Eip, Key, Kind, Resource},
     state::State,
@@ -16,76 +18,9 @@ pub struct Txn<'a> {
     /// The same for EIPs, by far the most numerous, by address: their keys are formatted
     /// once, when the change is listed, instead of at every put. Boxed: a big change
     /// mostly creates EIPs, and a log of a million `None`s the size of an EIP took 100 MB.
-    eips_before: EipLog,
-}
-
-/// The undo log of EIPs: each one's value before its first change, by address. A big
-/// apply touches a million EIPs, mostly in rising order of address (a pool allocated,
-/// then associated): those are kept in a sorted list, where the next is pushed at the end
-/// after one comparison and an earlier one found by binary search, cheaper than a tree's
-/// searches. The few touched out of that order go in a tree beside it.
-#[derive(Clone, Default)]
-struct EipLog {
-    /// Rising addresses.
-    rising: Vec<(Ipv4Addr, Option<Box<Eip>>)>,
-    /// Where in `rising` the last address found there was, plus one: EIPs are found in
-    /// rising order too (a pool associated after it was allocated), and then the next one
-    /// looked for is there, without a binary search.
-    next: usize,
-    /// The others, none of them in `rising`.
-    others: BTreeMap<Ipv4Addr, Option<Box<Eip>>>,
-}
-
-impl EipLog {
-    fn contains(&mut self, address: Ipv4Addr) -> bool {
-        self.in_rising(address) || self.others.contains_key(&address)
-    }
-
-    fn in_rising(&mut self, address: Ipv4Addr) -> bool {
-        if self.rising.last().is_none_or(|(last, _)| address > *last) {
-            return false;
-        }
-        let found = match self.rising.get(self.next) {
-            Some((next, _)) if *next == address => Ok(self.next),
-            _ => self.rising.binary_search_by_key(&address, |(a, _)| *a),
-        };
-        found.map(|i| self.next = i + 1).is_ok()
-    }
-
-    /// Logs an EIP's value before its first change; `address` must not be logged yet.
-    fn insert_new(&mut self, address: Ipv4Addr, before: Option<Eip>) {
-        let before = before.map(Box::new);
-        if self.rising.last().is_none_or(|(last, _)| *last < address) {
-            self.rising.push((address, before));
-        } else {
-            self.others.insert(address, before);
-        }
-    }
-
-    /// Logs `before` unless the EIP is logged already (its first change's stays).
-    fn insert_first(&mut self, address: Ipv4Addr, before: Option<Eip>) {
-        if !self.contains(address) {
-            self.insert_new(address, before);
-        }
-    }
-
-    /// Every entry, by address.
-    fn into_sorted(self) -> Vec<(Ipv4Addr, Option<Box<Eip>>)> {
-        let Self { rising, others, .. } = self;
-        if others.is_empty() {
-            return rising;
-        }
-        let mut sorted = Vec::with_capacity(rising.len() + others.len());
-        let mut others = others.into_iter().peekable();
-        for entry in rising {
-            while let Some(other) = others.next_if(|(a, _)| *a < entry.0) {
-                sorted.push(other);
-            }
-            sorted.push(entry);
-        }
-        sorted.extend(others);
-        sorted
-    }
+    /// A big apply touches them mostly in rising order of address (a pool allocated, then
+    /// associated), which a [`RisingMap`] keeps without searching a tree.
+    eips_before: RisingMap<Ipv4Addr, Option<Box<Eip>>>,
 }
 
 /// What a committed transaction changed: each resource that ended otherwise than it began,
@@ -182,7 +117,7 @@ pub enum ResourceRef<'a> {
 
 impl<'a> Txn<'a> {
     pub fn begin(state: &'a mut State) -> Self {
-        Self { state, before: BTreeMap::new(), eips_before: EipLog::default() }
+        Self { state, before: BTreeMap::new(), eips_before: RisingMap::default() }
     }
 
     pub fn state(&self) -> &State {
@@ -193,7 +128,7 @@ impl<'a> Txn<'a> {
         if let Resource::Eip(eip) = resource {
             let address = eip.address;
             let previous = self.state.put_eip(eip);
-            self.eips_before.insert_first(address, previous);
+            self.log_first(address, previous);
             return;
         }
         let key = resource.key();
@@ -204,11 +139,11 @@ impl<'a> Txn<'a> {
     /// Changes an EIP in place: no copy of it, unless this is its first change in the
     /// transaction (for the undo log). Does nothing if it is not there.
     pub fn update_eip(&mut self, address: Ipv4Addr, change: impl FnOnce(&mut Eip)) {
-        if self.eips_before.contains(address) {
+        if self.eips_before.contains_key(&address) {
             self.state.update_eip(address, false, change);
         } else {
             let before = self.state.update_eip(address, true, change);
-            self.eips_before.insert_new(address, before);
+            self.eips_before.insert_new(address, before.map(Box::new));
         }
     }
 
@@ -225,7 +160,14 @@ impl<'a> Txn<'a> {
     /// [`Txn::remove`] for an EIP, by its address.
     pub fn remove_eip(&mut self, address: Ipv4Addr) {
         let previous = self.state.remove_eip(address);
-        self.eips_before.insert_first(address, previous);
+        self.log_first(address, previous);
+    }
+
+    /// Logs an EIP's value before this change, unless an earlier change logged it.
+    fn log_first(&mut self, address: Ipv4Addr, before: Option<Eip>) {
+        if !self.eips_before.contains_key(&address) {
+            self.eips_before.insert_new(address, before.map(Box::new));
+        }
     }
 
     /// Undoes every change.
@@ -265,21 +207,11 @@ fn eip_rows(
     state: &State,
     befores: impl IntoIterator<Item = (Ipv4Addr, Option<Box<Eip>>)>,
 ) -> Vec<Changed<Ipv4Addr, Eip>> {
-    /// How many EIPs the change left alone the walk steps over before it searches instead.
-    const MAX_STEPS: usize = 16;
     let befores = befores.into_iter();
     let mut rows = Vec::with_capacity(befores.size_hint().0);
-    let mut eips = state.eips.range(..).peekable();
+    let mut eips = Along::new(&state.eips);
     for (address, before) in befores {
-        let mut steps = 0;
-        while eips.next_if(|(a, _)| **a < address).is_some() {
-            steps += 1;
-            if steps == MAX_STEPS {
-                eips = state.eips.range(address..).peekable();
-                break;
-            }
-        }
-        let now = eips.next_if(|(a, _)| **a == address).map(|(_, eip)| eip);
+        let now = eips.find(&address);
         if now != before.as_deref() {
             rows.push(Changed { key: address, before, after: now.cloned() });
         }

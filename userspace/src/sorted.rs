@@ -1,0 +1,273 @@
+//! Ordered containers for the agent's big changes. A big apply allocates, associates,
+//! plans and writes a million addresses, mostly one after the other in rising order; a
+//! tree searched from its root for each of them spends most of the change's time there.
+
+use std::{
+    cell::Cell,
+    collections::BTreeMap,
+    iter::Peekable,
+    ops::{Bound, RangeBounds},
+};
+
+/// An ordered map whose keys mostly arrive in rising order: those are kept in a sorted
+/// list, where a new key above the last is pushed after one comparison and a key looked
+/// up in rising order is found at once, past the last one found (else by binary search).
+/// The few keys that come out of that order go in a tree beside it. Iteration merges the
+/// two, so it is in key order.
+#[derive(Clone, Debug)]
+pub struct RisingMap<K, V> {
+    /// Rising keys, none of them in `others`.
+    rising: Vec<(K, V)>,
+    /// Where in `rising` the last key found there was, plus one.
+    next: Cell<usize>,
+    others: BTreeMap<K, V>,
+}
+
+impl<K, V> Default for RisingMap<K, V> {
+    fn default() -> Self {
+        Self { rising: Vec::new(), next: Cell::new(0), others: BTreeMap::new() }
+    }
+}
+
+impl<K: Ord + Copy, V> RisingMap<K, V> {
+    pub fn len(&self) -> usize {
+        self.rising.len() + self.others.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rising.is_empty() && self.others.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Where `key` is in `rising`.
+    fn position(&self, key: &K) -> Option<usize> {
+        let (last, _) = self.rising.last()?;
+        if key > last {
+            return None;
+        }
+        let next = self.next.get();
+        let found = match self.rising.get(next) {
+            Some((at_next, _)) if at_next == key => Some(next),
+            _ => self.rising.binary_search_by(|(k, _)| k.cmp(key)).ok(),
+        };
+        if let Some(index) = found {
+            self.next.set(index + 1);
+        }
+        found
+    }
+
+    pub fn get(&self, key: &K) -> Option<&V> {
+        match self.position(key) {
+            Some(index) => Some(&self.rising[index].1),
+            None => self.others.get(key),
+        }
+    }
+
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        match self.position(key) {
+            Some(index) => Some(&mut self.rising[index].1),
+            None => self.others.get_mut(key),
+        }
+    }
+
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Sets `key`'s value; returns the one it replaces.
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        if let Some(held) = self.get_mut(&key) {
+            return Some(std::mem::replace(held, value));
+        }
+        self.insert_new(key, value);
+        None
+    }
+
+    /// Adds `key`, which must not be here yet: no search for it.
+    pub fn insert_new(&mut self, key: K, value: V) {
+        debug_assert!(!self.contains_key(&key), "insert_new of a key that is here");
+        if self.rising.last().is_none_or(|(last, _)| *last < key) {
+            self.rising.push((key, value));
+        } else {
+            self.others.insert(key, value);
+        }
+    }
+
+    /// Removes `key`. The last of the sorted list goes at once (an undo takes back the
+    /// keys last first); one out of its middle moves the whole list into the tree first,
+    /// so that removing many that way costs one move, not a shift of the list each.
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        match self.position(key) {
+            Some(index) if index + 1 == self.rising.len() => self.rising.pop().map(|(_, v)| v),
+            Some(_) => {
+                self.settle();
+                self.others.remove(key)
+            }
+            None => self.others.remove(key),
+        }
+    }
+
+    /// Moves the sorted list into the tree: in one merge when it is a good part of the
+    /// tree's size, else key by key.
+    fn settle(&mut self) {
+        let rising = std::mem::take(&mut self.rising);
+        self.next.set(0);
+        if rising.len() >= self.others.len() / 4 {
+            self.others.append(&mut rising.into_iter().collect());
+        } else {
+            self.others.extend(rising);
+        }
+    }
+
+    /// Every entry, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        merge(self.rising.iter().map(|(k, v)| (k, v)), self.others.iter())
+    }
+
+    /// The entries in `range`, in key order.
+    pub fn range<R: RangeBounds<K>>(&self, range: R) -> impl Iterator<Item = (&K, &V)> {
+        let start = match range.start_bound() {
+            Bound::Included(start) => self.rising.partition_point(|(k, _)| k < start),
+            Bound::Excluded(start) => self.rising.partition_point(|(k, _)| k <= start),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(end) => self.rising.partition_point(|(k, _)| k <= end),
+            Bound::Excluded(end) => self.rising.partition_point(|(k, _)| k < end),
+            Bound::Unbounded => self.rising.len(),
+        };
+        let rising = self.rising[start..end.max(start)].iter().map(|(k, v)| (k, v));
+        merge(rising, self.others.range(range))
+    }
+
+    /// Every entry, in key order.
+    pub fn into_sorted(self) -> Vec<(K, V)> {
+        let Self { rising, others, .. } = self;
+        if others.is_empty() {
+            return rising;
+        }
+        let mut sorted = Vec::with_capacity(rising.len() + others.len());
+        sorted.extend(merge(rising.into_iter(), others.into_iter()));
+        sorted
+    }
+}
+
+impl<K: Ord + Copy, V> FromIterator<(K, V)> for RisingMap<K, V> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(entries: I) -> Self {
+        let mut map = Self::default();
+        for (key, value) in entries {
+            map.insert(key, value);
+        }
+        map
+    }
+}
+
+/// Two iterators of distinct keys, each in key order, as one in key order.
+fn merge<Q: Ord, W>(
+    a: impl Iterator<Item = (Q, W)>,
+    b: impl Iterator<Item = (Q, W)>,
+) -> impl Iterator<Item = (Q, W)> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some((x, _)), Some((y, _))) if y < x => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
+}
+
+/// Finds keys given in rising order in a tree by stepping along its entries, rather than
+/// searching it from the root for each: a big change's million keys are mostly
+/// neighbours in the tree. A key further than a few entries past the last one found is
+/// searched for instead, so that a few keys far apart cost a search each, not a walk.
+pub struct Along<'a, K, V> {
+    map: &'a BTreeMap<K, V>,
+    entries: Peekable<std::collections::btree_map::Range<'a, K, V>>,
+}
+
+impl<'a, K: Ord, V> Along<'a, K, V> {
+    /// How many entries between two keys the walk steps over before it searches instead.
+    const MAX_STEPS: usize = 16;
+
+    pub fn new(map: &'a BTreeMap<K, V>) -> Self {
+        Self { map, entries: map.range(..).peekable() }
+    }
+
+    /// The value of `key`, which must not be below the last key asked for.
+    pub fn find(&mut self, key: &K) -> Option<&'a V> {
+        let mut steps = 0;
+        while self.entries.next_if(|(k, _)| *k < key).is_some() {
+            steps += 1;
+            if steps == Self::MAX_STEPS {
+                self.entries = self.map.range(key..).peekable();
+                break;
+            }
+        }
+        self.entries.peek().filter(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the same steps on a `RisingMap` and on a `BTreeMap`, comparing every answer.
+    fn same_as_a_tree(steps: &[(char, u32)]) {
+        let (mut map, mut tree) = (RisingMap::default(), BTreeMap::new());
+        for (at, &(op, key)) in steps.iter().enumerate() {
+            let value = at as u32;
+            match op {
+                'i' => assert_eq!(map.insert(key, value), tree.insert(key, value), "step {at}"),
+                'r' => assert_eq!(map.remove(&key), tree.remove(&key), "step {at}"),
+                _ => assert_eq!(map.get(&key), tree.get(&key), "step {at}"),
+            }
+            assert_eq!(map.len(), tree.len());
+            assert!(map.iter().eq(tree.iter()), "step {at}");
+        }
+        for (from, to) in [(0, 100), (3, 7), (7, 3), (5, 6), (50, 60)] {
+            assert!(map.range(from..to.max(from)).eq(tree.range(from..to.max(from))));
+            assert!(map.range(from..=to.max(from)).eq(tree.range(from..=to.max(from))));
+            assert!(map.range(from..).eq(tree.range(from..)));
+            assert!(map.range(..to).eq(tree.range(..to)));
+        }
+        assert_eq!(map.into_sorted(), tree.into_iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_rising_map_answers_as_a_tree_whatever_the_order() {
+        // Rising, with lookups and replacements along the run.
+        same_as_a_tree(&[('i', 1), ('i', 2), ('i', 5), ('g', 2), ('g', 3), ('i', 2), ('g', 5)]);
+        // Falling and mixed: the tree takes those out of order.
+        same_as_a_tree(&[('i', 9), ('i', 4), ('i', 7), ('i', 12), ('i', 1), ('g', 4), ('g', 12)]);
+        // Removing the last, one out of the middle (the list moves into the tree), and
+        // rising again after that.
+        same_as_a_tree(&[
+            ('i', 1),
+            ('i', 3),
+            ('i', 6),
+            ('i', 2),
+            ('r', 6),
+            ('r', 3),
+            ('i', 8),
+            ('i', 3),
+            ('r', 1),
+            ('r', 9),
+            ('i', 4),
+            ('g', 4),
+        ]);
+    }
+
+    #[test]
+    fn along_finds_what_a_search_finds() {
+        let tree: BTreeMap<u32, u32> =
+            (0..1000).filter(|k| k % 3 != 0).map(|k| (k, k * 2)).collect();
+        // Neighbours, gaps longer than the walk goes, repeats and misses.
+        let keys = [1, 2, 3, 4, 5, 5, 40, 41, 500, 998, 999, 1000, 5000];
+        let mut along = Along::new(&tree);
+        for key in keys {
+            assert_eq!(along.find(&key), tree.get(&key), "key {key}");
+        }
+    }
+}
