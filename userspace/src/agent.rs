@@ -142,7 +142,7 @@ impl Agent {
         // worked out in memory: at a million associations each takes seconds, and neither
         // needs the other. Nothing reaches the maps before the store has the change.
         let (stored, planned) = std::thread::scope(|scope| {
-            let storing = scope.spawn(|| timed(|| store.commit(change)));
+            let storing = scope.spawn(|| timed(|| store.commit(state, change)));
             let planned = timed(|| plan_maps(state, dataplane, &touched(state, change)));
             (storing.join().expect("the store's thread does not panic"), planned)
         });

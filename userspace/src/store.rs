@@ -2,30 +2,39 @@
 //! under the state directory. Every change is one write transaction (R29): after a crash
 //! the file holds the state before or after a request, never a mix.
 
+mod eip_block;
 mod eip_row;
 
 use std::{
+    collections::BTreeMap,
     fmt::{Display, Write as _},
     net::Ipv4Addr,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, bail};
-use redb::{Database, ReadableDatabase as _, ReadableTable as _, Table, TableDefinition};
+use redb::{
+    Database, ReadableDatabase as _, ReadableTable as _, Table, TableDefinition, WriteTransaction,
+};
 
-use crate::model::{Change, Key, Kind, Resource, State};
+use crate::model::{Change, Eip, Key, Kind, Resource, State};
 
 /// `<kind>/<id>` → the resource as JSON, for every kind but EIPs.
 const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
-/// An EIP's address, as a number → the rest of it ([`eip_row`]). Numbers keep a run of
-/// addresses in order, so that writing many appends to the tree instead of splitting it all
-/// over.
-const EIPS: TableDefinition<u32, &[u8]> = TableDefinition::new("eips");
+/// The first address of a /24 block, as a number → the block's EIPs ([`eip_block`]), for
+/// every block that holds one. A row per block, not per EIP: a million EIPs are about 4000
+/// inserts. Numbers keep the blocks in order of address, so that writing many appends to
+/// the tree instead of splitting it all over.
+const EIP_BLOCKS: TableDefinition<u32, &[u8]> = TableDefinition::new("eip_blocks");
+/// Schema 4's EIPs, read only to migrate them: an EIP's address, as a number → the rest of
+/// it ([`eip_row`]).
+const EIPS_V4: TableDefinition<u32, &[u8]> = TableDefinition::new("eips");
 /// Schema bookkeeping.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// 3: an ENI's `security_group` names a security group resource, or is null.
-/// 4: EIPs are in [`EIPS`], not in [`RESOURCES`].
-const SCHEMA_VERSION: u64 = 4;
+/// 4: EIPs are in a table of their own ("eips", a row per EIP), not in [`RESOURCES`].
+/// 5: EIPs are stored a /24 per row in [`EIP_BLOCKS`].
+const SCHEMA_VERSION: u64 = 5;
 
 pub const STATE_FILE_NAME: &str = "eipgw.redb";
 
@@ -97,18 +106,23 @@ impl Store {
             let mut meta = txn.open_table(META)?;
             let found = meta.get("schema_version")?.map(|v| v.value());
             let mut resources = txn.open_table(RESOURCES)?;
-            let mut eips = txn.open_table(EIPS)?;
+            let mut blocks = txn.open_table(EIP_BLOCKS)?;
             match found {
                 None => {
                     meta.insert("schema_version", SCHEMA_VERSION)?;
                 }
                 Some(SCHEMA_VERSION) => {}
-                Some(from @ (2 | 3)) => {
+                Some(from @ 2..=4) => {
                     let mut migrated = || -> anyhow::Result<()> {
                         if from == 2 {
                             migrate_eni_security_groups(&mut resources)?;
                         }
-                        migrate_eips(&mut resources, &mut eips)
+                        let eips = if from == 4 {
+                            take_eip_rows(&txn)?
+                        } else {
+                            take_json_eips(&mut resources)?
+                        };
+                        write_blocks(&mut blocks, &eips, eips.keys().copied())
                     };
                     migrated().with_context(|| {
                         format!(
@@ -155,18 +169,22 @@ impl Store {
             }
             state.put(resource);
         }
-        for row in txn.open_table(EIPS)?.range::<u32>(..)? {
+        for row in txn.open_table(EIP_BLOCKS)?.range::<u32>(..)? {
             let (key, value) = row?;
-            let address = Ipv4Addr::from(key.value());
-            let eip = eip_row::decode(address, value.value())
-                .with_context(|| damaged(&format_args!("{}/{address}", Kind::Eip.name())))?;
-            state.put_eip(eip);
+            let block = key.value();
+            let eips = eip_block::decode(block, value.value()).with_context(|| {
+                damaged(&format_args!("{}/{}/24", Kind::Eip.name(), Ipv4Addr::from(block)))
+            })?;
+            for eip in eips {
+                state.put_eip(eip);
+            }
         }
         Ok(state)
     }
 
-    /// Writes a change in one transaction; on error nothing of it is stored.
-    pub fn commit(&self, change: &Change) -> anyhow::Result<()> {
+    /// Writes a change in one transaction; on error nothing of it is stored. `state` is the
+    /// state with the change made: an EIP's block is written whole, as `state` has it.
+    pub fn commit(&self, state: &State, change: &Change) -> anyhow::Result<()> {
         let txn = self.db()?.begin_write()?;
         {
             // One buffer for every row and one for every key: an apply may write a million.
@@ -185,32 +203,59 @@ impl Store {
                     }
                 }
             }
-            let mut eips = txn.open_table(EIPS)?;
-            for changed in &change.eips {
-                let key = u32::from(changed.key);
-                match &changed.after {
-                    Some(eip) => {
-                        eip_row::encode(eip, &mut value);
-                        eips.insert(key, value.as_slice())?;
-                    }
-                    None => {
-                        eips.remove(key)?;
-                    }
-                }
-            }
+            let mut blocks = txn.open_table(EIP_BLOCKS)?;
+            write_blocks(&mut blocks, &state.eips, change.eips.iter().map(|changed| changed.key))?;
         }
         txn.commit().context("committing to the state file")?;
         Ok(())
     }
 }
 
-/// Schema 3 → 4: EIPs move from JSON rows in `resources` to rows of their own in `eips`.
-fn migrate_eips(
-    resources: &mut Table<&str, &[u8]>,
-    eips: &mut Table<u32, &[u8]>,
+/// Writes the row of each block that holds one of `addresses` (in rising order) as `eips`
+/// has it, or removes it if `eips` has nothing in the block.
+fn write_blocks(
+    blocks: &mut Table<u32, &[u8]>,
+    eips: &BTreeMap<Ipv4Addr, Eip>,
+    addresses: impl IntoIterator<Item = Ipv4Addr>,
 ) -> anyhow::Result<()> {
+    // One buffer for every block: an apply may write 4000 of them.
+    let mut row = Vec::new();
+    let mut written = None;
+    for address in addresses {
+        let block = eip_block::block_of(address);
+        if written == Some(block) {
+            continue;
+        }
+        written = Some(block);
+        eip_block::encode(eips.range(eip_block::addresses(block)).map(|(_, eip)| eip), &mut row);
+        if row.is_empty() {
+            blocks.remove(block)?;
+        } else {
+            blocks.insert(block, row.as_slice())?;
+        }
+    }
+    Ok(())
+}
+
+/// Schema 4 → 5: takes the EIPs out of their rows in schema 4's table, which goes.
+fn take_eip_rows(txn: &WriteTransaction) -> anyhow::Result<BTreeMap<Ipv4Addr, Eip>> {
+    let mut eips = BTreeMap::new();
+    let table = txn.open_table(EIPS_V4)?;
+    for row in table.range::<u32>(..)? {
+        let (key, value) = row?;
+        let address = Ipv4Addr::from(key.value());
+        let eip = eip_row::decode(address, value.value())
+            .with_context(|| format!("record {}/{address} is damaged", Kind::Eip.name()))?;
+        eips.insert(address, eip);
+    }
+    txn.delete_table(table)?;
+    Ok(eips)
+}
+
+/// Schema 3 (or 2) → 5: takes the EIPs out of their JSON rows in `resources`.
+fn take_json_eips(resources: &mut Table<&str, &[u8]>) -> anyhow::Result<BTreeMap<Ipv4Addr, Eip>> {
     let eip_prefix = format!("{}/", Kind::Eip.name());
-    let mut moved = Vec::new();
+    let (mut moved, mut eips) = (Vec::new(), BTreeMap::new());
     for row in resources.range::<&str>(eip_prefix.as_str()..)? {
         let (key, value) = row?;
         let key = key.value();
@@ -225,15 +270,13 @@ fn migrate_eips(
         if key[eip_prefix.len()..] != eip.address.to_string() {
             bail!("record {key} describes the EIP {}", eip.address);
         }
-        moved.push((key.to_owned(), eip));
+        moved.push(key.to_owned());
+        eips.insert(eip.address, eip);
     }
-    let mut row = Vec::new();
-    for (key, eip) in moved {
-        eip_row::encode(&eip, &mut row);
-        eips.insert(u32::from(eip.address), row.as_slice())?;
+    for key in moved {
         resources.remove(key.as_str())?;
     }
-    Ok(())
+    Ok(eips)
 }
 
 /// Schema 2 → 3: an ENI's security group was a free-form name, "default" unless one was
@@ -271,7 +314,7 @@ mod tests {
     use redb::ReadableTableMetadata as _;
 
     use super::*;
-    use crate::model::Request;
+    use crate::model::{Association, Changed, Request};
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
@@ -300,7 +343,7 @@ mod tests {
             .unwrap();
             for request in requests {
                 let (_, change) = state.run(&request).unwrap();
-                store.commit(&change).unwrap();
+                store.commit(&state, &change).unwrap();
             }
         }
         let reopened = Store::open(&dir).unwrap().load().unwrap();
@@ -389,9 +432,28 @@ mod tests {
         txn.commit().unwrap();
     }
 
+    /// Adds schema 4's EIP rows to a file [`write_old_file`] wrote.
+    fn write_v4_eip_rows(dir: &Path, rows: &[(Ipv4Addr, Vec<u8>)]) {
+        let db = Database::create(dir.join(STATE_FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(EIPS_V4).unwrap();
+            for (address, row) in rows {
+                table.insert(u32::from(*address), row.as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+
     fn schema_version(db: &Database) -> Option<u64> {
         let meta = db.begin_read().unwrap().open_table(META).unwrap();
         meta.get("schema_version").unwrap().map(|v| v.value())
+    }
+
+    /// The keys of the EIP blocks' table, in order, as addresses.
+    fn block_keys(db: &Database) -> Vec<Ipv4Addr> {
+        let blocks = db.begin_read().unwrap().open_table(EIP_BLOCKS).unwrap();
+        blocks.iter().unwrap().map(|row| row.unwrap().0.value().into()).collect()
     }
 
     /// The rows of the JSON table, in order.
@@ -441,7 +503,8 @@ mod tests {
         let db = store.db().unwrap();
         let keys: Vec<String> = resource_rows(db).into_iter().map(|(key, _)| key).collect();
         assert_eq!(keys, ["instance_type/t1", "region/r1"]);
-        assert_eq!(db.begin_read().unwrap().open_table(EIPS).unwrap().len().unwrap(), 2);
+        assert_eq!(block_keys(db), [Ipv4Addr::new(203, 0, 113, 0)]);
+        assert!(db.begin_read().unwrap().open_table(EIPS_V4).is_err(), "schema 4's table");
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -466,25 +529,240 @@ mod tests {
         written.sort();
         assert_eq!(resource_rows(&db), written);
         let txn = db.begin_read().unwrap();
-        assert!(txn.open_table(EIPS).is_err(), "the EIP table was created");
+        assert!(txn.open_table(EIP_BLOCKS).is_err(), "the EIP table was created");
         drop((txn, db));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn a_damaged_eip_row_is_reported_with_its_address() {
-        let dir = temp_dir("damaged-eip");
+    fn a_version_4_file_is_migrated_and_its_eips_go_into_blocks() {
+        let dir = temp_dir("migrate-v4");
+        std::fs::create_dir_all(&dir).unwrap();
+        // A version 4 file as the previous eipgwd wrote it: a row per EIP in "eips".
+        let region = ("region/r1", r#"{"resource":"region","id":"r1"}"#);
+        write_old_file(&dir, 4, &[region]);
+        let eips = [
+            eip([198, 51, 100, 1], Some(7), Some(instance_association())),
+            eip([203, 0, 113, 9], None, None),
+            eip([203, 0, 113, 10], Some(5), Some(nat_gateway_association())),
+        ];
+        let rows: Vec<(Ipv4Addr, Vec<u8>)> = eips
+            .iter()
+            .map(|eip| {
+                let mut row = Vec::new();
+                eip_row::append(eip, &mut row);
+                (eip.address, row)
+            })
+            .collect();
+        write_v4_eip_rows(&dir, &rows);
         let store = Store::open(&dir).unwrap();
-        let txn = store.db().unwrap().begin_write().unwrap();
-        txn.open_table(EIPS)
-            .unwrap()
-            .insert(u32::from(Ipv4Addr::new(203, 0, 113, 7)), &[1u8][..])
-            .unwrap();
-        txn.commit().unwrap();
-        let error = format!("{:#}", store.load().unwrap_err());
-        assert!(error.contains("record eip/203.0.113.7 is damaged"), "{error}");
+        let db = store.db().unwrap();
+        assert_eq!(schema_version(db), Some(SCHEMA_VERSION));
+        let mut expected = State::default();
+        expected.put(serde_json::from_str(region.1).unwrap());
+        for eip in eips {
+            expected.put_eip(eip);
+        }
+        assert_eq!(store.load().unwrap(), expected);
+        // A row per block, and schema 4's table is gone.
+        assert_eq!(block_keys(db), [Ipv4Addr::new(198, 51, 100, 0), Ipv4Addr::new(203, 0, 113, 0)]);
+        assert!(db.begin_read().unwrap().open_table(EIPS_V4).is_err(), "schema 4's table");
+        assert_eq!(resource_rows(db).len(), 1);
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_eip_in_a_version_4_file_stops_the_migration_and_changes_nothing() {
+        let dir = temp_dir("migrate-v4-damaged");
+        std::fs::create_dir_all(&dir).unwrap();
+        write_old_file(&dir, 4, &[]);
+        let mut good = Vec::new();
+        eip_row::append(&eip([203, 0, 113, 6], None, None), &mut good);
+        let rows =
+            [(Ipv4Addr::new(203, 0, 113, 6), good), (Ipv4Addr::new(203, 0, 113, 7), vec![1u8])];
+        write_v4_eip_rows(&dir, &rows);
+        let error = format!("{:#}", Store::open(&dir).err().expect("a damaged file is refused"));
+        assert!(error.contains("from schema version 4"), "{error}");
+        assert!(error.contains("record eip/203.0.113.7 is damaged"), "{error}");
+        // Still version 4, with every row where it was.
+        let db = Database::create(dir.join(STATE_FILE_NAME)).unwrap();
+        assert_eq!(schema_version(&db), Some(4));
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(EIPS_V4).unwrap();
+        let written: Vec<(Ipv4Addr, Vec<u8>)> = table
+            .iter()
+            .unwrap()
+            .map(|row| row.map(|(k, v)| (k.value().into(), v.value().to_vec())).unwrap())
+            .collect();
+        assert_eq!(written, rows);
+        assert!(txn.open_table(EIP_BLOCKS).is_err(), "the EIP table was created");
+        drop((table, txn, db));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn eip(address: [u8; 4], bandwidth_mbps: Option<u32>, association: Option<Association>) -> Eip {
+        Eip { address: address.into(), region: "r1".into(), bandwidth_mbps, association }
+    }
+
+    fn instance_association() -> Association {
+        Association::Instance {
+            instance: "i-1".into(),
+            eni: "eni-1".into(),
+            private_ip: [10, 0, 1, 10].into(),
+        }
+    }
+
+    fn nat_gateway_association() -> Association {
+        Association::NatGateway { nat_gateway: "ngw-1".into() }
+    }
+
+    /// Every kind of association, and none, the `i`th of them.
+    fn association(i: usize) -> Option<Association> {
+        let private_ip = Ipv4Addr::new(10, 0, 1, i as u8);
+        match i % 6 {
+            0 => None,
+            1 => Some(instance_association()),
+            2 => Some(Association::Eni { eni: format!("eni-{i}").into(), private_ip }),
+            3 => Some(Association::CutThrough { eni: format!("eni-{i}").into() }),
+            4 => Some(Association::MultiEip { eni: format!("eni-{i}").into() }),
+            _ => Some(nat_gateway_association()),
+        }
+    }
+
+    /// Sets the EIPs at some addresses in `state` (`None`: released), as the model's change
+    /// would, and commits that change.
+    fn set_eips(store: &Store, state: &mut State, eips: Vec<(Ipv4Addr, Option<Eip>)>) {
+        let mut change = Change::default();
+        for (key, after) in eips {
+            let before = state.eips.get(&key).cloned().map(Box::new);
+            state.restore_eip(key, after.clone());
+            change.eips.push(Changed { key, before, after });
+        }
+        change.eips.sort_by_key(|changed| changed.key);
+        store.commit(state, &change).unwrap();
+    }
+
+    /// A few blocks of EIPs, in order: one in 198.51.100.0/24, every third address of
+    /// 203.0.113.0/24 (with .0 and .255), and all of 203.0.114.0/24.
+    fn many_eips() -> Vec<Eip> {
+        let addresses = [[198, 51, 100, 7]]
+            .into_iter()
+            .chain((0..=255).filter(|octet| octet % 3 == 0).map(|octet| [203, 0, 113, octet]))
+            .chain((0..=255).map(|octet| [203, 0, 114, octet]));
+        // Every kind of association with a cap and without one.
+        let cap = |i: usize| (i % 4 < 2).then_some(i as u32 * 10);
+        addresses.enumerate().map(|(i, address)| eip(address, cap(i), association(i))).collect()
+    }
+
+    /// The blocks of [`many_eips`].
+    const BLOCKS: [Ipv4Addr; 3] = [
+        Ipv4Addr::new(198, 51, 100, 0),
+        Ipv4Addr::new(203, 0, 113, 0),
+        Ipv4Addr::new(203, 0, 114, 0),
+    ];
+
+    #[test]
+    fn eips_over_several_blocks_survive_reopening_a_row_per_block() {
+        let dir = temp_dir("blocks");
+        let eips = many_eips();
+        assert_eq!(eips.iter().filter(|eip| eip.address.octets()[3] == 255).count(), 2);
+        let mut state = State::default();
+        {
+            let store = Store::open(&dir).unwrap();
+            // Two changes: the second adds to the blocks the first wrote.
+            let (first, second): (Vec<_>, Vec<_>) =
+                eips.iter().cloned().partition(|eip| eip.address.octets()[3] % 2 == 0);
+            for part in [first, second] {
+                set_eips(
+                    &store,
+                    &mut state,
+                    part.into_iter().map(|e| (e.address, Some(e))).collect(),
+                );
+                assert_eq!(store.load().unwrap(), state);
+            }
+            assert_eq!(block_keys(store.db().unwrap()), BLOCKS);
+        }
+        let reopened = Store::open(&dir).unwrap().load().unwrap();
+        assert_eq!(reopened, state);
+        assert_eq!(reopened.eips.values().cloned().collect::<Vec<_>>(), eips);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_block_s_row_goes_with_its_last_eip_and_stays_with_the_others() {
+        let dir = temp_dir("block-release");
+        let store = Store::open(&dir).unwrap();
+        let mut state = State::default();
+        let eips = many_eips();
+        set_eips(&store, &mut state, eips.iter().map(|e| (e.address, Some(e.clone()))).collect());
+        let db = store.db().unwrap();
+        let rows = |db: &Database| block_keys(db).len();
+        assert_eq!(rows(db), 3);
+        // One EIP of the full block changes: its 255 others stay as they were.
+        let mut changed = state.eips[&Ipv4Addr::new(203, 0, 114, 128)].clone();
+        changed.association = Some(Association::MultiEip { eni: "eni-other".into() });
+        changed.bandwidth_mbps = None;
+        set_eips(&store, &mut state, vec![(changed.address, Some(changed.clone()))]);
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded, state);
+        let full_block = Ipv4Addr::new(203, 0, 114, 0)..=Ipv4Addr::new(203, 0, 114, 255);
+        assert_eq!(loaded.eips.range(full_block.clone()).count(), 256);
+        for eip in eips.iter().filter(|eip| full_block.contains(&eip.address)) {
+            let expected = if eip.address == changed.address { &changed } else { eip };
+            assert_eq!(&loaded.eips[&eip.address], expected);
+        }
+        // Releasing an EIP of a block that keeps others keeps its row; releasing the block's
+        // last EIP removes it, in the same change as another block's EIP.
+        let released = [Ipv4Addr::new(198, 51, 100, 7), Ipv4Addr::new(203, 0, 114, 0)];
+        set_eips(&store, &mut state, released.iter().map(|address| (*address, None)).collect());
+        assert_eq!(block_keys(db), BLOCKS[1..]);
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded, state);
+        assert_eq!(loaded.eips.len(), eips.len() - 2);
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_eip_block_is_reported_with_its_block_and_left_untouched() {
+        let block = u32::from(Ipv4Addr::new(203, 0, 113, 0));
+        let mut good = Vec::new();
+        eip_block::encode(
+            &[eip([203, 0, 113, 9], None, None), eip([203, 0, 113, 10], None, None)],
+            &mut good,
+        );
+        let (ninth, tenth) = good.split_at(good.len() / 2);
+        let cases: [(&str, u32, Vec<u8>, &str); 6] = [
+            ("empty", block, vec![], "holds no EIP"),
+            ("again", block, [ninth, ninth].concat(), "the EIP .9 follows .9"),
+            ("falling", block, [tenth, ninth].concat(), "the addresses do not rise"),
+            ("truncated", block, good[..good.len() - 1].to_vec(), "the EIP 203.0.113.10: "),
+            ("trailing", block, [good.as_slice(), &[11]].concat(), "the EIP 203.0.113.11: "),
+            ("off-block", block + 9, good.clone(), "not the first address of a /24"),
+        ];
+        for (name, key, row, what) in cases {
+            let dir = temp_dir(&format!("damaged-block-{name}"));
+            let store = Store::open(&dir).unwrap();
+            let txn = store.db().unwrap().begin_write().unwrap();
+            txn.open_table(EIP_BLOCKS).unwrap().insert(key, row.as_slice()).unwrap();
+            txn.commit().unwrap();
+            let error = format!("{:#}", store.load().unwrap_err());
+            let record = format!("record eip/{}/24 is damaged", Ipv4Addr::from(key));
+            assert!(error.contains(&record), "{name}: {error}");
+            assert!(error.contains(what), "{name}: {error}");
+            drop(store);
+            // Opening it again changes nothing either: the row is as it was written.
+            let store = Store::open(&dir).unwrap();
+            let db = store.db().unwrap();
+            assert_eq!(schema_version(db), Some(SCHEMA_VERSION));
+            let blocks = db.begin_read().unwrap().open_table(EIP_BLOCKS).unwrap();
+            assert_eq!(blocks.len().unwrap(), 1, "{name}");
+            assert_eq!(blocks.get(key).unwrap().unwrap().value(), row.as_slice(), "{name}");
+            assert!(store.load().is_err(), "{name}");
+            drop((blocks, store));
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
     }
 
     #[test]
@@ -523,7 +801,7 @@ mod tests {
             .unwrap();
             for request in requests {
                 let (_, change) = state.run(&request).unwrap();
-                store.commit(&change).unwrap();
+                store.commit(&state, &change).unwrap();
             }
         }
         let reopened = Store::open(&dir).unwrap().load().unwrap();

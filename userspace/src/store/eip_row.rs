@@ -1,6 +1,7 @@
-//! An EIP's row in the state file (schema 4). A cloud holds far more EIPs than anything
-//! else, and one apply may write a million of them, so their rows are a few bytes each
-//! instead of JSON; the address is the row's key and is not repeated here.
+//! An EIP's row in the state file: a few bytes instead of JSON, since a cloud holds far
+//! more EIPs than anything else, and one apply may write a million of them. The address is
+//! not in the row: it was the row's key in schema 4, and is the row's place in its block
+//! since schema 5 ([`super::eip_block`]).
 //!
 //! Layout (integers little-endian):
 //! - the region: text;
@@ -10,7 +11,9 @@
 //!   4 multi-EIP: text ENI; 5 NAT gateway: text id;
 //! - text: a u32 length, then that many bytes of UTF-8.
 //!
-//! Nothing may follow. A new field means a new schema version and a migration.
+//! Every field says where it ends, so rows can follow one another ([`read`]); a row that
+//! stands alone ([`decode`]) is followed by nothing. A new field means a new schema version
+//! and a migration.
 
 use std::net::Ipv4Addr;
 
@@ -28,9 +31,8 @@ const CUT_THROUGH: u8 = 3;
 const MULTI_EIP: u8 = 4;
 const NAT_GATEWAY: u8 = 5;
 
-/// Writes `eip`'s row into `row`, which it replaces.
-pub fn encode(eip: &Eip, row: &mut Vec<u8>) {
-    row.clear();
+/// Appends `eip`'s row to `row`.
+pub fn append(eip: &Eip, row: &mut Vec<u8>) {
     put_text(row, &eip.region);
     match eip.bandwidth_mbps {
         None => row.push(NO_CAP),
@@ -67,9 +69,18 @@ pub fn encode(eip: &Eip, row: &mut Vec<u8>) {
     }
 }
 
-/// The EIP at `address` that `row` describes.
+/// The EIP at `address` that `row` describes, which nothing may follow.
 pub fn decode(address: Ipv4Addr, row: &[u8]) -> anyhow::Result<Eip> {
-    let mut reader = Reader(row);
+    let mut reader = Reader::new(row);
+    let eip = read(address, &mut reader)?;
+    if !reader.is_empty() {
+        bail!("{} bytes follow the association", reader.0.len());
+    }
+    Ok(eip)
+}
+
+/// The EIP at `address` whose row `reader` is at, leaving `reader` just after it.
+pub fn read(address: Ipv4Addr, reader: &mut Reader<'_>) -> anyhow::Result<Eip> {
     let region = reader.text().context("the region")?;
     let bandwidth_mbps = match reader.byte().context("the bandwidth cap")? {
         NO_CAP => None,
@@ -94,9 +105,6 @@ pub fn decode(address: Ipv4Addr, row: &[u8]) -> anyhow::Result<Eip> {
         }
         other => bail!("the association is of an unknown kind ({other})"),
     };
-    if !reader.0.is_empty() {
-        bail!("{} bytes follow the association", reader.0.len());
-    }
     Ok(Eip { address, region, bandwidth_mbps, association })
 }
 
@@ -107,9 +115,17 @@ fn put_text(row: &mut Vec<u8>, text: &str) {
 }
 
 /// What is left of a row to read.
-struct Reader<'a>(&'a [u8]);
+pub struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
+    pub fn new(row: &'a [u8]) -> Self {
+        Self(row)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     fn take(&mut self, len: usize) -> anyhow::Result<&'a [u8]> {
         if self.0.len() < len {
             bail!("the row ends {} bytes short", len - self.0.len());
@@ -119,7 +135,7 @@ impl<'a> Reader<'a> {
         Ok(taken)
     }
 
-    fn byte(&mut self) -> anyhow::Result<u8> {
+    pub fn byte(&mut self) -> anyhow::Result<u8> {
         Ok(self.take(1)?[0])
     }
 
@@ -151,6 +167,12 @@ mod tests {
         }
     }
 
+    /// `eip`'s row alone in `row`.
+    fn encode(eip: &Eip, row: &mut Vec<u8>) {
+        row.clear();
+        append(eip, row);
+    }
+
     fn every_kind() -> Vec<Eip> {
         let private_ip = Ipv4Addr::new(10, 0, 1, 10);
         vec![
@@ -179,6 +201,20 @@ mod tests {
             encode(&eip, &mut row);
             assert_eq!(decode(eip.address, &row).unwrap(), eip);
         }
+    }
+
+    #[test]
+    fn rows_that_follow_one_another_are_read_one_at_a_time() {
+        let eips = every_kind();
+        let mut rows = Vec::new();
+        for eip in &eips {
+            append(eip, &mut rows);
+        }
+        let mut reader = Reader::new(&rows);
+        for eip in &eips {
+            assert_eq!(&read(eip.address, &mut reader).unwrap(), eip);
+        }
+        assert!(reader.is_empty());
     }
 
     #[test]
