@@ -88,8 +88,9 @@ fn apply_figures(count: u32, runs: usize) -> Vec<Figure> {
     // Room for every mapping plus a margin, as a power of two (the map sizes the agent uses).
     let capacity = (count + count / 16).next_power_of_two().to_string();
     let (mut validated, mut applied, mut restarted) = (Vec::new(), Vec::new(), Vec::new());
-    // Per phase of the applied document (from the agent's log), one sample per run.
-    let mut phases: Vec<(String, Vec<f64>)> = Vec::new();
+    // Per phase of the applied document (from the agent's log), one sample per run: after
+    // the dry run, and on a fresh agent.
+    let (mut phases, mut cold_phases) = (Vec::new(), Vec::new());
     let fresh_agent = || {
         let topology = must(Topology::create(), "creating the topology");
         let agent = must(
@@ -106,21 +107,14 @@ fn apply_figures(count: u32, runs: usize) -> Vec<Figure> {
     for _ in 0..runs {
         let (_topology, agent) = fresh_agent();
         cold.push(post_timed(&agent, &document, false, count));
+        add_phases(&mut cold_phases, &agent.log_text());
     }
     for _ in 0..runs {
         let (_topology, mut agent) = fresh_agent();
         let timed = |body: &RawValue, dry: bool| post_timed(&agent, body, dry, count);
         validated.push(timed(&dry_run, true));
         applied.push(timed(&document, false));
-        let log = agent.log_text();
-        for (phase, seconds) in applied_phases(&log).unwrap_or_else(|| {
-            panic!("eipgwd logged no phases for the applied document; its log:\n{log}")
-        }) {
-            match phases.iter_mut().find(|(name, _)| *name == phase) {
-                Some((_, samples)) => samples.push(seconds),
-                None => phases.push((phase, vec![seconds])),
-            }
-        }
+        add_phases(&mut phases, &agent.log_text());
         // A new agent on the same state file and pinned maps: from its start until its API
         // serves, it loads the state, takes over the maps and reconciles them. XDP stays
         // attached meanwhile, so traffic is translated throughout.
@@ -130,15 +124,18 @@ fn apply_figures(count: u32, runs: usize) -> Vec<Figure> {
         restarted.push(started.elapsed().as_secs_f64());
     }
     let name = format!("apply {} associations", short_count(count));
-    let phase_figures: Vec<Figure> = phases
+    let cold_name = format!("{name}, on a fresh agent (no dry run before)");
+    let phase_figures: Vec<Figure> = [(phases, &name), (cold_phases, &cold_name)]
         .into_iter()
-        .map(|(phase, samples)| Figure {
-            section: SECTION,
-            name: format!("{name}: {phase} phase"),
-            unit: "s",
-            samples,
-            compared_with: Some(name.clone()),
-            target: None,
+        .flat_map(|(phases, of)| {
+            phases.into_iter().map(move |(phase, samples)| Figure {
+                section: SECTION,
+                name: format!("{of}: {phase} phase"),
+                unit: "s",
+                samples,
+                compared_with: Some(of.clone()),
+                target: None,
+            })
         })
         .collect();
     let mut figures = vec![
@@ -161,7 +158,7 @@ fn apply_figures(count: u32, runs: usize) -> Vec<Figure> {
         },
         Figure {
             section: SECTION,
-            name: format!("{name}, on a fresh agent (no dry run before)"),
+            name: cold_name.clone(),
             unit: "s",
             samples: cold,
             compared_with: None,
@@ -178,6 +175,19 @@ fn apply_figures(count: u32, runs: usize) -> Vec<Figure> {
         target: None,
     });
     figures
+}
+
+/// Adds each phase of the last applied document in `log` to its samples.
+fn add_phases(phases: &mut Vec<(String, Vec<f64>)>, log: &str) {
+    let applied = applied_phases(log).unwrap_or_else(|| {
+        panic!("eipgwd logged no phases for the applied document; its log:\n{log}")
+    });
+    for (phase, seconds) in applied {
+        match phases.iter_mut().find(|(name, _)| *name == phase) {
+            Some((_, samples)) => samples.push(seconds),
+            None => phases.push((phase, vec![seconds])),
+        }
+    }
 }
 
 /// The phases of the last applied document, as eipgwd logs them
