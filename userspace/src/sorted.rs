@@ -3,10 +3,10 @@
 //! tree searched from its root for each of them spends most of the change's time there.
 
 use std::{
-    cell::Cell,
     collections::BTreeMap,
     iter::Peekable,
     ops::{Bound, RangeBounds},
+    sync::atomic::{AtomicUsize, Ordering::Relaxed},
 };
 
 /// An ordered map whose keys mostly arrive in rising order: those are kept in a sorted
@@ -14,18 +14,30 @@ use std::{
 /// up in rising order is found at once, past the last one found (else by binary search).
 /// The few keys that come out of that order go in a tree beside it. Iteration merges the
 /// two, so it is in key order.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct RisingMap<K, V> {
     /// Rising keys, none of them in `others`.
     rising: Vec<(K, V)>,
-    /// Where in `rising` the last key found there was, plus one.
-    next: Cell<usize>,
+    /// Where in `rising` the last key found there was, plus one. Only a hint, written by
+    /// lookups through a shared reference (atomic so that the map can be read from two
+    /// threads; any value is safe).
+    next: AtomicUsize,
     others: BTreeMap<K, V>,
 }
 
 impl<K, V> Default for RisingMap<K, V> {
     fn default() -> Self {
-        Self { rising: Vec::new(), next: Cell::new(0), others: BTreeMap::new() }
+        Self { rising: Vec::new(), next: AtomicUsize::new(0), others: BTreeMap::new() }
+    }
+}
+
+impl<K: Clone, V: Clone> Clone for RisingMap<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            rising: self.rising.clone(),
+            next: AtomicUsize::new(self.next.load(Relaxed)),
+            others: self.others.clone(),
+        }
     }
 }
 
@@ -48,13 +60,13 @@ impl<K: Ord + Copy, V> RisingMap<K, V> {
         if key > last {
             return None;
         }
-        let next = self.next.get();
+        let next = self.next.load(Relaxed);
         let found = match self.rising.get(next) {
             Some((at_next, _)) if at_next == key => Some(next),
             _ => self.rising.binary_search_by(|(k, _)| k.cmp(key)).ok(),
         };
         if let Some(index) = found {
-            self.next.set(index + 1);
+            self.next.store(index + 1, Relaxed);
         }
         found
     }
@@ -114,7 +126,7 @@ impl<K: Ord + Copy, V> RisingMap<K, V> {
     /// tree's size, else key by key.
     fn settle(&mut self) {
         let rising = std::mem::take(&mut self.rising);
-        self.next.set(0);
+        self.next.store(0, Relaxed);
         if rising.len() >= self.others.len() / 4 {
             self.others.append(&mut rising.into_iter().collect());
         } else {
