@@ -26,7 +26,6 @@ use crate::{
         NatGateway, Protocol, Refusal, Request, Resource, ResourceRef, RuleProtocol, SecurityGroup,
         State, describe, egress_of,
     },
-    sorted::Along,
     store::Store,
 };
 
@@ -356,12 +355,11 @@ fn desired_maps(state: &State, touched: &Touched) -> DesiredMaps {
     for group in state.security_groups.values().filter(|g| touched.groups.contains(&g.number)) {
         desired.security_groups.insert(group.number, group_rules(group));
     }
-    // Found by a walk along the state's EIPs, and collected in address order: the tree of
-    // a million is then built in one pass instead of by a search for each.
+    // Collected in address order: the tree of a million is then built in one pass instead
+    // of by a search for each.
     let mut eips = Vec::with_capacity(touched.eips.len());
-    let mut along = Along::new(&state.eips);
     for address in &touched.eips {
-        if let Some(eip) = along.find(address) {
+        if let Some(eip) = state.eips.get(address) {
             eips.push((*address, eip_mapping(state, &mut desired, eip)));
         }
     }

@@ -4,7 +4,6 @@
 
 use std::{
     collections::BTreeMap,
-    iter::Peekable,
     ops::{Bound, RangeBounds},
     sync::atomic::{AtomicUsize, Ordering::Relaxed},
 };
@@ -134,6 +133,23 @@ impl<K: Ord + Copy, V> RisingMap<K, V> {
         }
     }
 
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.iter().map(|(k, _)| k)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.iter().map(|(_, v)| v)
+    }
+
+    /// The entry of the greatest key.
+    pub fn last_key_value(&self) -> Option<(&K, &V)> {
+        let rising = self.rising.last().map(|(k, v)| (k, v));
+        match (rising, self.others.last_key_value()) {
+            (Some(r), Some(o)) => Some(if r.0 > o.0 { r } else { o }),
+            (r, o) => r.or(o),
+        }
+    }
+
     /// Every entry, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         merge(self.rising.iter().map(|(k, v)| (k, v)), self.others.iter())
@@ -167,6 +183,24 @@ impl<K: Ord + Copy, V> RisingMap<K, V> {
     }
 }
 
+impl<K: Ord + Copy, V> std::ops::Index<&K> for RisingMap<K, V> {
+    type Output = V;
+
+    /// The value of `key`, which must be here.
+    fn index(&self, key: &K) -> &V {
+        self.get(key).expect("no entry for the key in the RisingMap")
+    }
+}
+
+/// Equal when they hold the same entries, however they are split between list and tree.
+impl<K: Ord + Copy, V: PartialEq> PartialEq for RisingMap<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl<K: Ord + Copy, V: Eq> Eq for RisingMap<K, V> {}
+
 impl<K: Ord + Copy, V> FromIterator<(K, V)> for RisingMap<K, V> {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(entries: I) -> Self {
         let mut map = Self::default();
@@ -190,37 +224,6 @@ fn merge<Q: Ord, W>(
     })
 }
 
-/// Finds keys given in rising order in a tree by stepping along its entries, rather than
-/// searching it from the root for each: a big change's million keys are mostly
-/// neighbours in the tree. A key further than a few entries past the last one found is
-/// searched for instead, so that a few keys far apart cost a search each, not a walk.
-pub struct Along<'a, K, V> {
-    map: &'a BTreeMap<K, V>,
-    entries: Peekable<std::collections::btree_map::Range<'a, K, V>>,
-}
-
-impl<'a, K: Ord, V> Along<'a, K, V> {
-    /// How many entries between two keys the walk steps over before it searches instead.
-    const MAX_STEPS: usize = 16;
-
-    pub fn new(map: &'a BTreeMap<K, V>) -> Self {
-        Self { map, entries: map.range(..).peekable() }
-    }
-
-    /// The value of `key`, which must not be below the last key asked for.
-    pub fn find(&mut self, key: &K) -> Option<&'a V> {
-        let mut steps = 0;
-        while self.entries.next_if(|(k, _)| *k < key).is_some() {
-            steps += 1;
-            if steps == Self::MAX_STEPS {
-                self.entries = self.map.range(key..).peekable();
-                break;
-            }
-        }
-        self.entries.peek().filter(|(k, _)| *k == key).map(|(_, v)| *v)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +240,7 @@ mod tests {
             }
             assert_eq!(map.len(), tree.len());
             assert!(map.iter().eq(tree.iter()), "step {at}");
+            assert_eq!(map.last_key_value(), tree.last_key_value(), "step {at}");
         }
         for (from, to) in [(0, 100), (3, 7), (7, 3), (5, 6), (50, 60)] {
             assert!(map.range(from..to.max(from)).eq(tree.range(from..to.max(from))));
@@ -269,17 +273,5 @@ mod tests {
             ('i', 4),
             ('g', 4),
         ]);
-    }
-
-    #[test]
-    fn along_finds_what_a_search_finds() {
-        let tree: BTreeMap<u32, u32> =
-            (0..1000).filter(|k| k % 3 != 0).map(|k| (k, k * 2)).collect();
-        // Neighbours, gaps longer than the walk goes, repeats and misses.
-        let keys = [1, 2, 3, 4, 5, 5, 40, 41, 500, 998, 999, 1000, 5000];
-        let mut along = Along::new(&tree);
-        for key in keys {
-            assert_eq!(along.find(&key), tree.get(&key), "key {key}");
-        }
     }
 }

@@ -6,7 +6,6 @@ mod eip_block;
 mod eip_row;
 
 use std::{
-    collections::BTreeMap,
     fmt::{Display, Write as _},
     net::Ipv4Addr,
     path::{Path, PathBuf},
@@ -17,7 +16,10 @@ use redb::{
     Database, ReadableDatabase as _, ReadableTable as _, Table, TableDefinition, WriteTransaction,
 };
 
-use crate::model::{Change, Eip, Key, Kind, Resource, State};
+use crate::{
+    model::{Change, Eip, Key, Kind, Resource, State},
+    sorted::RisingMap,
+};
 
 /// `<kind>/<id>` → the resource as JSON, for every kind but EIPs.
 const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
@@ -215,7 +217,7 @@ impl Store {
 /// has it, or removes it if `eips` has nothing in the block.
 fn write_blocks(
     blocks: &mut Table<u32, &[u8]>,
-    eips: &BTreeMap<Ipv4Addr, Eip>,
+    eips: &RisingMap<Ipv4Addr, Eip>,
     addresses: impl IntoIterator<Item = Ipv4Addr>,
 ) -> anyhow::Result<()> {
     // One buffer for every block: an apply may write 4000 of them.
@@ -238,8 +240,8 @@ fn write_blocks(
 }
 
 /// Schema 4 → 5: takes the EIPs out of their rows in schema 4's table, which goes.
-fn take_eip_rows(txn: &WriteTransaction) -> anyhow::Result<BTreeMap<Ipv4Addr, Eip>> {
-    let mut eips = BTreeMap::new();
+fn take_eip_rows(txn: &WriteTransaction) -> anyhow::Result<RisingMap<Ipv4Addr, Eip>> {
+    let mut eips = RisingMap::default();
     let table = txn.open_table(EIPS_V4)?;
     for row in table.range::<u32>(..)? {
         let (key, value) = row?;
@@ -253,9 +255,9 @@ fn take_eip_rows(txn: &WriteTransaction) -> anyhow::Result<BTreeMap<Ipv4Addr, Ei
 }
 
 /// Schema 3 (or 2) → 5: takes the EIPs out of their JSON rows in `resources`.
-fn take_json_eips(resources: &mut Table<&str, &[u8]>) -> anyhow::Result<BTreeMap<Ipv4Addr, Eip>> {
+fn take_json_eips(resources: &mut Table<&str, &[u8]>) -> anyhow::Result<RisingMap<Ipv4Addr, Eip>> {
     let eip_prefix = format!("{}/", Kind::Eip.name());
-    let (mut moved, mut eips) = (Vec::new(), BTreeMap::new());
+    let (mut moved, mut eips) = (Vec::new(), RisingMap::default());
     for row in resources.range::<&str>(eip_prefix.as_str()..)? {
         let (key, value) = row?;
         let key = key.value();

@@ -3,7 +3,7 @@
 //! [`State::remove`], which keep the indexes right.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, btree_map::Entry},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{Ipv4Addr, Ipv6Addr},
 };
 
@@ -18,7 +18,9 @@ pub struct State {
     pub instance_types: BTreeMap<Id, InstanceType>,
     pub instances: BTreeMap<Id, Instance>,
     pub enis: BTreeMap<Id, Eni>,
-    pub eips: BTreeMap<Ipv4Addr, Eip>,
+    /// By address. A big change allocates and associates a pool in rising order of
+    /// address, which a [`RisingMap`] takes without searching a tree of a million.
+    pub eips: RisingMap<Ipv4Addr, Eip>,
     pub nat_gateways: BTreeMap<Id, NatGateway>,
     pub security_groups: BTreeMap<Id, SecurityGroup>,
     index: Index,
@@ -260,15 +262,15 @@ impl State {
     /// be parsed back.
     pub fn put_eip(&mut self, eip: Eip) -> Option<Eip> {
         let address = eip.address;
-        // One search of the million-EIP tree, not a removal and an insertion.
-        let (now, previous) = match self.eips.entry(address) {
-            Entry::Vacant(vacant) => (vacant.insert(eip), None),
-            Entry::Occupied(occupied) => {
-                let now = occupied.into_mut();
-                let previous = std::mem::replace(now, eip);
-                (now, Some(previous))
+        // One lookup, not a removal and an insertion.
+        let previous = match self.eips.get_mut(&address) {
+            Some(now) => Some(std::mem::replace(now, eip)),
+            None => {
+                self.eips.insert_new(address, eip);
+                None
             }
         };
+        let now = self.eips.get(&address).expect("just put");
         // The old association's entries go before the new one's come: the two may share
         // keys (the same private address), which must end up held.
         if let Some(association) = previous.as_ref().and_then(|p| p.association.as_ref()) {
@@ -308,12 +310,9 @@ impl State {
         Some(eip)
     }
 
-    /// Whether `address` is an allocated EIP. Allocating a pool adds each address past
-    /// the last: the tree's last entry, reached down its edge without a comparison on the
-    /// way, tells those apart before a search of a million entries.
+    /// Whether `address` is an allocated EIP.
     pub fn has_eip(&self, address: Ipv4Addr) -> bool {
-        self.eips.last_key_value().is_some_and(|(last, _)| address <= *last)
-            && self.eips.contains_key(&address)
+        self.eips.contains_key(&address)
     }
 
     /// The ENI holding a private IPv4.

@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use crate::sorted::{Along, RisingMap};
+use crate::sorted::RisingMap;
 
 use super::{
     resources::{Eip, Key, Kind, Resource},
@@ -200,18 +200,16 @@ impl<'a> Txn<'a> {
 }
 
 /// The changes of the EIPs in `befores` (their values before, in address order) that
-/// ended otherwise than they began, in address order. The state's EIPs are in that order
-/// too, so each EIP now is found by a step along them, not a search of their tree (a
-/// million searches in a big apply).
+/// ended otherwise than they began, in address order. The state's EIPs are found in that
+/// order, each just past the last where they are a run.
 fn eip_rows(
     state: &State,
     befores: impl IntoIterator<Item = (Ipv4Addr, Option<Box<Eip>>)>,
 ) -> Vec<Changed<Ipv4Addr, Eip>> {
     let befores = befores.into_iter();
     let mut rows = Vec::with_capacity(befores.size_hint().0);
-    let mut eips = Along::new(&state.eips);
     for (address, before) in befores {
-        let now = eips.find(&address);
+        let now = state.eips.get(&address);
         if now != before.as_deref() {
             rows.push(Changed { key: address, before, after: now.cloned() });
         }
