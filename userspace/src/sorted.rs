@@ -10,14 +10,17 @@ use std::{
 
 /// An ordered map whose keys mostly arrive in rising order: those are kept in a sorted
 /// list, where a new key above the last is pushed after one comparison and a key looked
-/// up in rising order is found at once, past the last one found (else by binary search).
-/// The few keys that come out of that order go in a tree beside it. Iteration merges the
-/// two, so it is in key order.
+/// up in rising order is found at once, past the last one found (else by binary search
+/// of the keys, which are kept apart from the values so that the search reads few cache
+/// lines). The few keys that come out of that order go in a tree beside it. Iteration
+/// merges the two, so it is in key order.
 #[derive(Debug)]
 pub struct RisingMap<K, V> {
     /// Rising keys, none of them in `others`.
-    rising: Vec<(K, V)>,
-    /// Where in `rising` the last key found there was, plus one. Only a hint, written by
+    keys: Vec<K>,
+    /// The value of each of `keys`, at the same index.
+    values: Vec<V>,
+    /// Where in `keys` the last key found there was, plus one. Only a hint, written by
     /// lookups through a shared reference (atomic so that the map can be read from two
     /// threads; any value is safe).
     next: AtomicUsize,
@@ -26,14 +29,20 @@ pub struct RisingMap<K, V> {
 
 impl<K, V> Default for RisingMap<K, V> {
     fn default() -> Self {
-        Self { rising: Vec::new(), next: AtomicUsize::new(0), others: BTreeMap::new() }
+        Self {
+            keys: Vec::new(),
+            values: Vec::new(),
+            next: AtomicUsize::new(0),
+            others: BTreeMap::new(),
+        }
     }
 }
 
 impl<K: Clone, V: Clone> Clone for RisingMap<K, V> {
     fn clone(&self) -> Self {
         Self {
-            rising: self.rising.clone(),
+            keys: self.keys.clone(),
+            values: self.values.clone(),
             next: AtomicUsize::new(self.next.load(Relaxed)),
             others: self.others.clone(),
         }
@@ -42,27 +51,26 @@ impl<K: Clone, V: Clone> Clone for RisingMap<K, V> {
 
 impl<K: Ord + Copy, V> RisingMap<K, V> {
     pub fn len(&self) -> usize {
-        self.rising.len() + self.others.len()
+        self.keys.len() + self.others.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rising.is_empty() && self.others.is_empty()
+        self.keys.is_empty() && self.others.is_empty()
     }
 
     pub fn clear(&mut self) {
         *self = Self::default();
     }
 
-    /// Where `key` is in `rising`.
+    /// Where `key` is in `keys`.
     fn position(&self, key: &K) -> Option<usize> {
-        let (last, _) = self.rising.last()?;
-        if key > last {
+        if self.keys.last().is_none_or(|last| key > last) {
             return None;
         }
         let next = self.next.load(Relaxed);
-        let found = match self.rising.get(next) {
-            Some((at_next, _)) if at_next == key => Some(next),
-            _ => self.rising.binary_search_by(|(k, _)| k.cmp(key)).ok(),
+        let found = match self.keys.get(next) {
+            Some(at_next) if at_next == key => Some(next),
+            _ => self.keys.binary_search(key).ok(),
         };
         if let Some(index) = found {
             self.next.store(index + 1, Relaxed);
@@ -72,14 +80,14 @@ impl<K: Ord + Copy, V> RisingMap<K, V> {
 
     pub fn get(&self, key: &K) -> Option<&V> {
         match self.position(key) {
-            Some(index) => Some(&self.rising[index].1),
+            Some(index) => Some(&self.values[index]),
             None => self.others.get(key),
         }
     }
 
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         match self.position(key) {
-            Some(index) => Some(&mut self.rising[index].1),
+            Some(index) => Some(&mut self.values[index]),
             None => self.others.get_mut(key),
         }
     }
@@ -100,8 +108,9 @@ impl<K: Ord + Copy, V> RisingMap<K, V> {
     /// Adds `key`, which must not be here yet: no search for it.
     pub fn insert_new(&mut self, key: K, value: V) {
         debug_assert!(!self.contains_key(&key), "insert_new of a key that is here");
-        if self.rising.last().is_none_or(|(last, _)| *last < key) {
-            self.rising.push((key, value));
+        if self.keys.last().is_none_or(|last| *last < key) {
+            self.keys.push(key);
+            self.values.push(value);
         } else {
             self.others.insert(key, value);
         }
@@ -112,7 +121,10 @@ impl<K: Ord + Copy, V> RisingMap<K, V> {
     /// so that removing many that way costs one move, not a shift of the list each.
     pub fn remove(&mut self, key: &K) -> Option<V> {
         match self.position(key) {
-            Some(index) if index + 1 == self.rising.len() => self.rising.pop().map(|(_, v)| v),
+            Some(index) if index + 1 == self.keys.len() => {
+                self.keys.pop();
+                self.values.pop()
+            }
             Some(_) => {
                 self.settle();
                 self.others.remove(key)
@@ -124,12 +136,13 @@ impl<K: Ord + Copy, V> RisingMap<K, V> {
     /// Moves the sorted list into the tree: in one merge when it is a good part of the
     /// tree's size, else key by key.
     fn settle(&mut self) {
-        let rising = std::mem::take(&mut self.rising);
+        let listed =
+            std::mem::take(&mut self.keys).into_iter().zip(std::mem::take(&mut self.values));
         self.next.store(0, Relaxed);
-        if rising.len() >= self.others.len() / 4 {
-            self.others.append(&mut rising.into_iter().collect());
+        if listed.len() >= self.others.len() / 4 {
+            self.others.append(&mut listed.collect());
         } else {
-            self.others.extend(rising);
+            self.others.extend(listed);
         }
     }
 
@@ -143,42 +156,41 @@ impl<K: Ord + Copy, V> RisingMap<K, V> {
 
     /// The entry of the greatest key.
     pub fn last_key_value(&self) -> Option<(&K, &V)> {
-        let rising = self.rising.last().map(|(k, v)| (k, v));
-        match (rising, self.others.last_key_value()) {
-            (Some(r), Some(o)) => Some(if r.0 > o.0 { r } else { o }),
-            (r, o) => r.or(o),
+        let listed = self.keys.last().zip(self.values.last());
+        match (listed, self.others.last_key_value()) {
+            (Some(l), Some(o)) => Some(if l.0 > o.0 { l } else { o }),
+            (l, o) => l.or(o),
         }
     }
 
     /// Every entry, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        merge(self.rising.iter().map(|(k, v)| (k, v)), self.others.iter())
+        merge(self.keys.iter().zip(&self.values), self.others.iter())
     }
 
     /// The entries in `range`, in key order.
     pub fn range<R: RangeBounds<K>>(&self, range: R) -> impl Iterator<Item = (&K, &V)> {
         let start = match range.start_bound() {
-            Bound::Included(start) => self.rising.partition_point(|(k, _)| k < start),
-            Bound::Excluded(start) => self.rising.partition_point(|(k, _)| k <= start),
+            Bound::Included(start) => self.keys.partition_point(|k| k < start),
+            Bound::Excluded(start) => self.keys.partition_point(|k| k <= start),
             Bound::Unbounded => 0,
         };
         let end = match range.end_bound() {
-            Bound::Included(end) => self.rising.partition_point(|(k, _)| k <= end),
-            Bound::Excluded(end) => self.rising.partition_point(|(k, _)| k < end),
-            Bound::Unbounded => self.rising.len(),
-        };
-        let rising = self.rising[start..end.max(start)].iter().map(|(k, v)| (k, v));
-        merge(rising, self.others.range(range))
+            Bound::Included(end) => self.keys.partition_point(|k| k <= end),
+            Bound::Excluded(end) => self.keys.partition_point(|k| k < end),
+            Bound::Unbounded => self.keys.len(),
+        }
+        .max(start);
+        let listed = self.keys[start..end].iter().zip(&self.values[start..end]);
+        merge(listed, self.others.range(range))
     }
 
     /// Every entry, in key order.
     pub fn into_sorted(self) -> Vec<(K, V)> {
-        let Self { rising, others, .. } = self;
-        if others.is_empty() {
-            return rising;
-        }
-        let mut sorted = Vec::with_capacity(rising.len() + others.len());
-        sorted.extend(merge(rising.into_iter(), others.into_iter()));
+        let Self { keys, values, others, .. } = self;
+        let listed = keys.into_iter().zip(values);
+        let mut sorted = Vec::with_capacity(listed.len() + others.len());
+        sorted.extend(merge(listed, others.into_iter()));
         sorted
     }
 }
