@@ -17,7 +17,7 @@ use aya::{
 use eipgw_common::{Endpoint, Ipv6Key};
 
 use super::bucket_order;
-use crate::sorted::RisingMap;
+use crate::sorted::{RisingKey, RisingMap};
 
 /// How many elements one BPF_MAP_UPDATE_BATCH call carries.
 pub(super) const BATCH: usize = 8192;
@@ -25,7 +25,7 @@ pub(super) const BATCH: usize = 8192;
 /// A map key, and the order a mirror keeps it in.
 pub trait MirrorKey: Pod {
     /// What the mirror sorts by, the key itself included (so nothing is lost).
-    type Ordered: Ord + Copy;
+    type Ordered: RisingKey;
     fn ordered(self) -> Self::Ordered;
     fn key(ordered: Self::Ordered) -> Self;
 }
@@ -52,6 +52,20 @@ impl MirrorKey for Endpoint {
     }
     fn key((_, endpoint): (u32, Endpoint)) -> Endpoint {
         endpoint
+    }
+}
+
+/// The address leads the order, so it is the number; endpoints of one address share it.
+impl RisingKey for (u32, Endpoint) {
+    fn number(&self) -> Option<u64> {
+        Some(u64::from(self.0))
+    }
+}
+
+/// Searched by halves: IPv6 addresses are few here.
+impl RisingKey for Ipv6Key {
+    fn number(&self) -> Option<u64> {
+        None
     }
 }
 

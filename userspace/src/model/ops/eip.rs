@@ -24,7 +24,7 @@ pub fn allocate(
 ) -> Result<Executed, Refusal> {
     check_unicast("EIP", address)?;
     let state = txn.state();
-    if state.has_eip(address) {
+    if state.eips.contains_key(&address) {
         return Err(Refusal::plain(
             codes::EIP_ALREADY_ALLOCATED,
             format!("EIP {address} is already allocated"),
