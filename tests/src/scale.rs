@@ -43,6 +43,26 @@ pub fn eni_of(n: u32) -> Id {
 /// private address `n` for each. Apply it after the topology's VPC document (it uses that
 /// document's region). JSON, each request written as `eipctl apply` sends it (`op` first).
 pub fn associations_document(count: u32) -> String {
+    document(count, Order::Rising)
+}
+
+/// [`associations_document`] with the associations in a fixed random order (the ENIs and
+/// EIPs are still created in order, as a pool is): an operator's document need not list
+/// them in the order of their addresses.
+pub fn shuffled_associations_document(count: u32) -> String {
+    document(count, Order::Random)
+}
+
+/// The order of a document's associations.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// EIP n with private address n, n rising.
+    Rising,
+    /// The same pairs, in an order shuffled by a fixed seed.
+    Random,
+}
+
+fn document(count: u32, order: Order) -> String {
     assert!(count <= MAX_ASSOCIATIONS, "at most {MAX_ASSOCIATIONS} associations fit, not {count}");
     let mut requests = vec![
         Request::CreateVpc {
@@ -82,7 +102,11 @@ pub fn associations_document(count: u32) -> String {
     for n in 0..count {
         requests.push(Request::AllocateEip { address: eip(n), region: None, bandwidth_mbps: None });
     }
-    for n in 0..count {
+    let mut pairs: Vec<u32> = (0..count).collect();
+    if order == Order::Random {
+        shuffle(&mut pairs);
+    }
+    for n in pairs {
         requests.push(Request::AssociateEip {
             eip: eip(n),
             instance: None,
@@ -94,4 +118,15 @@ pub fn associations_document(count: u32) -> String {
     }
     let requests = serde_json::to_string(&requests).expect("requests encode as JSON");
     format!(r#"{{"requests":{requests}}}"#)
+}
+
+/// Fisher-Yates with xorshift64 from a fixed seed: the same order in every run.
+fn shuffle(items: &mut [u32]) {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for i in (1..items.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        items.swap(i, (state % (i as u64 + 1)) as usize);
+    }
 }

@@ -12,7 +12,7 @@ use eipgw::{api::ApplyAnswer, cli::apply::LIST_AT_MOST, client::Client};
 use eipgw_common::{EipEntry, MAP_EIPS};
 use eipgw_tests::{
     AgentProcess, Topology,
-    scale::associations_document,
+    scale::{associations_document, shuffled_associations_document},
     topology::{EIP, VM_IP, VM_IP2, VPC_DOCUMENT},
 };
 use serde_json::value::RawValue;
@@ -28,7 +28,9 @@ pub fn run(quick: bool, report: &mut Report) {
     let (sizes, runs): (&[u32], usize) =
         if quick { (&[10_000], 1) } else { (&[10_000, 100_000, 1_000_000], 3) };
     for &count in sizes {
-        for figure in apply_figures(count, runs) {
+        // The largest document is also applied with its associations in random order.
+        let random_order = Some(&count) == sizes.last();
+        for figure in apply_figures(count, runs, random_order) {
             report.add(figure);
         }
     }
@@ -71,17 +73,21 @@ fn post_timed(agent: &AgentProcess, body: &RawValue, dry: bool, count: u32) -> f
 /// Seconds to apply one document of `count` associations, once per run, each on a fresh
 /// agent whose only other state is the topology's VPC; and, first on the same agent, to
 /// validate it only (a dry run keeps nothing), which tells the rules' share of the time from
-/// the store's and the maps'.
-fn apply_figures(count: u32, runs: usize) -> Vec<Figure> {
+/// the store's and the maps'. With `random_order`, also the same associations listed in a
+/// random order, each on a fresh agent.
+fn apply_figures(count: u32, runs: usize, random_order: bool) -> Vec<Figure> {
     // Encoded once, outside the timing: what is timed is sending the document and the
     // agent's work until it answers, as `eipctl apply` would see it, not building JSON here.
     // Asking, as `eipctl apply` does for a table, for the changes to be counted rather
     // than listed when they are many.
-    let text = associations_document(count).replacen(
-        '{',
-        &format!(r#"{{"list_at_most":{LIST_AT_MOST},"#),
-        1,
-    );
+    let counted = |document: String| {
+        document.replacen('{', &format!(r#"{{"list_at_most":{LIST_AT_MOST},"#), 1)
+    };
+    let text = counted(associations_document(count));
+    let shuffled = random_order.then(|| {
+        RawValue::from_string(counted(shuffled_associations_document(count)))
+            .expect("the generated document is JSON")
+    });
     let dry_text = text.replacen('{', r#"{"dry_run":true,"#, 1);
     let document = RawValue::from_string(text).expect("the generated document is JSON");
     let dry_run = RawValue::from_string(dry_text).expect("the dry-run document is JSON");
@@ -90,7 +96,7 @@ fn apply_figures(count: u32, runs: usize) -> Vec<Figure> {
     let (mut validated, mut applied, mut restarted) = (Vec::new(), Vec::new(), Vec::new());
     // Per phase of the applied document (from the agent's log), one sample per run: after
     // the dry run, and on a fresh agent.
-    let (mut phases, mut cold_phases) = (Vec::new(), Vec::new());
+    let (mut phases, mut cold_phases, mut random_phases) = (Vec::new(), Vec::new(), Vec::new());
     let fresh_agent = || {
         let topology = must(Topology::create(), "creating the topology");
         let agent = must(
@@ -109,6 +115,12 @@ fn apply_figures(count: u32, runs: usize) -> Vec<Figure> {
         cold.push(post_timed(&agent, &document, false, count));
         add_phases(&mut cold_phases, &agent.log_text());
     }
+    let mut random = Vec::new();
+    for shuffled in shuffled.iter().flat_map(|document| std::iter::repeat_n(document, runs)) {
+        let (_topology, agent) = fresh_agent();
+        random.push(post_timed(&agent, shuffled, false, count));
+        add_phases(&mut random_phases, &agent.log_text());
+    }
     for _ in 0..runs {
         let (_topology, mut agent) = fresh_agent();
         let timed = |body: &RawValue, dry: bool| post_timed(&agent, body, dry, count);
@@ -125,19 +137,21 @@ fn apply_figures(count: u32, runs: usize) -> Vec<Figure> {
     }
     let name = format!("apply {} associations", short_count(count));
     let cold_name = format!("{name}, on a fresh agent (no dry run before)");
-    let phase_figures: Vec<Figure> = [(phases, &name), (cold_phases, &cold_name)]
-        .into_iter()
-        .flat_map(|(phases, of)| {
-            phases.into_iter().map(move |(phase, samples)| Figure {
-                section: SECTION,
-                name: format!("{of}: {phase} phase"),
-                unit: "s",
-                samples,
-                compared_with: Some(of.clone()),
-                target: None,
+    let random_name = format!("{name} in random order, on a fresh agent");
+    let phase_figures: Vec<Figure> =
+        [(phases, &name), (cold_phases, &cold_name), (random_phases, &random_name)]
+            .into_iter()
+            .flat_map(|(phases, of)| {
+                phases.into_iter().map(move |(phase, samples)| Figure {
+                    section: SECTION,
+                    name: format!("{of}: {phase} phase"),
+                    unit: "s",
+                    samples,
+                    compared_with: Some(of.clone()),
+                    target: None,
+                })
             })
-        })
-        .collect();
+            .collect();
     let mut figures = vec![
         Figure {
             section: SECTION,
@@ -165,6 +179,16 @@ fn apply_figures(count: u32, runs: usize) -> Vec<Figure> {
             target: (count == 1_000_000).then_some(("median", 2.0)),
         },
     ];
+    if !random.is_empty() {
+        figures.push(Figure {
+            section: SECTION,
+            name: random_name.clone(),
+            unit: "s",
+            samples: random,
+            compared_with: Some(cold_name.clone()),
+            target: None,
+        });
+    }
     figures.extend(phase_figures);
     figures.push(Figure {
         section: SECTION,
