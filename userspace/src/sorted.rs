@@ -34,8 +34,8 @@ impl RisingKey for Ipv4Addr {
 /// list, where a new key above the last is pushed after one comparison and a key looked
 /// up in rising order is found at once, past the last one found (else by a search of the
 /// keys, which are kept apart from the values so that it reads few cache lines). The few
-/// keys that come out of that order go in a tree beside it. Iteration
-/// merges the two, so it is in key order.
+/// keys that come out of that order go in a tree beside it. Iteration merges the two, so
+/// it is in key order.
 #[derive(Debug)]
 pub struct RisingMap<K, V> {
     /// Rising keys, none of them in `others`.
