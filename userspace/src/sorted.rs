@@ -350,19 +350,15 @@ mod tests {
         keys.dedup();
         let map: RisingMap<u32, u32> = keys.iter().map(|&k| (k, k / 2)).collect();
         let tree: BTreeMap<u32, u32> = keys.iter().map(|&k| (k, k / 2)).collect();
-        // Each key, its neighbours and a few others, in no order.
-        let mut asked: Vec<u32> = keys
+        // Each key, its neighbours and a few others, in no order: visited 7919 apart (a
+        // prime that does not divide their number, so each is visited once).
+        let asked: Vec<u32> = keys
             .iter()
             .flat_map(|&k| [k, k.wrapping_sub(1), k.wrapping_add(1), k.wrapping_mul(7919)])
             .collect();
-        let mut x = 0x2545_f491_4f6c_dd1d_u64;
-        for i in (1..asked.len()).rev() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            asked.swap(i, (x % (i as u64 + 1)) as usize);
-        }
-        for key in asked {
+        assert_ne!(asked.len() % 7919, 0);
+        for i in 0..asked.len() {
+            let key = asked[i * 7919 % asked.len()];
             assert_eq!(map.get(&key), tree.get(&key), "key {key}");
         }
     }
