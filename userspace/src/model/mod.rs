@@ -33,7 +33,10 @@ impl State {
 
     /// Puts back what a committed change replaced (used when the store could not write it).
     pub fn revert(&mut self, change: &Change) {
-        for changed in &change.eips {
+        // EIPs last first, as an undo goes: a pool the change allocated in rising order
+        // then leaves the end of the state's sorted list, and of the indexes' (see
+        // `RisingMap::remove`).
+        for changed in change.eips.iter().rev() {
             self.restore_eip(changed.key, changed.before.as_deref().cloned());
         }
         for changed in &change.others {

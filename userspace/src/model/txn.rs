@@ -172,7 +172,8 @@ impl<'a> Txn<'a> {
 
     /// Undoes every change.
     pub fn rollback(self) {
-        for (address, before) in self.eips_before.into_sorted() {
+        // EIPs last first, as `State::revert` puts them back.
+        for (address, before) in self.eips_before.into_sorted().into_iter().rev() {
             self.state.restore_eip(address, before.map(|eip| *eip));
         }
         for (key, before) in self.before {
