@@ -17,7 +17,7 @@ use aya::{
 use eipgw_common::{Endpoint, Ipv6Key};
 
 use super::bucket_order;
-use crate::sorted::{RisingKey, RisingMap};
+use crate::sorted::{RisingKey, RisingMap, extend_sorted};
 
 /// How many elements one BPF_MAP_UPDATE_BATCH call carries.
 pub(super) const BATCH: usize = 8192;
@@ -149,7 +149,7 @@ impl<K: MirrorKey, V: Pod + PartialEq> MirroredMap<K, V> {
 
     /// Whether it holds nothing, as planned.
     pub fn is_empty(&self) -> bool {
-        self.mirror.is_empty() && self.pending.iter().all(|(_, planned)| planned.is_none())
+        self.mirror.is_empty() && self.pending.values().all(Option::is_none)
     }
 
     /// Every key as planned, in the mirror's order.
@@ -210,16 +210,10 @@ impl<K: MirrorKey, V: Pod + PartialEq> MirroredMap<K, V> {
         };
         update_batches(fd, batch_keys, batch_values)
             .with_context(|| format!("writing map {} in batches", self.name))?;
-        // Into the copy, in its order. A batch as big as a good part of it (a million new
-        // mappings) is merged in one pass over both; a few keys are inserted one by one,
-        // each finding the tree's nodes after the last. Should a batch fail, `flush` reads
-        // the whole map back instead.
+        // Into the copy, in its order. Should a batch fail, `flush` reads the whole map back
+        // instead.
         let written = keys.iter().map(|key| key.ordered()).zip(values.iter().copied());
-        if keys.len() >= self.mirror.len() / 4 {
-            self.mirror.append(&mut written.collect());
-        } else {
-            self.mirror.extend(written);
-        }
+        extend_sorted(&mut self.mirror, written);
         Ok(())
     }
 }

@@ -33,9 +33,9 @@ impl Slots {
             held.into_iter().map(|(key, slot)| (key.ordered(), slot)).collect();
         held.sort_unstable();
         let by_address: RisingMap<u32, u32> = held.into_iter().collect();
-        let next = by_address.iter().map(|(_, &slot)| slot + 1).max().unwrap_or(0);
+        let next = by_address.values().map(|&slot| slot + 1).max().unwrap_or(0);
         let mut taken = vec![false; next as usize];
-        for (_, &slot) in by_address.iter() {
+        for &slot in by_address.values() {
             taken[slot as usize] = true;
         }
         let free = (0..next).filter(|&slot| !taken[slot as usize]).collect();

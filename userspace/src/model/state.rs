@@ -26,12 +26,12 @@ pub struct State {
     index: Index,
 }
 
-/// An index by IPv4 address (as a number, `u32::from`) of a million addresses. They come
-/// in runs (a subnet's, a pool's), created and then associated in rising order: a
-/// [`RisingMap`] takes each next one without hashing or searching, and finds the next
-/// asked for just past the last. A hash table spent 15-20% of a big apply's rules hashing,
-/// probing and growing; a tree searched from its root for each.
-type AddrMap<V> = RisingMap<u32, V>;
+/// An index by IPv4 address, of a million addresses. They come in runs (a subnet's, a
+/// pool's), created and then associated in rising order: a [`RisingMap`] takes each next
+/// one without hashing or searching, and finds the next asked for just past the last. A
+/// hash table spent 15-20% of a big apply's rules hashing, probing and growing; a tree
+/// searched from its root for each.
+type AddrMap<V> = RisingMap<Ipv4Addr, V>;
 
 /// Derived lookups; never stored.
 #[derive(Clone, Debug, Default)]
@@ -64,9 +64,9 @@ impl Index {
     fn association(&mut self, eip: Ipv4Addr, association: &Association, add: bool) {
         if let Some(private_ip) = association.private_ip() {
             if add {
-                self.eip_of_private.insert(private_ip.into(), eip);
+                self.eip_of_private.insert(private_ip, eip);
             } else {
-                remove_if_addr(&mut self.eip_of_private, private_ip.into(), &eip);
+                remove_if_addr(&mut self.eip_of_private, private_ip, &eip);
             }
         }
         if let Some(eni) = association.eni() {
@@ -171,7 +171,7 @@ impl State {
             }
             Resource::Eni(eni) => {
                 for ip in eni.ipv4s() {
-                    self.index.ipv4_owner.insert(ip.into(), eni.id.clone());
+                    self.index.ipv4_owner.insert(ip, eni.id.clone());
                 }
                 for ip in &eni.ipv6 {
                     self.index.ipv6_owner.insert(*ip, eni.id.clone());
@@ -215,7 +215,7 @@ impl State {
             Kind::Eni => {
                 let eni = self.enis.remove(id)?;
                 for ip in eni.ipv4s() {
-                    remove_if_addr(&mut self.index.ipv4_owner, ip.into(), &eni.id);
+                    remove_if_addr(&mut self.index.ipv4_owner, ip, &eni.id);
                 }
                 for ip in &eni.ipv6 {
                     remove_if(&mut self.index.ipv6_owner, ip, &eni.id);
@@ -312,7 +312,7 @@ impl State {
 
     /// The ENI holding a private IPv4.
     pub fn owner_of_ipv4(&self, ip: Ipv4Addr) -> Option<&Eni> {
-        self.enis.get(self.index.ipv4_owner.get(&u32::from(ip))?)
+        self.enis.get(self.index.ipv4_owner.get(&ip)?)
     }
 
     /// The ENI holding an IPv6 address.
@@ -327,7 +327,7 @@ impl State {
 
     /// The NAT-mode EIP of a private IPv4 (R02 makes it unique).
     pub fn eip_of_private_ip(&self, ip: Ipv4Addr) -> Option<&Eip> {
-        self.eips.get(self.index.eip_of_private.get(&u32::from(ip))?)
+        self.eips.get(self.index.eip_of_private.get(&ip)?)
     }
 
     /// EIPs landing on an ENI, any mode.
@@ -452,7 +452,7 @@ where
 }
 
 /// [`remove_if`] for an index kept in an [`AddrMap`].
-fn remove_if_addr<V: PartialEq>(map: &mut AddrMap<V>, key: u32, value: &V) {
+fn remove_if_addr<V: PartialEq>(map: &mut AddrMap<V>, key: Ipv4Addr, value: &V) {
     if map.get(&key) == Some(value) {
         map.remove(&key);
     }
